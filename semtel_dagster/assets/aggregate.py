@@ -1,0 +1,26 @@
+import polars as pl
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from semtel_dagster.assets.metadata import markdown_table, table_metadata
+from semtel_dagster.core.aggregate import weekly_insights as compute_weekly_insights
+from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.resources import LakeResource
+
+
+@asset(
+    deps=["classifications"],
+    group_name="weekly_pipeline",
+    partitions_def=weekly_partitions,
+    backfill_policy=weekly_backfill_policy,
+)
+def weekly_insights(context: AssetExecutionContext, lake: LakeResource):
+    """Conversations and share per label per classifier: the numbers product teams read."""
+    week = partition_week(context.partition_key)
+    insights = compute_weekly_insights(lake.read_week("classifications", week))
+    version = lake.overwrite_week("weekly_insights", insights, week)
+    metadata = table_metadata(insights, lake.uri("weekly_insights"), version)
+    for (classifier,), group in insights.group_by("classifier", maintain_order=True):
+        metadata[f"insights/{classifier}"] = MetadataValue.md(
+            markdown_table(group.select("label", "conversations", pl.col("share").round(4)))
+        )
+    return MaterializeResult(metadata=metadata)

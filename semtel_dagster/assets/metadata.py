@@ -1,0 +1,48 @@
+"""Materialization metadata the Dagster UI understands: row counts, column schema, samples, distributions."""
+
+
+import polars as pl
+from dagster import MetadataValue, TableColumn, TableSchema
+
+SAMPLE_ROWS = 5
+_CELL_CHARS = 80
+
+
+def table_schema(frame: pl.DataFrame) -> TableSchema:
+    return TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+
+
+def _cell(value: object) -> str:
+    text = str(value).replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
+    return header + "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in frame.iter_rows())
+
+
+def table_metadata(frame: pl.DataFrame, uri: str, version: int | None = None) -> dict:
+    metadata = {
+        "dagster/row_count": MetadataValue.int(frame.height),
+        "dagster/column_schema": table_schema(frame),
+        "dagster/uri": MetadataValue.path(uri),
+        "sample": MetadataValue.md(markdown_table(frame.head(SAMPLE_ROWS))) if frame.height else MetadataValue.text("(empty)"),
+    }
+    if version is not None:
+        metadata["delta_version"] = MetadataValue.int(version)
+    return metadata
+
+
+def label_distribution(classifications: pl.DataFrame) -> dict:
+    """One markdown table per classifier: label, conversations, share."""
+    metadata = {}
+    for (classifier,), group in classifications.group_by("classifier", maintain_order=True):
+        counts = (
+            group.group_by("label")
+            .agg(pl.len().alias("conversations"))
+            .with_columns((pl.col("conversations") / pl.col("conversations").sum()).round(4).alias("share"))
+            .sort("conversations", "label", descending=[True, False])
+        )
+        metadata[f"labels/{classifier}"] = MetadataValue.md(markdown_table(counts))
+    return dict(sorted(metadata.items()))

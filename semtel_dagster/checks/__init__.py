@@ -1,0 +1,1 @@
+"""Data-quality gates: great-expectations suites run as blocking Dagster asset checks."""

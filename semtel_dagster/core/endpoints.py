@@ -1,0 +1,81 @@
+"""The endpoints file: which OpenAI-compatible servers a run may call, and their quotas.
+
+Keys are never written in the file: ``api_key_env`` names the environment variable that holds one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NO_KEY = "no-key"  # OpenAI-compatible servers without auth (vLLM, Ollama, the simulator) accept any key
+
+
+class EndpointsFileError(ValueError):
+    """The endpoints file is missing or invalid; the message names the offending field."""
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    tpm: int | None = Field(default=None, gt=0, description="tokens per minute, counted as prompt + max_tokens")
+    rpm: int | None = Field(default=None, gt=0, description="requests per minute")
+    max_concurrency: int = Field(default=32, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def api_key(self) -> str:
+        """The key from the environment; a named but unset variable is an error, never a silent no-key."""
+        if self.api_key_env is None:
+            return NO_KEY
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise EndpointsFileError(f"endpoint {self.name!r}: environment variable {self.api_key_env} is not set")
+        return key
+
+
+class EndpointsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[Endpoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "EndpointsFile":
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError(f"endpoint names must be unique, got {names}")
+        return self
+
+
+def parse_endpoints(data: object, origin: str = "endpoints file") -> EndpointsFile:
+    try:
+        return EndpointsFile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise EndpointsFileError(f"{origin}: {problems}") from None
+
+
+def load_endpoints(path: str | Path) -> EndpointsFile:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise EndpointsFileError(f"endpoints file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise EndpointsFileError(f"{path}: not valid YAML: {exc}") from None
+    return parse_endpoints(data, origin=str(path))

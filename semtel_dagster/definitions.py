@@ -1,0 +1,49 @@
+"""The Dagster code location: stage assets, their gates, resources, the weekly job and schedule."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, build_schedule_from_partitioned_job, define_asset_job
+
+from semtel_dagster.assets.aggregate import weekly_insights
+from semtel_dagster.assets.classify import llm_responses
+from semtel_dagster.assets.dedupe import conversation_clusters
+from semtel_dagster.assets.ingest import ingest
+from semtel_dagster.assets.parse import parse_clean
+from semtel_dagster.assets.truncate import conversations_truncated
+from semtel_dagster.checks.stage_checks import STAGE_GATES
+from semtel_dagster.partitions import weekly_partitions
+from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
+
+STAGE_ASSETS = [ingest, conversations_truncated, conversation_clusters, llm_responses, parse_clean, weekly_insights]
+
+weekly_job = define_asset_job(
+    "weekly_pipeline",
+    selection=AssetSelection.groups("weekly_pipeline"),
+    partitions_def=weekly_partitions,
+    description="Ingest, truncate, dedupe, classify, parse and aggregate one week of conversations.",
+)
+
+# Runs Monday 03:00 UTC for the week that ended at midnight (the last complete partition).
+weekly_schedule = build_schedule_from_partitioned_job(weekly_job, hour_of_day=3, minute_of_hour=0)
+
+
+def build_definitions(
+    lake: LakeResource | None = None,
+    settings: PipelineSettings | None = None,
+    endpoint_pool: EndpointPoolResource | None = None,
+) -> Definitions:
+    """Definitions with the given resources (defaults: environment variables, then embedded defaults)."""
+    return Definitions(
+        assets=STAGE_ASSETS,
+        asset_checks=STAGE_GATES,
+        jobs=[weekly_job],
+        schedules=[weekly_schedule],
+        resources={
+            "lake": lake or LakeResource(),
+            "settings": settings or PipelineSettings(),
+            "endpoint_pool": endpoint_pool or EndpointPoolResource(),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,34 @@
+"""The lake: where the weekly Delta tables live (a local folder or any URI delta-rs supports)."""
+
+
+import datetime as dt
+import os
+
+import polars as pl
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from semtel_dagster.core import delta, tables
+
+DEFAULT_LAKE = ".semtel/lake"
+
+
+class LakeResource(ConfigurableResource):
+    """Reads and atomically overwrites week partitions of the pipeline's tables."""
+
+    root: str = Field(
+        default_factory=lambda: os.environ.get("SEMTEL_LAKE", DEFAULT_LAKE),
+        description="Lake root: a folder, or an s3:// abfss:// gs:// URI (credentials from the environment).",
+    )
+
+    def uri(self, table: str) -> str:
+        return delta.table_uri(self.root, table)
+
+    def read_week(self, table: str, week: dt.date) -> pl.DataFrame:
+        return delta.read_weeks(self.uri(table), tables.TABLES[table], [week])
+
+    def overwrite_week(self, table: str, frame: pl.DataFrame, week: dt.date) -> int:
+        return delta.overwrite_weeks(self.uri(table), frame, tables.TABLES[table], [week])
+
+    def append(self, table: str, frame: pl.DataFrame) -> None:
+        delta.append(self.uri(table), frame, tables.TABLES[table])
