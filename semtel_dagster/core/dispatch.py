@@ -144,7 +144,7 @@ class EndpointState:
         self.limit = float(min(4, endpoint.max_concurrency))
         self.in_flight = 0
         self.cooldown_until = 0.0
-        self.consecutive_failures = 0
+        self.congested = False  # slow start (doubling) until the first sign of overload, then AIMD
         self.stats = EndpointStats()
 
     def wait_for(self, cost: int, now: float) -> float:
@@ -184,11 +184,11 @@ class EndpointState:
                 bucket.observe(limit, remaining, now)
 
     def on_success(self) -> None:
-        self.consecutive_failures = 0
-        self.limit = min(float(self.endpoint.max_concurrency), self.limit + 1.0 / max(1.0, self.limit))
+        step = 1.0 / max(1.0, self.limit) if self.congested else 1.0
+        self.limit = min(float(self.endpoint.max_concurrency), self.limit + step)
 
     def on_failure(self, now: float, pause_s: float) -> None:
-        self.consecutive_failures += 1
+        self.congested = True
         self.limit = max(1.0, self.limit * 0.7)
         self.cooldown_until = max(self.cooldown_until, now + pause_s)
 

@@ -35,13 +35,33 @@ class Classifier:
     groups: dict[str, list[str]] = field(default_factory=dict)
     agent: Any = field(default=None, repr=False, compare=False)
 
-    def messages(self, transcript: str) -> list[dict[str, str]]:
-        """OpenAI chat messages for one conversation."""
+    def render(self, transcript: str) -> list[dict[str, str]]:
+        """OpenAI chat messages rendered by Prompty (a few ms each)."""
         rendered = prompty.prepare(self.agent, {"transcript": transcript, "labels": list(self.definitions)})
         return [
             {"role": message.role, "content": "".join(part.value for part in message.parts)}
             for message in rendered
         ]
+
+    def messages(self, transcript: str) -> list[dict[str, str]]:
+        """OpenAI chat messages for one conversation, from a template rendered once per classifier.
+
+        Valid because transcripts are inserted verbatim (``frozen_template`` checks that) and are
+        already free of role-marker lines (``truncate.render_transcript`` quotes them).
+        """
+        template = self._frozen_template()
+        if template is None:
+            return self.render(transcript)
+        return [
+            {"role": role, "content": content.replace(_SLOT, transcript) if role == slot_role else content}
+            for role, content, slot_role in template
+        ]
+
+    def _frozen_template(self) -> list[tuple[str, str, str]] | None:
+        cached = _FROZEN.get(self.version)
+        if cached is None:
+            cached = _FROZEN[self.version] = frozen_template(self)
+        return cached or None
 
     def response_format(self) -> dict:
         """Strict JSON schema with the label set as an enum (structured outputs)."""
@@ -58,6 +78,27 @@ class Classifier:
                 },
             },
         }
+
+
+_SLOT = "\u2063TRANSCRIPT\u2063"
+_FROZEN: dict[str, list] = {}
+
+
+def frozen_template(classifier: Classifier) -> list[tuple[str, str, str]]:
+    """Messages rendered with a placeholder transcript, or [] when the template transforms the
+    transcript (filters, conditions) and must be rendered per conversation."""
+    probe = "probe text"
+    with_slot = classifier.render(_SLOT)
+    slotted = [m for m in with_slot if m["content"].count(_SLOT) == 1]
+    if len(slotted) != 1 or any(_SLOT in m["content"] for m in with_slot if m is not slotted[0]):
+        return []
+    slot_role = slotted[0]["role"]
+    template = [(m["role"], m["content"], slot_role) for m in with_slot]
+    expected = [
+        {"role": role, "content": content.replace(_SLOT, probe) if role == slot_role else content}
+        for role, content, _ in template
+    ]
+    return template if classifier.render(probe) == expected else []
 
 
 def default_prompts_dir() -> Path:

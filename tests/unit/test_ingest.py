@@ -46,11 +46,12 @@ def test_each_malformed_kind_is_rejected_with_its_reason(tmp_path):
         _rec("r", messages=[{"role": "bot", "content": "hi"}]),         # 12 bad role
         "",                                                             # 13 blank: not a record
         "   ",                                                          # 14 blank: not a record
+        json.dumps(_rec("s", messages=[{"role": "user", "content": "\ud800"}])),  # 15 lone surrogate
     ])
     result = read_landing(tmp_path, W1, max_record_bytes=400, raw_chars=50)
     reasons = _reasons(result)
     assert result.conversations["conversation_id"].to_list() == ["ok"]
-    assert result.records_read == 12 and result.files_read == 1
+    assert result.records_read == 13 and result.files_read == 1
     assert reasons["a.jsonl:2"].startswith("malformed json: ")
     assert reasons["a.jsonl:3"] == "not a json object: got list"
     assert reasons["a.jsonl:4"] == "invalid record: messages: Field required"
@@ -62,10 +63,16 @@ def test_each_malformed_kind_is_rejected_with_its_reason(tmp_path):
     assert reasons["a.jsonl:10"].startswith("invalid record: started_at: ")
     assert reasons["a.jsonl:11"] == "invalid record: conversation_id: must not be blank"
     assert reasons["a.jsonl:12"].startswith("invalid record: messages.0.role: ")
-    assert len(reasons) == 11
+    assert reasons["a.jsonl:15"].startswith("invalid utf-8: ")
+    assert len(reasons) == 12
     assert result.rejects.schema == tables.INGEST_REJECTS
     assert all(len(raw) <= 50 for raw in result.rejects["raw"])
     assert "\ufffd" in result.rejects.filter(record_ref="a.jsonl:8")["raw"][0]
+
+
+def test_int_past_pythons_digit_limit_is_malformed_json(tmp_path):
+    _write(tmp_path / "2026-11-17.jsonl", ['{"n": ' + "1" * 5000 + "}"])
+    assert read_landing(tmp_path, W1).rejects["reason"][0].startswith("malformed json: Exceeds the limit")
 
 
 def test_valid_records_are_normalised(tmp_path):
