@@ -47,7 +47,7 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int) -> dict:
         endpoint_pool=EndpointPoolResource(endpoints_file=None),
     )
     with DagsterInstance.get() as instance:
-        result = defs.get_job_def("weekly_pipeline").execute_in_process(
+        result = defs.resolve_job_def("weekly_pipeline").execute_in_process(
             partition_key=week.isoformat(), instance=instance, raise_on_error=False
         )
     summary = pipeline_summary(lake.root, week)

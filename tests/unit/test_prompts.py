@@ -1,0 +1,148 @@
+"""The classifier library (semtel_dagster.core.prompts) over the real prompts/*.prompty files."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from semtel_dagster.core.prompts import PromptError, load_classifier, load_classifiers
+
+PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+
+EXPECTED_LABELS = {
+    "intent": ("asking", "doing", "expressing"),
+    "satisfaction": ("1", "2", "3", "4", "5"),
+    "user_expertise": ("novice", "beginner", "intermediate", "proficient", "expert"),
+}
+
+
+@pytest.fixture(scope="module")
+def classifiers():
+    return load_classifiers(PROMPTS)
+
+
+def test_loads_all_classifiers_with_label_sets(classifiers):
+    assert sorted(classifiers) == ["intent", "satisfaction", "topic", "user_expertise"]
+    for name, labels in EXPECTED_LABELS.items():
+        assert classifiers[name].labels == labels
+    topic = classifiers["topic"].labels
+    assert len(topic) == len(set(topic)) >= 10
+    assert {"programming", "data_analysis", "cooking_food", "other"} <= set(topic)
+    for c in classifiers.values():
+        assert [d["name"] for d in c.definitions] == list(c.labels)
+        assert all(d["definition"] for d in c.definitions)
+        assert c.max_tokens > 0 and c.temperature == 0.0
+
+
+def test_version_is_content_hash(classifiers):
+    for c in classifiers.values():
+        assert c.version == hashlib.sha256(c.path.read_bytes()).hexdigest()[:12]
+    assert len({c.version for c in classifiers.values()}) == len(classifiers)
+
+
+def test_version_changes_when_file_changes(tmp_path):
+    shutil.copy(PROMPTS / "topic.prompty", tmp_path / "topic.prompty")
+    original = load_classifiers(tmp_path)["topic"]
+    assert original.version == load_classifiers(PROMPTS)["topic"].version  # same bytes, same version
+
+    path = tmp_path / "topic.prompty"
+    text = path.read_text()
+    assert "You are a careful annotator." in text
+    path.write_text(text.replace("You are a careful annotator.", "You are a meticulous annotator."))
+    edited = load_classifiers(tmp_path)["topic"]
+    assert edited.version != original.version
+    assert edited.labels == original.labels
+    # the new wording is what gets sent (no stale render cached under the old version)
+    system = edited.messages("User: hi")[0]["content"]
+    assert "meticulous annotator" in system and "careful annotator" not in system
+    assert "careful annotator" in original.messages("User: hi")[0]["content"]
+
+
+def test_messages_contain_labels_and_transcript(classifiers):
+    transcript = "User: my python function crashes\n\nAssistant: show me the traceback"
+    for name, c in classifiers.items():
+        messages = c.messages(transcript)
+        assert [m["role"] for m in messages] == ["system", "user"], name
+        assert transcript in messages[1]["content"]
+        for label in c.labels:
+            assert label in messages[0]["content"], (name, label)
+        # a different transcript changes only the user turn
+        other = c.messages("User: something else")
+        assert other[0] == messages[0] and "something else" in other[1]["content"]
+        assert transcript not in other[1]["content"]
+
+
+def test_response_format_enum(classifiers):
+    for name, c in classifiers.items():
+        rf = c.response_format()
+        assert rf["type"] == "json_schema"
+        schema = rf["json_schema"]["schema"]
+        assert rf["json_schema"]["strict"] is True
+        assert schema["properties"]["label"]["enum"] == list(c.labels)
+        assert schema["required"] == ["label"]
+        assert schema["additionalProperties"] is False
+        assert name in rf["json_schema"]["name"]
+
+
+def test_select_by_name_keeps_order(classifiers):
+    picked = load_classifiers(PROMPTS, names=["topic", "intent"])
+    assert list(picked) == ["topic", "intent"]
+    assert picked["topic"].version == classifiers["topic"].version
+
+
+def test_unknown_name_is_an_error():
+    with pytest.raises(PromptError, match="nope"):
+        load_classifiers(PROMPTS, names=["topic", "nope"])
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(PromptError, match="no .prompty files"):
+        load_classifiers(tmp_path)
+
+
+def _write_without_labels(path: Path) -> None:
+    text = (PROMPTS / "intent.prompty").read_text()
+    head, meta_and_rest = text.split("metadata:\n", 1)
+    # drop the metadata block up to the template separator
+    body = meta_and_rest.split("\n---\n", 1)[1]
+    path.write_text(head + "metadata:\n  classifier: broken\n---\n" + body)
+
+
+def test_prompt_without_labels_names_the_file(tmp_path):
+    path = tmp_path / "broken.prompty"
+    _write_without_labels(path)
+    with pytest.raises(PromptError) as info:
+        load_classifier(path)
+    assert "broken.prompty" in str(info.value)
+    assert "metadata.labels" in str(info.value)
+    # and a folder containing it fails loudly too, naming that file
+    shutil.copy(PROMPTS / "topic.prompty", tmp_path / "topic.prompty")
+    with pytest.raises(PromptError, match="broken.prompty"):
+        load_classifiers(tmp_path)
+
+
+def test_label_without_definition_is_an_error(tmp_path):
+    text = (PROMPTS / "intent.prompty").read_text()
+    path = tmp_path / "intent.prompty"
+    lines = text.splitlines(keepends=True)
+    idx = next(i for i, line in enumerate(lines) if line.strip().startswith("definition:"))
+    del lines[idx]
+    path.write_text("".join(lines))
+    with pytest.raises(PromptError, match=r"intent.prompty: metadata.labels\[0\]"):
+        load_classifier(path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="prompts.py load_classifiers: two files declaring the same classifier name are silently merged "
+    "(dict comprehension, the later file wins) instead of raising PromptError",
+)
+def test_duplicate_classifier_names_are_an_error(tmp_path):
+    shutil.copy(PROMPTS / "topic.prompty", tmp_path / "topic.prompty")
+    text = (PROMPTS / "topic.prompty").read_text()
+    (tmp_path / "topic_v2.prompty").write_text(text.replace("careful annotator", "meticulous annotator"))
+    with pytest.raises(PromptError, match="topic"):
+        load_classifiers(tmp_path)
