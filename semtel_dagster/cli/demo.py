@@ -1,4 +1,4 @@
-"""The ``semtel`` command: the demo on embedded defaults, the simulator, and sample data."""
+"""``semtel demo``: the whole pipeline for one sample week on embedded defaults."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ from semtel_dagster.core.weeks import last_complete_week, parse_week
 DEFAULT_HOME = Path(".semtel")
 
 
-def _home_paths(home: Path) -> dict[str, Path]:
+def home_paths(home: Path) -> dict[str, Path]:
     return {
         "landing": home / "landing",
         "truth": home / "truth",
@@ -36,9 +35,10 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int) -> dict:
     from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
 
     started = time.monotonic()
-    paths = _home_paths(home.resolve())
+    paths = home_paths(home.resolve())
     write_week(paths["landing"], paths["truth"], week, n=n, seed=seed)
     paths["dagster"].mkdir(parents=True, exist_ok=True)
+    (paths["dagster"] / "dagster.yaml").touch()  # an instance of its own, so `make dev` shows demo runs
     os.environ["DAGSTER_HOME"] = str(paths["dagster"])
     lake = LakeResource(root=str(paths["lake"]))
     defs = build_definitions(
@@ -87,7 +87,7 @@ def _print_summary(summary: dict) -> None:
         print(f"\nfailed checks: {', '.join(summary['failed_checks'])}")
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     week = parse_week(args.week) if args.week else last_complete_week()
     summary = run_demo(Path(args.home), week, args.n, args.seed)
     _print_summary(summary)
@@ -96,67 +96,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["success"] else 1
 
 
-def _cmd_sim_serve(args: argparse.Namespace) -> int:
-    from semtel_dagster.sim.server import main_serve
-
-    main_serve(
-        port=args.port, host=args.host, tpm=args.tpm, rpm=args.rpm, latency_ms=args.latency_ms,
-        endpoints_yaml=args.config, model=args.model,
-    )
-    return 0
 
 
-def _cmd_sample(args: argparse.Namespace) -> int:
-    from semtel_dagster.core.sample import write_week
-
-    home = _home_paths(Path(args.home))
-    for week in args.weeks:
-        landing, truth = write_week(
-            Path(args.landing) if args.landing else home["landing"], home["truth"], parse_week(week), args.n, args.seed
-        )
-        print(f"{week}: {landing} (ground truth: {truth})")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semtel", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def register(commands) -> None:
     demo = commands.add_parser("demo", help="generate a sample week and run the whole pipeline on embedded defaults")
     demo.add_argument("--week", help="week_start (a Monday, YYYY-MM-DD); default: the last complete week")
     demo.add_argument("--n", type=int, default=400, help="sample conversations (default 400)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--home", default=str(DEFAULT_HOME), help="folder for landing files, lake and Dagster runs")
     demo.add_argument("--summary-json", help="also write the summary to this file")
-    demo.set_defaults(func=_cmd_demo)
-
-    sim = commands.add_parser("sim", help="the local OpenAI-compatible endpoint simulator").add_subparsers(
-        dest="sim_command", required=True
-    )
-    serve = sim.add_parser("serve", help="serve simulated endpoints over HTTP until interrupted")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--tpm", type=int, help="tokens per minute (prompt + max_tokens), unlimited if unset")
-    serve.add_argument("--rpm", type=int, help="requests per minute, unlimited if unset")
-    serve.add_argument("--latency-ms", type=float, help="base latency per answer")
-    serve.add_argument("--model", help="model name the endpoint serves")
-    serve.add_argument("--config", help="YAML with several simulated endpoints (overrides the flags)")
-    serve.set_defaults(func=_cmd_sim_serve)
-
-    sample = commands.add_parser("sample", help="write seeded sample conversations (and ground truth) for weeks")
-    sample.add_argument("weeks", nargs="+", help="week_start dates (Mondays)")
-    sample.add_argument("--n", type=int, default=400)
-    sample.add_argument("--seed", type=int, default=7)
-    sample.add_argument("--home", default=str(DEFAULT_HOME))
-    sample.add_argument("--landing", help="landing folder (default HOME/landing)")
-    sample.set_defaults(func=_cmd_sample)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    demo.set_defaults(func=_run)
