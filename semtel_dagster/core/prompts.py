@@ -149,7 +149,12 @@ def load_classifier(path: Path) -> Classifier:
 def load_classifiers(prompts_dir: Path | None = None, names: list[str] | None = None) -> dict[str, Classifier]:
     """All classifiers in the folder (sorted by name), or the named ones; unknown names are an error."""
     folder = Path(prompts_dir) if prompts_dir else default_prompts_dir()
-    found = {c.name: c for c in (load_classifier(p) for p in sorted(folder.glob("*.prompty")))}
+    found: dict[str, Classifier] = {}
+    for path in sorted(folder.glob("*.prompty")):
+        classifier = load_classifier(path)
+        if classifier.name in found:
+            raise PromptError(f"{path}: classifier {classifier.name!r} is also defined in {found[classifier.name].path}")
+        found[classifier.name] = classifier
     if not found:
         raise PromptError(f"no .prompty files in {folder}")
     if names:

@@ -19,7 +19,13 @@ ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "too
 
 # Prompty reads a line that is only a role name and a colon ("user:") as a new chat message, so a
 # conversation containing one could inject a turn into the classifier prompt. Such lines are quoted.
-_ROLE_MARKER_LINE = re.compile(r"(?im)^(\s*#?\s*(system|user|assistant|developer)\b[^\n]*:\s*)$")
+_ROLE_MARKER_LINE = re.compile(
+    r"(?im)^([ \t]*#?[ \t]*(?:system|user|assistant|developer)[ \t]*(?:\[[^\]\n]*\])?[ \t]*:[ \t]*)$"
+)
+
+
+def quote_role_markers(text: str) -> str:
+    return _ROLE_MARKER_LINE.sub(r"> \1", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 @dataclass(frozen=True)
@@ -37,13 +43,12 @@ class TruncationConfig:
 
 
 def render_transcript(messages: list[dict]) -> str:
-    """``Role: content`` paragraphs; role-marker lines inside content are quoted so they stay data."""
-    paragraphs = []
-    for message in messages:
-        role = ROLE_NAMES.get(message["role"], message["role"].title())
-        content = _ROLE_MARKER_LINE.sub(r"> \1", message["content"].strip())
-        paragraphs.append(f"{role}: {content}")
-    return "\n\n".join(paragraphs)
+    """``Role: content`` paragraphs; role-marker lines (also an empty turn) are quoted so they stay data."""
+    paragraphs = [
+        f"{ROLE_NAMES.get(message['role'], message['role'].title())}: {message['content'].strip()}"
+        for message in messages
+    ]
+    return quote_role_markers("\n\n".join(paragraphs))
 
 
 def truncate_text(text: str, config: TruncationConfig) -> tuple[str, int, int, str]:
@@ -57,9 +62,11 @@ def truncate_text(text: str, config: TruncationConfig) -> tuple[str, int, int, s
     budget = config.max_tokens - len(enc.encode_ordinary(marker))
     head = int(budget * config.head_share)
     tail = budget - head
-    kept = enc.decode(tokens[:head]) + marker.replace(
-        str(omitted_guess), str(len(tokens) - head - tail)
-    ) + (enc.decode(tokens[-tail:]) if tail else "")
+    kept = quote_role_markers(
+        enc.decode(tokens[:head])
+        + marker.replace(str(omitted_guess), str(len(tokens) - head - tail))
+        + (enc.decode(tokens[-tail:]) if tail else "")
+    )
     return kept, len(tokens), len(enc.encode_ordinary(kept)), "head_tail"
 
 

@@ -135,11 +135,6 @@ def test_label_without_definition_is_an_error(tmp_path):
         load_classifier(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prompts.py load_classifiers: two files declaring the same classifier name are silently merged "
-    "(dict comprehension, the later file wins) instead of raising PromptError",
-)
 def test_duplicate_classifier_names_are_an_error(tmp_path):
     shutil.copy(PROMPTS / "topic.prompty", tmp_path / "topic.prompty")
     text = (PROMPTS / "topic.prompty").read_text()
