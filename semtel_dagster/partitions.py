@@ -1,4 +1,14 @@
-"""Weekly partitions: Monday 00:00 UTC to Monday, keyed ``YYYY-MM-DD`` (the ``week_start`` Date)."""
+"""Weekly partitions and the backfill policy.
+
+Partitions run Monday 00:00 UTC to Monday, keyed ``YYYY-MM-DD`` (the ``week_start`` Date of every
+table).
+
+Backfills run one week per run (``weekly_backfill_policy``). A week is the unit of everything that
+can go wrong: its LLM calls can hit quotas, its blocking checks gate its downstream steps, and its
+rerun resumes from its own answers. Separate runs keep a bad week from failing, or hiding inside, a
+range; let Dagster retry weeks independently; and show a per-week status in the backfill view. The
+Delta layer could write a range in one commit, but at weekly granularity nothing is cheaper per run.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +25,6 @@ weekly_partitions = WeeklyPartitionsDefinition(
     start_date=FIRST_WEEK, day_offset=1, timezone="UTC", fmt="%Y-%m-%d"
 )
 
-# One run per week. A week is the unit of everything that can go wrong: its LLM calls can hit quotas,
-# its checks gate its downstream steps, and its rerun resumes from its own answers. Separate runs keep
-# a bad week from failing (or hiding inside) a range, let Dagster retry weeks independently and show a
-# per-week status in the backfill view. The Delta layer could write ranges in one commit, but nothing
-# here is cheaper per run at weekly granularity.
 weekly_backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=1)
 
 
