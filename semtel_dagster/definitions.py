@@ -7,12 +7,19 @@ from dagster import AssetSelection, Definitions, build_schedule_from_partitioned
 from semtel_dagster.assets.aggregate import weekly_insights
 from semtel_dagster.assets.classify import llm_responses
 from semtel_dagster.assets.dedupe import conversation_clusters
+from semtel_dagster.assets.evaluation import classifier_evaluation
 from semtel_dagster.assets.ingest import ingest
 from semtel_dagster.assets.parse import parse_clean
 from semtel_dagster.assets.truncate import conversations_truncated
-from semtel_dagster.checks.stage_checks import STAGE_GATES
+from semtel_dagster.checks.stage_checks import QUALITY_CHECKS, STAGE_GATES
 from semtel_dagster.partitions import weekly_partitions
-from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
+from semtel_dagster.resources import (
+    EmbedderResource,
+    EndpointPoolResource,
+    EngineResource,
+    LakeResource,
+    PipelineSettings,
+)
 
 STAGE_ASSETS = [ingest, conversations_truncated, conversation_clusters, llm_responses, parse_clean, weekly_insights]
 
@@ -31,17 +38,21 @@ def build_definitions(
     lake: LakeResource | None = None,
     settings: PipelineSettings | None = None,
     endpoint_pool: EndpointPoolResource | None = None,
+    embedder: EmbedderResource | None = None,
+    engine: EngineResource | None = None,
 ) -> Definitions:
     """Definitions with the given resources (defaults: environment variables, then embedded defaults)."""
     return Definitions(
-        assets=STAGE_ASSETS,
-        asset_checks=STAGE_GATES,
+        assets=STAGE_ASSETS + [classifier_evaluation],
+        asset_checks=STAGE_GATES + QUALITY_CHECKS,
         jobs=[weekly_job],
         schedules=[weekly_schedule],
         resources={
             "lake": lake or LakeResource(),
             "settings": settings or PipelineSettings(),
             "endpoint_pool": endpoint_pool or EndpointPoolResource(),
+            "embedder": embedder or EmbedderResource(),
+            "engine": engine or EngineResource(),
         },
     )
 

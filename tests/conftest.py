@@ -3,3 +3,29 @@ import os
 # Every test runs offline: no model hub, no tokenizer downloads.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run (small shuffles, no UI), through the engine resource."""
+    from semtel_dagster.resources import EngineResource
+
+    engine = EngineResource(
+        kind="spark",
+        spark_master="local[2]",
+        spark_conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false", "spark.driver.memory": "2g"},
+    )
+    session = engine.for_lake("unused").spark
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def local_embedder():
+    """The real all-MiniLM-L6-v2, loaded once per session (about 10 s on two cores)."""
+    from semtel_dagster.core.embeddings import LocalEmbedder
+
+    return LocalEmbedder(progress=False)

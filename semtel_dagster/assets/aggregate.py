@@ -2,9 +2,8 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from semtel_dagster.assets.metadata import markdown_table, table_metadata
-from semtel_dagster.core.aggregate import weekly_insights as compute_weekly_insights
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
-from semtel_dagster.resources import LakeResource
+from semtel_dagster.resources import EngineResource, LakeResource
 
 
 @asset(
@@ -13,11 +12,11 @@ from semtel_dagster.resources import LakeResource
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
 )
-def weekly_insights(context: AssetExecutionContext, lake: LakeResource):
+def weekly_insights(context: AssetExecutionContext, lake: LakeResource, engine: EngineResource):
     """Conversations and share per label per classifier: the numbers product teams read."""
     week = partition_week(context.partition_key)
-    insights = compute_weekly_insights(lake.read_week("classifications", week))
-    version = lake.overwrite_week("weekly_insights", insights, week)
+    written = engine.for_lake(lake.root).aggregate(week)
+    insights, version = written.frame, written.version
     metadata = table_metadata(insights, lake.uri("weekly_insights"), version)
     for (classifier,), group in insights.group_by("classifier", maintain_order=True):
         metadata[f"insights/{classifier}"] = MetadataValue.md(

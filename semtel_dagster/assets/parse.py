@@ -1,9 +1,11 @@
+from functools import partial
+
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from semtel_dagster.assets.metadata import label_distribution, table_metadata
 from semtel_dagster.core.parse import parse_week
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
-from semtel_dagster.resources import LakeResource, PipelineSettings
+from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 GROUP = "weekly_pipeline"
 
@@ -26,16 +28,17 @@ GROUP = "weekly_pipeline"
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
 )
-def parse_clean(context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings):
+def parse_clean(context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource):
     """Turns raw answers into labels from each classifier's set; what cannot be recovered is a reject."""
     week = partition_week(context.partition_key)
-    classifications, rejects = parse_week(
-        lake.read_week("conversation_clusters", week),
-        lake.read_week("llm_responses", week),
-        settings.load_classifiers(),
+    parse = partial(
+        parse_week,
+        classifiers=settings.load_classifiers(),
+        strategy=settings.batching_strategy,
+        batch_size=settings.batch_size,
     )
-    for table, frame in (("classifications", classifications), ("classification_rejects", rejects)):
-        version = lake.overwrite_week(table, frame, week)
+    for written in engine.for_lake(lake.root).parse(week, parse):
+        table, frame, version = written.table, written.frame, written.version
         metadata = table_metadata(frame, lake.uri(table), version)
         if table == "classifications":
             metadata.update(label_distribution(frame))

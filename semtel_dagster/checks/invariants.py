@@ -25,9 +25,16 @@ def representatives_known(clusters: pl.DataFrame) -> pl.DataFrame:
     return clusters.with_columns(pl.col("representative_id").is_in(sorted(ids)).alias("representative_known"))
 
 
-def request_coverage(clusters: pl.DataFrame, responses: pl.DataFrame, classifiers: dict[str, Classifier]) -> pl.DataFrame:
-    """Every request the week needs, joined with its recorded answer (old prompt versions are kept as history)."""
-    expected = expected_request_ids(clusters, classifiers).select("request_id").get_column("request_id")
+def request_coverage(
+    clusters: pl.DataFrame,
+    responses: pl.DataFrame,
+    classifiers: dict[str, Classifier],
+    strategy: str = "single",
+    batch_size: int = 8,
+) -> pl.DataFrame:
+    """Every request the week needs, joined with its recorded answer (old prompt versions and follow-ups
+    are kept as extra rows)."""
+    expected = expected_request_ids(clusters, classifiers, strategy, batch_size).get_column("request_id").unique()
     return covers(expected, responses.select("request_id", "status"), key="request_id")
 
 

@@ -6,6 +6,8 @@ and its own gate fails again until the cause is fixed.
 """
 
 
+import datetime as dt
+
 import great_expectations as gx
 import polars as pl
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
@@ -13,6 +15,7 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 from semtel_dagster.checks import invariants
 from semtel_dagster.checks.gx_suites import validate
 from semtel_dagster.core.dispatch import STATUS_ERROR, STATUS_OK
+from semtel_dagster.core.evaluate import label_drift, label_quality
 from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import LakeResource, PipelineSettings
 
@@ -118,6 +121,8 @@ def responses_gate(
         lake.read_week("conversation_clusters", week),
         lake.read_week("llm_responses", week),
         settings.load_classifiers(),
+        settings.batching_strategy,
+        settings.batch_size,
     )
     return _result(
         frame.filter(pl.col("expected")),
@@ -182,3 +187,44 @@ STAGE_GATES = [
     classification_rejects_gate,
     insights_gate,
 ]
+
+
+@_gate("classifications", "Quality gate: parse-failure rate and reject share per classifier under the configured thresholds.")
+def classification_quality_gate(
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings
+) -> AssetCheckResult:
+    week = partition_week(context.partition_key)
+    frame = label_quality(lake.read_week("classifications", week), lake.read_week("classification_rejects", week))
+    return _result(
+        frame,
+        "classification_quality",
+        [
+            E.ExpectColumnValuesToBeBetween(column="parse_failure_rate", min_value=0.0, max_value=settings.max_parse_failure_rate),
+            E.ExpectColumnValuesToBeBetween(column="reject_share", min_value=0.0, max_value=settings.max_reject_share),
+        ],
+    )
+
+
+@asset_check(
+    asset="classifications",
+    blocking=False,
+    partitions_def=weekly_partitions,
+    description="Warning: a label distribution moved more than the threshold (Jensen-Shannon) since the previous week.",
+)
+def label_drift_warning(
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings
+) -> AssetCheckResult:
+    week = partition_week(context.partition_key)
+    previous = week - dt.timedelta(days=7)
+    frame = label_drift(lake.read_week("classifications", week), lake.read_week("classifications", previous))
+    result = _result(
+        frame,
+        "label_drift",
+        [E.ExpectColumnValuesToBeBetween(column="js_divergence", min_value=0.0, max_value=settings.drift_warn_js)],
+    )
+    metadata = {**result.metadata, "previous_week": MetadataValue.text(previous.isoformat())}
+    metadata["js_divergence"] = MetadataValue.json(dict(frame.select("classifier", "js_divergence").iter_rows()))
+    return AssetCheckResult(passed=result.passed, severity=AssetCheckSeverity.WARN, metadata=metadata)
+
+
+QUALITY_CHECKS = [classification_quality_gate, label_drift_warning]

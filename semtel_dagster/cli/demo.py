@@ -24,7 +24,7 @@ def home_paths(home: Path) -> dict[str, Path]:
     }
 
 
-def run_demo(home: Path, week: dt.date, n: int, seed: int) -> dict:
+def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars") -> dict:
     """Generate a week, materialize the whole pipeline for it through Dagster, return the summary."""
     warnings.filterwarnings("ignore")  # Dagster beta/preview notices are not for demo users
     from dagster import DagsterInstance
@@ -32,7 +32,7 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int) -> dict:
     from semtel_dagster.core.sample import write_week
     from semtel_dagster.core.summary import pipeline_summary
     from semtel_dagster.definitions import build_definitions
-    from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
+    from semtel_dagster.resources import EndpointPoolResource, EngineResource, LakeResource, PipelineSettings
 
     started = time.monotonic()
     paths = home_paths(home.resolve())
@@ -45,6 +45,7 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int) -> dict:
         lake=lake,
         settings=PipelineSettings(landing_dir=str(paths["landing"])),
         endpoint_pool=EndpointPoolResource(endpoints_file=None),
+        engine=EngineResource(kind=engine),
     )
     with DagsterInstance.get() as instance:
         result = defs.resolve_job_def("weekly_pipeline").execute_in_process(
@@ -89,7 +90,7 @@ def _print_summary(summary: dict) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     week = parse_week(args.week) if args.week else last_complete_week()
-    summary = run_demo(Path(args.home), week, args.n, args.seed)
+    summary = run_demo(Path(args.home), week, args.n, args.seed, args.engine)
     _print_summary(summary)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
@@ -105,4 +106,6 @@ def register(commands) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--home", default=str(DEFAULT_HOME), help="folder for landing files, lake and Dagster runs")
     demo.add_argument("--summary-json", help="also write the summary to this file")
+    demo.add_argument("--engine", choices=["polars", "spark"], default="polars",
+                      help="polars (default) or spark (local[*], or SEMTEL_SPARK_MASTER / SEMTEL_SPARK_REMOTE)")
     demo.set_defaults(func=_run)

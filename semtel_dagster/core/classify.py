@@ -3,6 +3,10 @@
 Only cluster representatives are sent. Every request has a stable id (conversations, classifiers,
 prompt version), so a rerun skips what was already answered by a model of the pool and only repeats
 calls whose answers had not been flushed when the previous run stopped.
+
+Batching strategies trade calls and prompt tokens against answer quality: one conversation x one
+classifier per call, one conversation x every classifier (one combined schema), or several
+conversations x one classifier (ids in, ids out). Pairs a batched answer misses are re-asked alone.
 """
 
 from __future__ import annotations
@@ -14,11 +18,28 @@ from dataclasses import dataclass
 import polars as pl
 
 from semtel_dagster.core.dispatch import STATUS_OK, Dispatcher, DispatchStats, LLMRequest, request_id
-from semtel_dagster.core.prompts import Classifier
+from semtel_dagster.core.prompts import (
+    Classifier,
+    multi_classifier_messages,
+    multi_classifier_response_format,
+    multi_classifier_version,
+    multi_conversation_messages,
+    multi_conversation_response_format,
+    multi_conversation_version,
+)
 from semtel_dagster.core.tokens import count_tokens
 
 # Chat formatting adds a few tokens per message beyond the text itself.
 _MESSAGE_OVERHEAD_TOKENS = 4
+# Completion budget per conversation of a batched answer ({"id": "...", "label": "..."}).
+_BATCH_ITEM_TOKENS = 24
+
+STRATEGY_SINGLE = "single"  # one conversation x one classifier per call
+STRATEGY_MULTI_CLASSIFIER = "multi_classifier"  # one conversation x every classifier (one combined schema)
+STRATEGY_MULTI_CONVERSATION = "multi_conversation"  # several conversations x one classifier (ids in, ids out)
+STRATEGIES = (STRATEGY_SINGLE, STRATEGY_MULTI_CLASSIFIER, STRATEGY_MULTI_CONVERSATION)
+STRATEGY_FOLLOWUP = "followup"  # recorded on single re-asks of pairs a batched answer missed
+DEFAULT_BATCH_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -39,18 +60,114 @@ def representatives(clusters: pl.DataFrame, truncated: pl.DataFrame) -> pl.DataF
     )
 
 
-def expected_request_ids(clusters: pl.DataFrame, classifiers: dict[str, Classifier]) -> pl.DataFrame:
-    """(representative_id, classifier, request_id) for every request the week needs."""
+@dataclass(frozen=True)
+class Unit:
+    """One LLM call's worth of work: conversations x classifiers under one prompt version."""
+
+    conversation_ids: tuple[str, ...]
+    classifiers: tuple[str, ...]
+    prompt_version: str
+    strategy: str
+
+    @property
+    def request_id(self) -> str:
+        return request_id(self.conversation_ids, self.classifiers, self.prompt_version)
+
+
+def _single(rep: str, classifier: Classifier, strategy: str = STRATEGY_SINGLE) -> Unit:
+    return Unit((rep,), (classifier.name,), classifier.version, strategy)
+
+
+def plan_units(reps: list[str], classifiers: dict[str, Classifier], strategy: str, batch_size: int) -> list[Unit]:
+    """How the week's representative x classifier pairs are grouped into calls (deterministic).
+
+    A group of one pair is always a plain single request, so it shares its id with the single strategy.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown batching strategy {strategy!r}; choose one of {STRATEGIES}")
+    if strategy == STRATEGY_SINGLE or (strategy == STRATEGY_MULTI_CLASSIFIER and len(classifiers) == 1):
+        return [_single(rep, c) for rep in reps for c in classifiers.values()]
+    if strategy == STRATEGY_MULTI_CLASSIFIER:
+        version = multi_classifier_version(list(classifiers.values()))
+        return [Unit((rep,), tuple(classifiers), version, strategy) for rep in reps]
+    units = []
+    for classifier in classifiers.values():
+        version = multi_conversation_version(classifier)
+        for start in range(0, len(reps), batch_size):
+            chunk = tuple(reps[start : start + batch_size])
+            units.append(Unit(chunk, (classifier.name,), version, strategy) if len(chunk) > 1 else _single(chunk[0], classifier))
+    return units
+
+
+def expected_request_ids(
+    clusters: pl.DataFrame,
+    classifiers: dict[str, Classifier],
+    strategy: str = STRATEGY_SINGLE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> pl.DataFrame:
+    """(representative_id, classifier, request_id, single_request_id) for every pair the week needs.
+
+    ``request_id`` is the call that carries the pair; ``single_request_id`` the follow-up that re-asks
+    it alone when a batched answer did not yield its label (the same id for the single strategy).
+    """
     reps = clusters.filter(pl.col("is_representative")).get_column("conversation_id").sort().to_list()
+    rows = [
+        (rep, name, unit.request_id, _single(rep, classifiers[name]).request_id)
+        for unit in plan_units(reps, classifiers, strategy, batch_size)
+        for rep in unit.conversation_ids
+        for name in unit.classifiers
+    ]
     return pl.DataFrame(
-        [
-            (rep, name, request_id([rep], [name], classifier.version))
-            for rep in reps
-            for name, classifier in classifiers.items()
-        ],
-        schema={"representative_id": pl.String, "classifier": pl.String, "request_id": pl.String},
+        rows,
+        schema={"representative_id": pl.String, "classifier": pl.String, "request_id": pl.String, "single_request_id": pl.String},
         orient="row",
+    ).sort("representative_id", "classifier")
+
+
+def _build_request(unit: Unit, week_start, transcripts: dict[str, tuple[str, int]], classifiers: dict[str, Classifier], structured: bool) -> LLMRequest:
+    """The chat request of a unit; without structured outputs the JSON format is asked for in the text only."""
+    chosen = [classifiers[name] for name in unit.classifiers]
+    if len(unit.conversation_ids) > 1:
+        classifier = chosen[0]
+        items = [(cid, transcripts[cid][0]) for cid in unit.conversation_ids]
+        messages = multi_conversation_messages(classifier, items)
+        response_format = multi_conversation_response_format(classifier, list(unit.conversation_ids))
+        max_tokens = classifier.max_tokens + _BATCH_ITEM_TOKENS * len(items)
+    elif len(chosen) > 1:
+        messages = multi_classifier_messages(chosen, transcripts[unit.conversation_ids[0]][0])
+        response_format = multi_classifier_response_format(chosen)
+        max_tokens = sum(c.max_tokens for c in chosen)
+    else:
+        messages = chosen[0].messages(transcripts[unit.conversation_ids[0]][0])
+        response_format = chosen[0].response_format()
+        max_tokens = chosen[0].max_tokens
+    transcript_tokens = sum(transcripts[cid][1] for cid in unit.conversation_ids)
+    rendered = sum(count_tokens(m["content"]) for m in messages) if len(unit.conversation_ids) > 1 or len(chosen) > 1 else None
+    return LLMRequest(
+        request_id=unit.request_id,
+        week_start=week_start,
+        conversation_ids=unit.conversation_ids,
+        classifiers=unit.classifiers,
+        prompt_name="+".join(unit.classifiers),
+        prompt_version=unit.prompt_version,
+        messages=messages,
+        response_format=response_format if structured else None,
+        max_tokens=max_tokens,
+        temperature=max(c.temperature for c in chosen),
+        prompt_tokens=(rendered if rendered is not None else _base_tokens(chosen[0]) + transcript_tokens)
+        + _MESSAGE_OVERHEAD_TOKENS * len(messages),
+        strategy=unit.strategy,
     )
+
+
+_BASE_TOKENS: dict[str, int] = {}
+
+
+def _base_tokens(classifier: Classifier) -> int:
+    """Tokens of a classifier's prompt without the transcript (once per prompt version)."""
+    if classifier.version not in _BASE_TOKENS:
+        _BASE_TOKENS[classifier.version] = sum(count_tokens(m["content"]) for m in classifier.messages(""))
+    return _BASE_TOKENS[classifier.version]
 
 
 def plan_requests(
@@ -58,36 +175,24 @@ def plan_requests(
     truncated: pl.DataFrame,
     classifiers: dict[str, Classifier],
     answered_ids: set[str],
+    *,
+    strategy: str = STRATEGY_SINGLE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    structured: bool = True,
+    followups: set[tuple[str, str]] = frozenset(),
 ) -> ClassifyPlan:
-    """One request per representative x classifier, minus those already answered."""
-    base_tokens = {
-        name: sum(count_tokens(m["content"]) + _MESSAGE_OVERHEAD_TOKENS for m in c.messages(""))
-        for name, c in classifiers.items()
-    }
-    to_send: list[LLMRequest] = []
-    total = 0
-    for conversation_id, week_start, transcript, tokens in representatives(clusters, truncated).iter_rows():
-        for name, classifier in classifiers.items():
-            total += 1
-            rid = request_id([conversation_id], [name], classifier.version)
-            if rid in answered_ids:
-                continue
-            to_send.append(
-                LLMRequest(
-                    request_id=rid,
-                    week_start=week_start,
-                    conversation_ids=(conversation_id,),
-                    classifiers=(name,),
-                    prompt_name=name,
-                    prompt_version=classifier.version,
-                    messages=classifier.messages(transcript),
-                    response_format=classifier.response_format(),
-                    max_tokens=classifier.max_tokens,
-                    temperature=classifier.temperature,
-                    prompt_tokens=base_tokens[name] + tokens,
-                )
-            )
-    return ClassifyPlan(total=total, answered=total - len(to_send), to_send=to_send)
+    """The week's calls under ``strategy``, plus single follow-ups for ``followups`` pairs, minus answered ones."""
+    reps = representatives(clusters, truncated)
+    week_start = reps.get_column("week_start").first() if reps.height else None
+    transcripts = {cid: (text, tokens) for cid, _, text, tokens in reps.iter_rows()}
+    units = plan_units(sorted(transcripts), classifiers, strategy, batch_size)
+    units += [_single(rep, classifiers[name], STRATEGY_FOLLOWUP) for rep, name in sorted(followups)]
+    to_send = [
+        _build_request(unit, week_start, transcripts, classifiers, structured)
+        for unit in units
+        if unit.request_id not in answered_ids
+    ]
+    return ClassifyPlan(total=len(units), answered=len(units) - len(to_send), to_send=to_send)
 
 
 def answered_request_ids(responses: pl.DataFrame, models: set[str]) -> set[str]:

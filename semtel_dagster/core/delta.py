@@ -65,6 +65,7 @@ def overwrite_weeks(
         predicate=week_predicate(weeks),
         partition_by=[PARTITION_COLUMN],
         storage_options=storage_options,
+        schema_mode="merge",  # a column added to a contract (additive) extends tables written before it
     )
     return DeltaTable(uri, storage_options=storage_options).version()
 
@@ -77,6 +78,7 @@ def append(uri: str, frame: pl.DataFrame, schema: pl.Schema, storage_options: di
         mode="append",
         partition_by=[PARTITION_COLUMN],
         storage_options=storage_options,
+        schema_mode="merge",
     )
 
 
@@ -95,4 +97,5 @@ def read_weeks(
         .filter(pl.col(PARTITION_COLUMN).is_in(weeks))
         .collect()
     )
-    return tables.conform(frame, schema)
+    added = [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in frame.columns]
+    return tables.conform(frame.with_columns(added) if added else frame, schema)  # columns newer than the table read as null

@@ -28,7 +28,14 @@ class Endpoint(BaseModel):
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, counted as prompt + max_tokens")
     rpm: int | None = Field(default=None, gt=0, description="requests per minute")
     max_concurrency: int = Field(default=32, gt=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, description="ceiling of a request's timeout")
+    timeout_base_s: float = Field(default=15.0, gt=0, description="timeout of an empty request ...")
+    timeout_per_1k_tokens_s: float = Field(default=10.0, ge=0, description="... plus this per 1,000 tokens of prompt + max_tokens")
+    refund_unused: bool = Field(
+        default=False,
+        description="the provider refunds unused max_tokens to the TPM quota after the answer (Azure does not)",
+    )
+    structured_outputs: bool = Field(default=True, description="send response_format JSON schemas; off: JSON asked for in the prompt text only")
 
     @field_validator("base_url")
     @classmethod
@@ -47,10 +54,23 @@ class Endpoint(BaseModel):
         return key
 
 
+class ModelPrice(BaseModel):
+    """Price of a model in currency units per million tokens (for cost budgets)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_per_1m: float = Field(ge=0)
+    completion_per_1m: float = Field(ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt_per_1m + completion_tokens * self.completion_per_1m) / 1e6
+
+
 class EndpointsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoints: list[Endpoint] = Field(min_length=1)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="per model, for cost budgets")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "EndpointsFile":

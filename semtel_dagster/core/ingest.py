@@ -3,6 +3,11 @@
 Every non-blank landed record of a week ends up in exactly one of the two outputs, and each bad
 record is assigned to exactly one week, so that reprocessing any set of partitions never loses or
 double-counts a line.
+
+Other real formats (``input_format``) go through :mod:`semtel_dagster.core.adapters` first. A
+record that carries no id gets its landing reference (``file:line``) as id; one that carries no
+timestamp starts at the configured ``default_week`` (Monday 00:00 UTC) or, without one, in the week
+of its file's modification time, so re-ingesting an unchanged folder always yields the same week.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import datetime as dt
 import gzip
 import json
 import re
+import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +28,7 @@ import polars as pl
 from pydantic import TypeAdapter, ValidationError
 
 from semtel_dagster.core import tables
+from semtel_dagster.core.adapters import AdapterError, AdapterOptions, adapt, arena_answers
 from semtel_dagster.core.conversation import Conversation, UtcDatetime
 from semtel_dagster.core.weeks import parse_week, week_start_of
 
@@ -52,13 +59,37 @@ class _Record:
     week: dt.date | None = None  # of a reject; None: the record does not say, use the file's week
 
 
-def landing_files(landing_dir: Path) -> list[Path]:
-    """All landing files, sorted so that "first seen" (for duplicates) is deterministic."""
+def landing_files(landing_dir: Path, input_format: str = "canonical") -> list[Path]:
+    """All landing files, sorted so that "first seen" (for duplicates) is deterministic.
+
+    ``table`` reads Parquet files and Delta table folders; ``arena_hard`` answer files are side
+    input joined to the questions, not records.
+    """
     if not landing_dir.is_dir():
         raise FileNotFoundError(f"landing dir {landing_dir} does not exist")
-    return sorted(
+    if input_format == "table":
+        deltas = sorted(p.parent for p in landing_dir.rglob("_delta_log") if p.is_dir())
+        parquet = [
+            p for p in landing_dir.rglob("*.parquet")
+            if p.is_file() and not any(d in p.parents for d in deltas)
+        ]
+        return sorted([*deltas, *parquet])
+    files = sorted(
         p for p in landing_dir.rglob("*") if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz"))
     )
+    if input_format == "arena_hard":
+        files = [p for p in files if not p.name.startswith("answers")]
+    return files
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    """How records of a non-canonical format become canonical ones."""
+
+    input_format: str
+    options: AdapterOptions
+    default_start: dt.datetime | None
+    answers: dict[str, str]
 
 
 def read_landing(
@@ -67,6 +98,9 @@ def read_landing(
     *,
     max_record_bytes: int = 1_000_000,
     raw_chars: int = 2_000,
+    input_format: str = "canonical",
+    adapter_options: AdapterOptions | None = None,
+    default_week: dt.date | None = None,
 ) -> IngestResult:
     """Validate every landed record and return the conversations and rejects of ``week_start``."""
     week_start = parse_week(week_start)
@@ -75,12 +109,23 @@ def read_landing(
     rejects: list[_Record] = []
     first_seen: dict[str, str] = {}
     records_read = 0
-    files = landing_files(landing_dir)
+    files = landing_files(landing_dir, input_format)
+    adapter = None
+    if input_format != "canonical":
+        adapter = _Adapter(
+            input_format,
+            adapter_options or AdapterOptions(),
+            _week_start_time(parse_week(default_week)) if default_week else None,
+            _arena_answers(landing_dir) if input_format == "arena_hard" else {},
+        )
     for path in files:
         rel = path.relative_to(landing_dir).as_posix()
         weeks: Counter[dt.date] = Counter()
         pending: list[_Record] = []
-        for rec in _scan(path, rel, max_record_bytes, raw_chars):
+        scan = _scan_table(path, rel, raw_chars, adapter) if input_format == "table" else _scan(
+            path, rel, max_record_bytes, raw_chars, adapter
+        )
+        for rec in scan:
             records_read += 1
             conv = rec.conversation
             if conv is None:
@@ -111,7 +156,7 @@ def read_landing(
     )
 
 
-def _scan(path: Path, rel: str, limit: int, raw_chars: int) -> Iterator[_Record]:
+def _scan(path: Path, rel: str, limit: int, raw_chars: int, adapter: _Adapter | None = None) -> Iterator[_Record]:
     """Every non-blank line of one file, parsed and validated; never raises on bad content.
 
     A corrupt gzip stream ends the file with one extra reject instead of failing the partition.
@@ -129,6 +174,9 @@ def _scan(path: Path, rel: str, limit: int, raw_chars: int) -> Iterator[_Record]
                 if isinstance(parsed, str):
                     yield _Record(ref, rel, raw, reason=parsed)
                     continue
+                if adapter is not None:
+                    yield from _adapted(parsed, ref, rel, raw, adapter, path)
+                    continue
                 source = _source(parsed, rel)
                 try:
                     conv = Conversation.model_validate(parsed)
@@ -138,6 +186,56 @@ def _scan(path: Path, rel: str, limit: int, raw_chars: int) -> Iterator[_Record]
                 yield _Record(ref, source, raw, conversation=conv)
     except (OSError, EOFError, zlib.error) as exc:
         yield _Record(f"{rel}:{line_no + 1}", rel, "", reason=f"unreadable file: {exc}")
+
+
+def _adapted(record: dict, ref: str, rel: str, raw: str, adapter: _Adapter, path: Path) -> Iterator[_Record]:
+    """The canonical records of one input record (several for OpenAssistant paths), validated."""
+    try:
+        canonical = adapt(adapter.input_format, record, adapter.options, adapter.answers)
+    except AdapterError as exc:
+        yield _Record(ref, rel, raw, reason=f"invalid record: {exc}")
+        return
+    for k, rec in enumerate(canonical):
+        sub_ref = ref if len(canonical) == 1 else f"{ref}#{k}"
+        rec.setdefault("conversation_id", sub_ref)
+        rec.setdefault("started_at", adapter.default_start or _mtime_start(path))
+        source = _source(rec, rel)
+        try:
+            conv = Conversation.model_validate(rec)
+        except ValidationError as exc:
+            yield _Record(sub_ref, source, raw, reason=_reason(exc), week=_record_week(rec))
+            continue
+        yield _Record(sub_ref, source, raw, conversation=conv)
+
+
+def _scan_table(path: Path, rel: str, raw_chars: int, adapter: _Adapter) -> Iterator[_Record]:
+    """Rows of one Parquet file or Delta table through the column mapping; refs are ``file:row``."""
+    try:
+        frame = pl.read_delta(str(path)) if path.is_dir() else pl.read_parquet(path)
+    except Exception as exc:  # any unreadable table is one reject, never a failed partition
+        yield _Record(f"{rel}:1", rel, "", reason=f"unreadable file: {exc}")
+        return
+    for row_no, row in enumerate(frame.iter_rows(named=True), start=1):
+        raw = json.dumps(row, default=str, ensure_ascii=False)[:raw_chars]
+        yield from _adapted(row, f"{rel}:{row_no}", rel, raw, adapter, path)
+
+
+def _arena_answers(landing_dir: Path) -> dict[str, str]:
+    records = []
+    for path in sorted(landing_dir.rglob("answers*.jsonl")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            parsed = _parse(line.encode("utf-8")) if line.strip() else None
+            if isinstance(parsed, dict):
+                records.append(parsed)
+    return arena_answers(records)
+
+
+def _week_start_time(week: dt.date) -> dt.datetime:
+    return dt.datetime.combine(week, dt.time(), dt.timezone.utc)
+
+
+def _mtime_start(path: Path) -> dt.datetime:
+    return _week_start_time(_mtime_week(path))
 
 
 def _split(fh: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, int]]:
@@ -242,3 +340,38 @@ def _row(conv: Conversation, week: dt.date, source: str) -> dict:
 
 def _frame(rows: list[dict], schema: pl.Schema) -> pl.DataFrame:
     return tables.conform(pl.DataFrame(rows, schema=schema, orient="row"), schema)
+
+
+def read_file(path: Path, *, max_record_bytes: int = 1_000_000, raw_chars: int = 2_000) -> IngestResult:
+    """Every week of one canonical conversations file (``semtel classify``), validated as ``read_landing`` does.
+
+    A first pass finds the weeks the file touches; each is then read by ``read_landing`` from a folder
+    holding only this file, so week assignment, duplicates and reject reasons are the pipeline's own.
+    """
+    path = Path(path).resolve()
+    gz = path.read_bytes()[:2] == b"\x1f\x8b" if path.stat().st_size else False
+    name = path.name if path.name.endswith(".jsonl.gz" if gz else ".jsonl") else ("input.jsonl.gz" if gz else "input.jsonl")
+    weeks: Counter[dt.date] = Counter()
+    reject_weeks: set[dt.date] = set()
+    homeless = False
+    for rec in _scan(path, name, max_record_bytes, raw_chars):
+        if rec.conversation is not None:
+            weeks[week_start_of(rec.conversation.started_at)] += 1
+        elif rec.week is not None:
+            reject_weeks.add(rec.week)
+        else:
+            homeless = True
+    if homeless:
+        reject_weeks.add(_home_week(weeks) or _path_week(name) or _mtime_week(path))
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / name).symlink_to(path)
+        parts = [
+            read_landing(Path(folder), week, max_record_bytes=max_record_bytes, raw_chars=raw_chars)
+            for week in sorted(set(weeks) | reject_weeks)
+        ]
+    return IngestResult(
+        conversations=pl.concat([p.conversations for p in parts]) if parts else _frame([], tables.CONVERSATIONS),
+        rejects=pl.concat([p.rejects for p in parts]) if parts else _frame([], tables.INGEST_REJECTS),
+        records_read=parts[0].records_read if parts else 0,
+        files_read=1,
+    )

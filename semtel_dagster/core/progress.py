@@ -29,12 +29,14 @@ class DispatchProgress:
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         tokens_per_min = (stats.prompt_tokens + stats.completion_tokens) / elapsed * 60
         per_endpoint = ", ".join(
-            f"{name}: {(s.prompt_tokens + s.completion_tokens) / elapsed * 60:,.0f} tok/min, {s.rate_limited} x429"
+            f"{name}: {s.ok} ok, {(s.prompt_tokens + s.completion_tokens) / elapsed * 60:,.0f} tok/min, "
+            f"{s.rate_limited} x429, {s.errors} errors"
             for name, s in stats.endpoints.items()
         )
         return (
             f"{done}/{self.total} answered, {rate:.1f} req/s, {tokens_per_min:,.0f} tok/min, "
-            f"{stats.rate_limited} rate-limited, {stats.retries} retries, ETA {eta:.0f}s [{per_endpoint}]"
+            f"{stats.rate_limited} rate-limited, {stats.retries} retries, {stats.timeouts} timeouts, "
+            f"{stats.hedges} hedged, ETA {eta:.0f}s [{per_endpoint}]"
         )
 
     def __call__(self, done: int, stats: DispatchStats) -> None:

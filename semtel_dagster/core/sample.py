@@ -340,6 +340,8 @@ _CLOSING = {1: "I'm sorry that didn't help.", 2: "Sorry about that, let me try a
             4: "You're welcome!", 5: "Glad it helped, happy to help anytime!"}
 _REFUSAL = "I can't change how this conversation is handled, but I'm happy to keep helping with your question."
 _TOPIC_NAMES = list(_TOPICS)
+# Topics whose sample conversations are done for a job (knowledge_work truth follows the topic).
+_KNOWLEDGE_WORK_TOPICS = {"programming", "data_analysis", "writing_editing", "business_strategy"}
 _INTENTS = ["asking", "doing", "expressing"]
 _EXPERTISE, _EXPERTISE_WEIGHTS = ["novice", "beginner", "intermediate", "proficient", "expert"], [15, 25, 30, 18, 12]
 _SATISFACTION, _SATISFACTION_WEIGHTS = [1, 2, 3, 4, 5], [8, 15, 20, 35, 22]  # multi-turn only; one turn is 3
@@ -435,7 +437,8 @@ def _conversation(rng: random.Random) -> tuple[list[dict], dict]:
         else:
             text = rng.choice(_FOLLOW_UPS[intent]).format(s=rng.choice(topic.subjects))
         messages += [_msg("user", text), _msg("assistant", _reply(rng, topic))]
-    labels = {"topic": topic_name, "satisfaction": str(satisfaction), "user_expertise": expertise, "intent": intent}
+    labels = {"topic": topic_name, "satisfaction": str(satisfaction), "user_expertise": expertise, "intent": intent,
+              "knowledge_work": "yes" if topic_name in _KNOWLEDGE_WORK_TOPICS else "no"}
     return messages, labels
 
 

@@ -41,6 +41,8 @@ CONVERSATIONS_TRUNCATED = pl.Schema(
         "tokens_after": pl.Int64,
         "strategy": pl.String,
         "tokenizer": pl.String,
+        "compression": pl.String,  # "none" or "extractive" (truncate.compress_messages)
+        "tokens_compressed": pl.Int64,  # after compression, before truncation
     }
 )
 
@@ -77,6 +79,7 @@ LLM_RESPONSES = pl.Schema(
         "attempts": pl.Int32,
         "rate_limited": pl.Int32,
         "created_at": pl.Datetime("us", "UTC"),
+        "strategy": pl.String,
     }
 )
 

@@ -1,4 +1,4 @@
-"""The LLM endpoint pool as a Dagster resource.
+"""The LLM endpoint pool as a Dagster resource (also used without Dagster by ``semtel classify``).
 
 With an endpoints file (``SEMTEL_ENDPOINTS`` or config) it talks to real OpenAI-compatible servers;
 without one it starts the embedded simulator on loopback for the duration of the run, which is what
@@ -7,13 +7,14 @@ makes the project work on a laptop out of the box. Keys come from the environmen
 
 
 import os
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from semtel_dagster.core.dispatch import Dispatcher, DispatchSettings
-from semtel_dagster.core.endpoints import Endpoint, load_endpoints
+from semtel_dagster.core.endpoints import Endpoint, ModelPrice, load_endpoints
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
 # Two simulated deployments with different quotas, like a large and a small regional deployment.
@@ -43,19 +44,30 @@ class EndpointPoolResource(ConfigurableResource):
     max_attempts: int = Field(default=6, gt=0, description="Attempts per request across endpoints.")
     flush_rows: int = Field(default=200, gt=0, description="Commit answers to llm_responses every N rows ...")
     flush_seconds: float = Field(default=2.0, gt=0, description="... or every T seconds, whichever comes first.")
+    budget_tokens: int | None = Field(
+        default=None, gt=0, description="Stop dispatch before prompt + completion tokens of a run (retries included) pass this."
+    )
+    budget_cost: float | None = Field(
+        default=None, gt=0, description="Stop dispatch before the run's cost passes this (needs `prices` in the endpoints file)."
+    )
+    hedge_quantile: float | None = Field(
+        default=0.95, gt=0, lt=1, description="Send one duplicate of a request still running past this latency quantile."
+    )
 
     _stack: ExitStack | None = PrivateAttr(default=None)
     _endpoints: list[Endpoint] | None = PrivateAttr(default=None)
+    _prices: dict[str, ModelPrice] = PrivateAttr(default_factory=dict)
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
+    def setup_for_execution(self, context: InitResourceContext | None) -> None:
         if self.endpoints_file:
-            self._endpoints = load_endpoints(self.endpoints_file).endpoints
+            parsed = load_endpoints(self.endpoints_file)
+            self._endpoints, self._prices = parsed.endpoints, parsed.prices
             return
         self._stack = ExitStack()
         simulator = self._stack.enter_context(SimulatorThread(EMBEDDED_SIMULATOR))
         self._endpoints = simulator_endpoints(simulator)
 
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
+    def teardown_after_execution(self, context: InitResourceContext | None) -> None:
         if self._stack is not None:
             self._stack.close()
             self._stack = None
@@ -66,5 +78,23 @@ class EndpointPoolResource(ConfigurableResource):
             raise RuntimeError("the endpoint pool is only available while a run executes")
         return self._endpoints
 
+    @contextmanager
+    def opened(self) -> Iterator["EndpointPoolResource"]:
+        """The pool outside a Dagster run (``semtel classify``): set up, yield, tear down."""
+        self.setup_for_execution(None)
+        try:
+            yield self
+        finally:
+            self.teardown_after_execution(None)
+
+    def dispatch_settings(self) -> DispatchSettings:
+        return DispatchSettings(
+            max_attempts=self.max_attempts,
+            budget_tokens=self.budget_tokens,
+            budget_cost=self.budget_cost,
+            prices=self._prices,
+            hedge_quantile=self.hedge_quantile,
+        )
+
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.endpoints, DispatchSettings(max_attempts=self.max_attempts))
+        return Dispatcher(self.endpoints, self.dispatch_settings())

@@ -1,12 +1,16 @@
 """Pipeline settings shared by the stage assets (a resource, so schedules and backfills need no run config)."""
 
 
+import datetime as dt
 import os
 from pathlib import Path
+from typing import Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from semtel_dagster.core.adapters import AdapterOptions
+from semtel_dagster.core.classify import STRATEGIES
 from semtel_dagster.core.prompts import Classifier, load_classifiers
 from semtel_dagster.core.truncate import TruncationConfig
 
@@ -21,9 +25,50 @@ class PipelineSettings(ConfigurableResource):
     max_transcript_tokens: int = Field(default=3000, ge=16, description="Token budget of a transcript.")
     head_share: float = Field(default=0.6, ge=0.0, le=1.0, description="Share of the budget kept from the start.")
     max_record_bytes: int = Field(default=1_000_000, gt=0, description="Larger input records are rejected.")
+    batching_strategy: Literal[STRATEGIES] = Field(
+        default="single",
+        description="Batching: one conversation x one classifier per call, x every classifier, or several conversations per call.",
+    )
+    batch_size: int = Field(default=8, ge=2, le=64, description="Conversations per call for multi_conversation.")
+    max_parse_failure_rate: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="Gate: most answered pairs whose answer yields no valid label."
+    )
+    max_reject_share: float = Field(default=0.05, ge=0.0, le=1.0, description="Gate: most conversation x classifier pairs rejected.")
+    drift_warn_js: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Warn when a label distribution moves more than this (Jensen-Shannon, bits) week on week."
+    )
+    input_format: Literal["canonical", "sharegpt", "hh_rlhf", "oasst", "arena_hard", "openai", "table"] = Field(
+        default="canonical", description="Format of the landing files (core/adapters.py)."
+    )
+    column_mapping: dict[str, str] | None = Field(
+        default=None,
+        description="table: canonical field -> column (conversation_id, started_at, messages | user + assistant, source).",
+    )
+    hh_transcript: Literal["chosen", "rejected"] = Field(default="chosen", description="hh_rlhf: which transcript.")
+    oasst_mode: Literal["path", "tree"] = Field(default="path", description="oasst: a conversation per path or per tree.")
+    default_week: str | None = Field(
+        default=None, description="Week (YYYY-MM-DD) of records without a timestamp; unset: the file's mtime week."
+    )
+    truncation_strategy: Literal["head_tail", "head", "tail", "turns"] = Field(
+        default="head_tail", description="How a transcript over the budget is cut."
+    )
+    compress: bool = Field(default=False, description="Extractive compression before truncation.")
+    dedupe_method: Literal["exact", "embedding"] = Field(
+        default="exact", description="exact: normalized-text hash; embedding: then near-duplicates by cosine (LSH)."
+    )
+    dedupe_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which conversations merge.")
 
     def truncation(self) -> TruncationConfig:
-        return TruncationConfig(max_tokens=self.max_transcript_tokens, head_share=self.head_share)
+        return TruncationConfig(
+            max_tokens=self.max_transcript_tokens, head_share=self.head_share,
+            strategy=self.truncation_strategy, compress=self.compress,
+        )
+
+    def adapter_options(self) -> AdapterOptions:
+        return AdapterOptions(self.hh_transcript, self.oasst_mode, self.column_mapping or {})
+
+    def default_week_date(self) -> dt.date | None:
+        return dt.date.fromisoformat(self.default_week) if self.default_week else None
 
     def load_classifiers(self) -> dict[str, Classifier]:
         return load_classifiers(Path(self.prompts_dir) if self.prompts_dir else None, self.classifiers)

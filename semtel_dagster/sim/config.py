@@ -10,12 +10,40 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from semtel_dagster.sim.anomalies import AnomalyKind
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _RESERVED_NAMES = {"v1", "openai"}
+
+
+class FaultWindow(BaseModel):
+    """A period (seconds after start or ``/sim/reset``) during which every request meets one fault.
+
+    ``down``: the connection is dropped; ``429``: rate limited regardless of quota (``Retry-After: 1``);
+    ``5xx``: HTTP 503; ``hang``: admitted, never answered; ``timeout``: HTTP 504 after ``timeout_s``.
+    """
+
+    kind: Literal["down", "429", "5xx", "hang", "timeout"]
+    start_s: float = Field(ge=0.0)
+    duration_s: float = Field(gt=0.0)
+
+
+class SimFaults(BaseModel):
+    """Fault injection of one simulated endpoint: scheduled windows plus random per-request faults."""
+
+    windows: list[FaultWindow] = Field(default_factory=list)
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="HTTP 500/502/503, not charged")
+    hang_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="admitted and charged, never answered")
+    timeout_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="HTTP 504 after timeout_s")
+    malformed_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="HTTP 200 whose body is not JSON")
+    length_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="answer cut after a few tokens, finish_reason=length")
+    missing_usage_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="answer without a usage object")
+    timeout_s: float = Field(default=30.0, gt=0.0)
+    hang_s: float = Field(default=3600.0, gt=0.0)
 
 
 class SimEndpointConfig(BaseModel):
@@ -28,7 +56,14 @@ class SimEndpointConfig(BaseModel):
     latency_ms: float = Field(default=20.0, ge=0.0)
     latency_per_token_ms: float = Field(default=0.0, ge=0.0)
     jitter: float = Field(default=0.0, ge=0.0, le=1.0, description="relative, e.g. 0.2 = +-20%")
+    latency_per_prompt_token_ms: float = Field(default=0.0, ge=0.0, description="prefill time")
+    load_latency_ms: float = Field(default=0.0, ge=0.0, description="added per request already in flight (load)")
+    tail_prob: float = Field(default=0.0, ge=0.0, le=1.0, description="share of answers with a heavy-tail delay")
+    tail_alpha: float = Field(default=1.5, gt=0.0, description="Pareto shape of the tail's latency multiplier")
+    faults: SimFaults = Field(default_factory=SimFaults)
     seed: int = 0
+    anomaly_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="share of answers with one format anomaly")
+    anomalies: list[AnomalyKind] | None = Field(default=None, description="anomaly kinds to draw from; None = all")
 
     @field_validator("name")
     @classmethod

@@ -372,9 +372,13 @@ def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[
     using definitions found under a heading line that names the property.
     """
     system, users = split_messages(messages)
-    terms = weighted_terms(conversation_text(users))
+    text = conversation_text(users)
     schema = response_schema(response_format)
-    enums = schema_enums(schema)
+    blocks = conversation_blocks(text)
+    if blocks:
+        return {"answers": label_blocks(system, blocks, batch_item_labels(schema))}
+    terms = weighted_terms(text)
+    enums = schema_enums(schema) or text_enums(system)
     if not enums:
         defs = definitions_for(system)
         return {"label": choose_label(defs, terms)}
@@ -396,6 +400,46 @@ def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[
                 out[req] = False  # type: ignore[assignment]
             elif typ == "array":
                 out[req] = []  # type: ignore[assignment]
+    return out
+
+
+_BLOCK_RE = re.compile(r'<conversation id="([^"]+)">\n(.*?)\n</conversation>', re.DOTALL)
+_LABELS_FOR_RE = re.compile(r"^Labels for ([\w.-]+):\s*$", re.MULTILINE)
+
+
+def conversation_blocks(text: str) -> list[tuple[str, str]]:
+    """``(id, transcript)`` of every ``<conversation id="...">`` block of a batched request (ids in)."""
+    return _BLOCK_RE.findall(text)
+
+
+def batch_item_labels(schema: Mapping[str, Any] | None) -> list[str] | None:
+    """The label enum of an ``answers: [{id, label}]`` schema, if the request has one."""
+    props = schema.get("properties") if schema else None
+    answers = _resolve(schema, props.get("answers")) if isinstance(props, Mapping) else None
+    items = _resolve(schema, answers.get("items")) if isinstance(answers, Mapping) else None
+    return schema_enums(items).get("label") if isinstance(items, Mapping) else None
+
+
+def label_blocks(system: str, blocks: Sequence[tuple[str, str]], labels: Sequence[str] | None) -> list[dict[str, str]]:
+    """One ``{id, label}`` per conversation block (ids out), each labeled on its own."""
+    defs = definitions_for(system, labels) if labels else definitions_for(system)
+    return [{"id": cid, "label": choose_label(defs, weighted_terms(block))} for cid, block in blocks]
+
+
+def text_enums(system: str) -> dict[str, list[str]]:
+    """Without a schema: ``Labels for <name>:`` sections of a multi-classifier prompt, as enums."""
+    lines = system.splitlines()
+    out: dict[str, list[str]] = {}
+    for match in _LABELS_FOR_RE.finditer(system):
+        start = system[: match.start()].count("\n") + 1
+        labels = []
+        for line in lines[start:]:
+            bullet = _DEF_LINE_RE.match(line)
+            if not bullet:
+                break
+            labels.append(bullet.group(1).strip())
+        if labels:
+            out[match.group(1)] = labels
     return out
 
 

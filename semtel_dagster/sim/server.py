@@ -13,6 +13,7 @@ Routes (``<name>`` = a simulated endpoint name):
 * ``POST /<name>/v1/chat/completions``, ``GET /<name>/v1/models``
 * ``POST /v1/chat/completions``, ``GET /v1/models`` (chat only when exactly one endpoint)
 * Azure style: ``POST [/<name>]/openai/deployments/<deployment>/chat/completions``
+* ``POST [/<name>]/v1/embeddings`` (hashed bag-of-words stand-in, :mod:`.embeddings`)
 * ``GET /sim/stats`` (counters per endpoint), ``POST /sim/reset``
 
 Run it with :class:`SimulatorThread` (tests), :func:`serve` (inside an event
@@ -36,6 +37,8 @@ from typing import Any, Sequence
 from aiohttp import web
 
 from semtel_dagster.sim.config import SimConfig, SimEndpointConfig
+from semtel_dagster.sim.embeddings import embeddings
+from semtel_dagster.sim.anomalies import misbehave
 from semtel_dagster.sim.labeler import answer_content, message_text
 
 WINDOW_S = 60.0
@@ -120,6 +123,9 @@ class EndpointState:
     max_window_requests: int = 0
     minutes: dict = field(default_factory=dict)  # minute index since reset -> admitted charged tokens
     minutes_prompt: dict = field(default_factory=dict)
+    ok_requests: int = 0  # answered with a well-formed 200: what goodput counts
+    ok_charged_tokens: int = 0
+    faults: dict = field(default_factory=dict)  # fault kind -> requests that met it
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.cfg.seed)
@@ -134,6 +140,8 @@ class EndpointState:
         self.max_window_tokens = self.max_window_requests = 0
         self.minutes = {}
         self.minutes_prompt = {}
+        self.ok_requests = self.ok_charged_tokens = 0
+        self.faults = {}
         self.rng = random.Random(self.cfg.seed)
 
     def _prune(self, now: float) -> None:
@@ -195,11 +203,36 @@ class EndpointState:
             h["x-ratelimit-reset-tokens"] = format_reset(reset)
         return h
 
-    def latency_s(self, completion_tokens: int) -> float:
-        ms = self.cfg.latency_ms + self.cfg.latency_per_token_ms * completion_tokens
-        if self.cfg.jitter:
-            ms *= 1.0 + self.cfg.jitter * (2.0 * self.rng.random() - 1.0)
+    def latency_s(self, completion_tokens: int, prompt_tokens: int = 0) -> float:
+        """Base + per token (prefill and decode) + load (requests in flight) with jitter and a Pareto tail."""
+        c = self.cfg
+        ms = (c.latency_ms + c.latency_per_token_ms * completion_tokens + c.latency_per_prompt_token_ms * prompt_tokens
+              + c.load_latency_ms * max(0, self.in_flight - 1))
+        if c.jitter:
+            ms *= 1.0 + c.jitter * (2.0 * self.rng.random() - 1.0)
+        if c.tail_prob and self.rng.random() < c.tail_prob:
+            ms *= min(50.0, self.rng.paretovariate(c.tail_alpha))
         return max(0.0, ms) / 1000.0
+
+    def fault(self, now: float, admitted: bool) -> str | None:
+        """The fault this request meets, if any: scheduled windows first, then the random rates."""
+        f = self.cfg.faults
+        kind = None
+        elapsed = now - self.t0
+        for w in f.windows:
+            if w.start_s <= elapsed < w.start_s + w.duration_s and (w.kind in ("hang", "timeout")) == admitted:
+                kind = w.kind
+                break
+        if kind is None:
+            rates = (("hang", f.hang_rate), ("timeout", f.timeout_rate), ("malformed", f.malformed_rate),
+                     ("length", f.length_rate), ("missing_usage", f.missing_usage_rate)) if admitted else (("5xx", f.error_rate),)
+            for name, rate in rates:
+                if rate and self.rng.random() < rate:
+                    kind = name
+                    break
+        if kind is not None:
+            self.faults[kind] = self.faults.get(kind, 0) + 1
+        return kind
 
     def stats(self, now: float) -> dict[str, Any]:
         self._prune(now)
@@ -214,6 +247,9 @@ class EndpointState:
             "charged_tokens": self.charged_tokens,
             "rate_limited": self.rate_limited,
             "bad_requests": self.bad_requests,
+            "ok_requests": self.ok_requests,
+            "ok_charged_tokens": self.ok_charged_tokens,
+            "faults": dict(self.faults),
             "in_flight": self.in_flight,
             "window_requests": len(self.req_window),
             "window_tokens": self.window_tokens,
@@ -245,6 +281,8 @@ class SimApp:
         r = self.app.router
         r.add_get("/v1/models", self.models)
         r.add_post("/v1/chat/completions", self.chat)
+        r.add_post("/v1/embeddings", embeddings)
+        r.add_post("/{endpoint}/v1/embeddings", embeddings)
         r.add_get("/sim/stats", self.stats)
         r.add_post("/sim/reset", self.reset)
         r.add_get("/health", self.health)
@@ -298,7 +336,8 @@ class SimApp:
     async def stats(self, request: web.Request) -> web.Response:
         now = time.monotonic()
         eps = {n: s.stats(now) for n, s in self.states.items()}
-        keys = ("requests", "prompt_tokens", "completion_tokens", "charged_tokens", "rate_limited", "bad_requests")
+        keys = ("requests", "prompt_tokens", "completion_tokens", "charged_tokens", "rate_limited", "bad_requests",
+                "ok_requests", "ok_charged_tokens")
         totals = {k: sum(e[k] for e in eps.values()) for k in keys}
         return web.json_response({"endpoints": eps, "totals": totals})
 
@@ -343,6 +382,15 @@ class SimApp:
             return _error(400, f"Cannot read messages: {exc}", "invalid_request_error", "invalid_value")
         cost = n_prompt + max_tokens
         now = time.monotonic()
+        fault = st.fault(now, admitted=False)
+        if fault == "down":
+            request.transport.close()  # the client sees the connection drop, as from a dead host
+            return web.Response(status=503)
+        if fault == "429":
+            headers = {**st.headers(now), "Retry-After": "1", "retry-after-ms": "1000"}
+            return _error(429, f"Simulated 429 burst on {st.cfg.name!r}.", "rate_limit_error", "rate_limit_exceeded", headers=headers)
+        if fault == "5xx":
+            return _error(503, f"Simulated server error on {st.cfg.name!r}.", "server_error", "service_unavailable")
         wait = st.try_admit(cost, n_prompt, now)
         if wait > 0.0:
             headers = st.headers(now)
@@ -356,18 +404,25 @@ class SimApp:
                        f"(tpm={st.cfg.tpm}, rpm={st.cfg.rpm}). Please retry after {headers['Retry-After']} seconds.")
             return _error(429, msg, "rate_limit_error", "rate_limit_exceeded", headers=headers)
 
+        fault = st.fault(now, admitted=True)
+        if fault == "hang":
+            await asyncio.sleep(st.cfg.faults.hang_s)
+        if fault == "timeout":
+            await asyncio.sleep(st.cfg.faults.timeout_s)
+            return _error(504, "Simulated upstream timeout.", "server_error", "timeout")
         st.in_flight += 1
         try:
-            content = answer_content(messages, body.get("response_format"))
+            content, finish = produce_answer(st.cfg, body, raw)
             toks = _encoding().encode_ordinary(content)
-            finish = "stop"
+            if fault == "length":
+                max_tokens = min(max_tokens, 3)
             if len(toks) > max_tokens:
                 content = _encoding().decode(toks[:max_tokens])
                 toks = toks[:max_tokens]
                 finish = "length"
             n_completion = len(toks)
             st.completion_tokens += n_completion
-            delay = st.latency_s(n_completion)
+            delay = st.latency_s(n_completion, n_prompt)
             if delay > 0:
                 await asyncio.sleep(delay)
         finally:
@@ -389,7 +444,21 @@ class SimApp:
             "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
                       "total_tokens": n_prompt + n_completion},
         }
-        return web.json_response(resp, headers=st.headers(time.monotonic()))
+        if fault == "missing_usage":
+            del resp["usage"]
+        headers = st.headers(time.monotonic())
+        if fault == "malformed":
+            return web.Response(text=json.dumps(resp)[: len(json.dumps(resp)) // 2], content_type="application/json", headers=headers)
+        st.ok_requests += 1
+        st.ok_charged_tokens += cost
+        return web.json_response(resp, headers=headers)
+
+
+def produce_answer(cfg: SimEndpointConfig, body: dict, raw: bytes) -> tuple[str, str]:
+    """The answer text and its finish_reason: the one place answer content (and its anomalies) is made."""
+    content = answer_content(body["messages"], body.get("response_format"))
+    content, anomaly = misbehave(content, cfg.anomaly_rate, cfg.anomalies, cfg.seed, raw.decode("utf-8", "replace"))
+    return content, "length" if anomaly == "truncated" else "stop"
 
 
 def build_app(config: SimConfig) -> web.Application:

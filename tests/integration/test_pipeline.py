@@ -86,10 +86,10 @@ def test_two_weeks_then_rerun_converges_to_the_same_tables(home):
 
 def test_failing_gate_stops_downstream_steps(home, monkeypatch):
     """A dedupe bug that loses a conversation fails the clusters gate; classify must not run."""
-    import semtel_dagster.assets.dedupe as dedupe_asset
+    import semtel_dagster.engines.polars_engine as polars_engine
 
-    real = dedupe_asset.cluster_exact
-    monkeypatch.setattr(dedupe_asset, "cluster_exact", lambda frame: real(frame).slice(1))
+    real = polars_engine.cluster_exact
+    monkeypatch.setattr(polars_engine, "cluster_exact", lambda frame: real(frame).slice(1))
     with DagsterInstance.ephemeral() as instance:
         result = _run(_defs(home), WEEK_A, instance)
     assert not result.success
@@ -107,7 +107,7 @@ def test_definitions_load_with_a_blocking_gate_on_every_table():
 
     repo = defs.get_repository_def()
     asset_keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert asset_keys == set(tables.TABLES)
+    assert asset_keys == set(tables.TABLES) | {"classifier_evaluation"}  # + the on-demand evaluation group
     specs = [repo.asset_graph.get_check_spec(key) for key in repo.asset_graph.asset_check_keys]
     assert {spec.asset_key.to_user_string() for spec in specs if spec.blocking} == set(tables.TABLES)
     assert defs.resolve_job_def("weekly_pipeline").partitions_def is not None
@@ -136,5 +136,5 @@ def test_demo_command_prints_a_summary(tmp_path):
     summary = json.loads(summary_file.read_text())
     assert summary["success"] and summary["rows"]["conversations"] == 60
     assert summary["llm"]["requests"] > 0 and summary["llm"]["prompt_tokens"] > 0
-    assert set(summary["labels"]) == {"intent", "satisfaction", "topic", "user_expertise"}
+    assert set(summary["labels"]) == {"intent", "knowledge_work", "satisfaction", "task_complexity", "topic", "user_expertise"}
     assert all(summary["labels"][c] for c in summary["labels"])

@@ -21,7 +21,7 @@ from semtel_dagster.core.dispatch import (
     Dispatcher,
     DispatchSettings,
     LLMRequest,
-    RateBucket,
+    QuotaWindow,
     parse_duration,
     request_id,
     retry_after_seconds,
@@ -33,7 +33,7 @@ from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 WEEK = dt.date(2024, 1, 1)
-FAST = DispatchSettings(max_attempts=4, backoff_base_s=0.02, backoff_max_s=0.1)
+FAST = DispatchSettings(max_attempts=4, backoff_base_s=0.02, backoff_max_s=0.1, breaker_open_s=0.05, breaker_max_open_s=0.1)
 
 TEXTS = [
     "User: My Python function throws a KeyError, how do I fix it?",
@@ -191,21 +191,31 @@ def test_retry_after_seconds():
     assert retry_after_seconds({}) is None
 
 
-def test_rate_bucket():
-    bucket = RateBucket(60, declared=True)  # one per second
-    assert bucket.wait_for(1, now=bucket._stamp) == 0.0
-    bucket.take(60)
-    start = bucket._stamp
-    assert bucket.wait_for(1, now=start) == pytest.approx(1.0)
-    assert bucket.wait_for(1, now=start + 0.5) == pytest.approx(0.5)
-    assert bucket.wait_for(1, now=start + 1.0) == pytest.approx(0.0)
-    assert bucket.wait_for(1000, now=start + 1000) == 0.0  # never asks for more than capacity; refilled
-    # provider headers: never believe we have more left; learn undeclared limits only
-    bucket.observe(limit=10, remaining=5, now=start + 1000)
-    assert bucket.capacity == 60 and bucket.level == 5
-    learned = RateBucket(100, declared=False)
-    learned.observe(limit=30, remaining=None, now=learned._stamp)
-    assert learned.capacity == 30
+def test_quota_window_mirrors_a_sliding_minute():
+    window = QuotaWindow(600, declared=True)
+    assert window.wait_for(100, now=0.0) == 0.0
+    charge = window.take(500, now=0.0)
+    assert window.wait_for(100, now=1.0) == 0.0
+    window.take(100, now=1.0)
+    # full: the first charge leaves the window 60 s (+ margin) after it was sent
+    assert window.wait_for(100, now=2.0) == pytest.approx(60.25 - 2.0)
+    window.correct(charge, 400)  # the provider counted fewer tokens than we estimated
+    assert window.wait_for(100, now=2.0) == 0.0
+    assert window.free(now=61.0) == pytest.approx(500)
+    # headers: what the provider counts beyond our own charges is another process's share
+    window.observe(limit=600, remaining=100, now=61.0)
+    assert window.external(61.0) == pytest.approx(400)
+    assert window.external(91.0) == pytest.approx(200)  # assumed to leave the window within a minute
+    # a declared share of a provider quota shared with other processes: both bounds hold
+    share = QuotaWindow(300, declared=True)
+    share.take(100, now=0.0)
+    share.observe(limit=1200, remaining=500, now=0.0)  # others use 600 of the provider's 1200
+    assert share.free(now=0.0) == pytest.approx(200)  # our share's bound (300 - 100), not the provider's 500
+    share.observe(limit=1200, remaining=50, now=0.0)  # others now use 1050
+    assert share.free(now=0.0) == pytest.approx(50)
+    learned = QuotaWindow(100, declared=False)
+    learned.observe(limit=30, remaining=None, now=0.0)
+    assert learned.limit == 30
 
 
 # ----------------------------------------------------------------------------- simulator
@@ -333,7 +343,7 @@ def test_closed_port_falls_back_to_good_endpoint(topic):
 
 
 def test_all_endpoints_failing_yields_error_rows():
-    settings = DispatchSettings(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.02)
+    settings = DispatchSettings(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.02, breaker_open_s=0.05, breaker_max_open_s=0.1)
     requests = _requests_plain(5)
     with ScriptedServer(always=(500, {})) as server:
         endpoints = [_endpoint("dead", _closed_port_url()), _endpoint("broken", server.base_url)]

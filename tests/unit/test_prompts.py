@@ -25,16 +25,22 @@ def classifiers():
 
 
 def test_loads_all_classifiers_with_label_sets(classifiers):
-    assert sorted(classifiers) == ["intent", "satisfaction", "topic", "user_expertise"]
+    assert sorted(classifiers) == ["intent", "knowledge_work", "satisfaction", "task_complexity", "topic", "user_expertise"]
     for name, labels in EXPECTED_LABELS.items():
         assert classifiers[name].labels == labels
     topic = classifiers["topic"].labels
     assert len(topic) == len(set(topic)) >= 10
     assert {"programming", "data_analysis", "cooking_food", "other"} <= set(topic)
-    for c in classifiers.values():
+    for name, c in classifiers.items():
         assert [d["name"] for d in c.definitions] == list(c.labels)
-        assert all(d["definition"] for d in c.definitions)
+        assert all(d["definition"] and d.get("example") for d in c.definitions), name
+        assert set(c.synonyms) <= set(c.labels) and all(c.synonyms.values()), name
+        assert all(set(members) <= set(c.labels) for members in c.groups.values()), name
         assert c.max_tokens > 0 and c.temperature == 0.0
+    assert 15 <= len(topic) - 1 <= 25
+    assert classifiers["task_complexity"].groups == {
+        "low": ["remember", "understand", "apply"], "high": ["analyze", "evaluate", "create"]
+    }
 
 
 def test_version_is_content_hash(classifiers):

@@ -1,0 +1,145 @@
+"""Embedding classification (TnT-LLM style): a light model learns the LLM's own labels.
+
+Per classifier, a logistic regression over sentence embeddings is trained on labels the LLM gave in
+earlier weeks. At run time the conversations it labels with a confidence at or above a calibrated
+threshold skip the LLM; the rest go to the LLM. The threshold is the lowest confidence at which
+held-out agreement with the LLM still meets the target, so the saving is bought at a known quality.
+
+Artifacts live beside the tables, versioned: ``<lake>/_models/<classifier>/<version>/`` with
+``model.joblib`` and ``meta.json``; the version hashes the prompt version, the LLM model, the
+embedder and the training labels, so a prompt or model change never reuses a stale classifier.
+The hook is off until a classifier has ``min_labels`` training labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import polars as pl
+from sklearn.linear_model import LogisticRegression
+
+MIN_LABELS = 500
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    classifier: str
+    version: str
+    prompt_version: str
+    llm_model: str
+    embedder: str
+    labels: list[str]
+    trained_on: int
+    threshold: float
+    target_agreement: float
+    heldout_agreement: float  # of rows at or above the threshold
+    heldout_coverage: float  # share of held-out rows at or above the threshold
+
+
+@dataclass
+class EmbeddingClassifier:
+    card: ModelCard
+    model: LogisticRegression
+
+    def predict(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(label, confidence) per row; confidence is the top class probability."""
+        proba = self.model.predict_proba(vectors)
+        best = proba.argmax(axis=1)
+        return self.model.classes_[best], proba[np.arange(len(best)), best]
+
+
+def fit(vectors: np.ndarray, labels: list[str], *, c: float = 4.0, seed: int = 0) -> LogisticRegression:
+    model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    return model.fit(vectors, np.asarray(labels))
+
+
+def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> tuple[float, float, float]:
+    """Lowest threshold whose accepted rows agree at least ``target``: (threshold, agreement, coverage).
+
+    Scans thresholds from the most confident row down; returns (inf, 1.0, 0.0) if none qualifies.
+    """
+    order = np.argsort(-confidence, kind="stable")
+    agree = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero(agree >= target)[0]
+    if len(ok) == 0:
+        return float("inf"), 1.0, 0.0
+    k = int(ok[-1])
+    return float(confidence[order][k]), float(agree[k]), (k + 1) / len(order)
+
+
+def train(
+    classifier: str,
+    vectors: np.ndarray,
+    labels: list[str],
+    *,
+    prompt_version: str,
+    llm_model: str,
+    embedder: str,
+    target_agreement: float = 0.95,
+    holdout: float = 0.25,
+    seed: int = 0,
+) -> EmbeddingClassifier:
+    """Fit on the LLM's labels, calibrate the threshold on a held-out split, refit on everything."""
+    labels = list(labels)
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(n, dtype=bool)
+    test[rng.permutation(n)[: max(1, int(n * holdout))]] = True
+    y = np.asarray(labels)
+    if len(set(y[~test])) < 2:
+        raise ValueError(f"{classifier}: need at least two labels to train, got {sorted(set(labels))}")
+    heldout_model = fit(vectors[~test], y[~test].tolist(), seed=seed)
+    proba = heldout_model.predict_proba(vectors[test])
+    predicted = heldout_model.classes_[proba.argmax(axis=1)]
+    threshold, agreement, coverage = calibrate_threshold(proba.max(axis=1), predicted == y[test], target_agreement)
+    model = fit(vectors, labels, seed=seed)
+    digest = hashlib.sha256(
+        json.dumps([classifier, prompt_version, llm_model, embedder, labels]).encode() + vectors.tobytes()
+    ).hexdigest()[:16]
+    card = ModelCard(classifier, digest, prompt_version, llm_model, embedder, sorted(set(labels)), n,
+                     threshold, target_agreement, agreement, coverage)
+    return EmbeddingClassifier(card, model)
+
+
+def split_by_confidence(
+    model: EmbeddingClassifier, ids: list[str], vectors: np.ndarray, threshold: float | None = None
+) -> tuple[pl.DataFrame, list[str]]:
+    """(labelled by the model: conversation_id, label, confidence; ids that still need the LLM)."""
+    threshold = model.card.threshold if threshold is None else threshold
+    labels, confidence = model.predict(vectors) if len(ids) else (np.array([]), np.array([]))
+    sure = confidence >= threshold
+    confident = pl.DataFrame(
+        {"conversation_id": [i for i, s in zip(ids, sure) if s], "label": labels[sure].tolist(),
+         "confidence": confidence[sure].tolist()},
+        schema={"conversation_id": pl.String, "label": pl.String, "confidence": pl.Float64},
+    )
+    return confident, [i for i, s in zip(ids, sure) if not s]
+
+
+def save(model: EmbeddingClassifier, lake_root: str | Path) -> Path:
+    """Write ``<lake>/_models/<classifier>/<version>/`` (local lakes; object stores are left to do)."""
+    folder = Path(lake_root) / "_models" / model.card.classifier / model.card.version
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model.model, folder / "model.joblib")
+    (folder / "meta.json").write_text(json.dumps(asdict(model.card), indent=2), encoding="utf-8")
+    return folder
+
+
+def load_latest(lake_root: str | Path, classifier: str, prompt_version: str, llm_model: str,
+                embedder: str) -> EmbeddingClassifier | None:
+    """The newest stored model trained for this prompt version, LLM and embedder, or None."""
+    root = Path(lake_root) / "_models" / classifier
+    matches = []
+    for meta in root.glob("*/meta.json"):
+        card = ModelCard(**json.loads(meta.read_text(encoding="utf-8")))
+        if (card.prompt_version, card.llm_model, card.embedder) == (prompt_version, llm_model, embedder):
+            matches.append((meta.stat().st_mtime, card, meta.parent))
+    if not matches:
+        return None
+    _, card, folder = max(matches, key=lambda m: m[0])
+    return EmbeddingClassifier(card, joblib.load(folder / "model.joblib"))

@@ -1,0 +1,48 @@
+"""The single-machine engine: each stage's ``core`` function over the whole week in Polars."""
+
+from __future__ import annotations
+
+import datetime as dt
+import polars as pl
+
+from semtel_dagster.core import delta, tables
+from semtel_dagster.core.aggregate import weekly_insights
+from semtel_dagster.core.dedupe import cluster_exact
+from semtel_dagster.engines import Parser, Reader, Stage, Written
+
+
+class PolarsEngine:
+    name = "polars"
+
+    def __init__(self, lake_root: str) -> None:
+        self.lake_root = lake_root
+
+    def uri(self, table: str) -> str:
+        return delta.table_uri(self.lake_root, table)
+
+    def read(self, table: str, week: dt.date) -> pl.DataFrame:
+        return delta.read_weeks(self.uri(table), tables.TABLES[table], [week])
+
+    def write(self, table: str, frame: pl.DataFrame, week: dt.date) -> Written:
+        return Written(table, delta.overwrite_weeks(self.uri(table), frame, tables.TABLES[table], [week]), frame)
+
+    def ingest(self, week: dt.date, landing_dir: str, read: Reader) -> tuple[Written, Written, int]:
+        result = read(landing_dir)
+        return (
+            self.write("conversations", result.conversations, week),
+            self.write("ingest_rejects", result.rejects, week),
+            result.files_read,
+        )
+
+    def map_week(self, source: str, target: str, week: dt.date, stage: Stage) -> Written:
+        return self.write(target, stage(self.read(source, week)), week)
+
+    def cluster_exact(self, week: dt.date) -> Written:
+        return self.map_week("conversations_truncated", "conversation_clusters", week, cluster_exact)
+
+    def parse(self, week: dt.date, parse: Parser) -> tuple[Written, Written]:
+        classifications, rejects = parse(self.read("conversation_clusters", week), self.read("llm_responses", week))
+        return self.write("classifications", classifications, week), self.write("classification_rejects", rejects, week)
+
+    def aggregate(self, week: dt.date) -> Written:
+        return self.map_week("classifications", "weekly_insights", week, weekly_insights)

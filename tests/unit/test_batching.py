@@ -1,0 +1,100 @@
+"""Batching strategies: how pairs are grouped into calls, their ids, prompts and the simulator's answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from semtel_dagster.core import tables
+from semtel_dagster.core.classify import expected_request_ids, plan_requests, plan_units
+from semtel_dagster.core.dispatch import request_id
+from semtel_dagster.core.parse import parse_batched
+from semtel_dagster.core.prompts import load_classifiers
+from semtel_dagster.sim.labeler import label_request
+
+PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+WEEK = dt.date(2026, 11, 16)
+TEXTS = {
+    "c1": "User: my python function throws a KeyError, how do I fix the code?",
+    "c2": "User: give me a recipe to bake bread with flour and yeast",
+    "c3": "User: plan a three day trip itinerary to Rome with hotels",
+}
+
+
+@pytest.fixture(scope="module")
+def classifiers():
+    return load_classifiers(PROMPTS, names=["topic", "satisfaction", "intent"])
+
+
+def _week():
+    ids = sorted(TEXTS)
+    clusters = pl.DataFrame(
+        {"conversation_id": ids, "week_start": [WEEK] * 3, "representative_id": ids, "is_representative": [True] * 3,
+         "cluster_size": [1] * 3, "method": ["exact"] * 3, "similarity": [1.0] * 3, "text_hash": ids},
+        schema=tables.CONVERSATION_CLUSTERS,
+    )
+    truncated = pl.DataFrame(
+        {"conversation_id": ids, "week_start": [WEEK] * 3, "transcript": [TEXTS[i] for i in ids], "tokens_before": [20] * 3,
+         "tokens_after": [20] * 3, "strategy": ["none"] * 3, "tokenizer": ["cl100k"] * 3},
+    )
+    return clusters, truncated
+
+
+@pytest.mark.parametrize("strategy,calls", [("single", 9), ("multi_classifier", 3), ("multi_conversation", 6)])
+def test_units_cover_every_pair_once(classifiers, strategy, calls):
+    units = plan_units(sorted(TEXTS), classifiers, strategy, batch_size=2)
+    assert len(units) == calls
+    pairs = [(c, n) for u in units for c in u.conversation_ids for n in u.classifiers]
+    assert sorted(pairs) == sorted((c, n) for c in TEXTS for n in classifiers)
+
+
+def test_a_batch_of_one_is_the_single_request(classifiers):
+    clusters, _ = _week()
+    expected = expected_request_ids(clusters, classifiers, "multi_conversation", batch_size=2)
+    last = expected.filter(pl.col("representative_id") == "c3")
+    assert (last.get_column("request_id") == last.get_column("single_request_id")).all()
+    first = expected.filter(pl.col("representative_id") == "c1", pl.col("classifier") == "topic").row(0, named=True)
+    assert first["single_request_id"] == request_id(["c1"], ["topic"], classifiers["topic"].version)
+    assert first["request_id"] != first["single_request_id"]
+
+
+def test_followups_and_resume(classifiers):
+    clusters, truncated = _week()
+    plan = plan_requests(clusters, truncated, classifiers, set(), strategy="multi_classifier", followups={("c2", "topic")})
+    assert [r.strategy for r in plan.to_send] == ["multi_classifier"] * 3 + ["followup"]
+    answered = {r.request_id for r in plan.to_send[:2]}
+    again = plan_requests(clusters, truncated, classifiers, answered, strategy="multi_classifier")
+    assert again.answered == 2 and len(again.to_send) == 1
+
+
+@pytest.mark.parametrize("strategy", ["single", "multi_classifier", "multi_conversation"])
+@pytest.mark.parametrize("structured", [True, False])
+def test_simulator_answers_every_shape_parseably(classifiers, strategy, structured):
+    clusters, truncated = _week()
+    plan = plan_requests(clusters, truncated, classifiers, set(), strategy=strategy, batch_size=3, structured=structured)
+    labels = {}
+    for request in plan.to_send:
+        assert (request.response_format is not None) == structured
+        answer = label_request(request.messages, request.response_format)
+        outcome = parse_batched(json.dumps(answer), list(request.conversation_ids), list(request.classifiers), classifiers)
+        labels.update({pair: parsed.label for pair, parsed in outcome.items()})
+    assert len(labels) == 9
+    assert labels[("c1", "topic")] == "programming"
+    assert labels[("c2", "topic")] == "cooking_food"
+    assert labels[("c3", "topic")] == "travel"
+
+
+def test_llm_responses_written_before_the_strategy_column_still_work(tmp_path):
+    """The `strategy` column is additive: older tables read it as null and accept new rows."""
+    from semtel_dagster.core.delta import append, read_weeks
+
+    row = {name: None for name in tables.LLM_RESPONSES} | {"request_id": "r1", "week_start": WEEK, "status": "ok"}
+    old_schema = pl.Schema({k: v for k, v in tables.LLM_RESPONSES.items() if k != "strategy"})
+    append(str(tmp_path), pl.DataFrame([row], schema=tables.LLM_RESPONSES).drop("strategy"), old_schema)
+    append(str(tmp_path), pl.DataFrame([row | {"request_id": "r2", "strategy": "single"}], schema=tables.LLM_RESPONSES), tables.LLM_RESPONSES)
+    frame = read_weeks(str(tmp_path), tables.LLM_RESPONSES, [WEEK]).sort("request_id")
+    assert frame.get_column("strategy").to_list() == [None, "single"]

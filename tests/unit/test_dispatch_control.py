@@ -1,0 +1,119 @@
+"""Pure pieces of dispatch control: AIMD concurrency, budget, size-scaled timeouts, circuit breaker."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from semtel_dagster.core.dispatch import Budget, Concurrency, DispatchSettings, EndpointState, LLMRequest
+from semtel_dagster.core.endpoints import Endpoint, EndpointsFileError, ModelPrice, parse_endpoints
+
+
+def _request(prompt_tokens=100, max_tokens=50) -> LLMRequest:
+    return LLMRequest("r", dt.date(2024, 1, 1), ("c",), ("topic",), "topic", "v", [], None, max_tokens, 0.0, prompt_tokens)
+
+
+def test_slow_start_then_additive_increase_and_one_cut_per_round_trip():
+    c = Concurrency(maximum=64, start=4)
+    for i in range(4):
+        c.on_success(0.1, now=float(i))
+    assert c.limit == 8  # slow start: +1 per success, doubling per round trip
+    c.congestion(now=10.0)
+    assert c.limit == pytest.approx(8 * 0.7) and not c.slow_start
+    c.congestion(now=10.05)  # a burst of 429s from one round trip (latency 0.1 s) counts once
+    assert c.cuts == 1
+    c.congestion(now=10.2)
+    assert c.cuts == 2 and c.limit == pytest.approx(8 * 0.7 * 0.7)
+    before = c.limit
+    c.on_success(0.1, now=11.0)
+    assert c.limit == pytest.approx(before + 1 / before)  # congestion avoidance: +1 per round trip
+
+
+def test_rising_latency_cuts_concurrency():
+    c = Concurrency(maximum=64, start=16)
+    for i in range(20):
+        c.on_success(0.1, now=float(i))
+    grown = c.limit
+    for i in range(40):  # the endpoint slows down under load: latency triples
+        c.on_success(0.3, now=20.0 + i)
+    assert c.cuts >= 1 and c.limit < grown
+
+
+def test_aimd_converges_to_equal_shares():
+    """Two senders cut together on shared congestion and grow alike: the gap between them shrinks."""
+    a, b = Concurrency(64, start=40), Concurrency(64, start=4)
+    a.slow_start = b.slow_start = False
+    now = 0.0
+    for _ in range(200):
+        now += 1.0
+        for c in (a, b):
+            c.latency = 0.1
+            if a.limit + b.limit > 40:  # the shared endpoint is saturated: both see 429s
+                c.congestion(now)
+            else:
+                c.limit += 1.0
+    assert abs(a.limit - b.limit) < 2.0
+
+
+def test_budget_reserves_worst_case_and_charges_actual():
+    settings = DispatchSettings(budget_tokens=400)
+    budget = Budget(settings, ["m"])
+    request = _request(prompt_tokens=100, max_tokens=50)
+    assert budget.reserve(request) and budget.reserve(request)
+    budget.settle(request, "m", 100, 10)
+    budget.settle(request, "m", 100, 10)
+    assert budget.spent_tokens == 220 and not budget.exhausted
+    assert budget.reserve(request)  # 220 + 150 <= 400
+    assert not budget.reserve(request) and budget.exhausted  # 220 + 150 + 150 > 400
+
+
+def test_cost_budget_needs_prices_and_uses_them():
+    with pytest.raises(ValueError, match="prices"):
+        Budget(DispatchSettings(budget_cost=1.0), ["m"])
+    prices = {"m": ModelPrice(prompt_per_1m=1000.0, completion_per_1m=2000.0)}
+    budget = Budget(DispatchSettings(budget_cost=0.3, prices=prices), ["m"])
+    request = _request(prompt_tokens=100, max_tokens=50)  # worst case 0.1 + 0.1 = 0.2
+    assert budget.reserve(request)
+    budget.settle(request, "m", 100, 10)  # 0.1 + 0.02
+    assert budget.spent_cost == pytest.approx(0.12)
+    assert not budget.reserve(request)  # 0.12 + 0.2 > 0.3
+
+
+def test_prices_in_endpoints_file():
+    parsed = parse_endpoints(
+        {
+            "endpoints": [{"name": "a", "base_url": "http://x/v1", "model": "gpt-4o-mini", "refund_unused": True}],
+            "prices": {"gpt-4o-mini": {"prompt_per_1m": 0.15, "completion_per_1m": 0.6}},
+        }
+    )
+    assert parsed.prices["gpt-4o-mini"].cost(1_000_000, 0) == pytest.approx(0.15)
+    assert parsed.endpoints[0].refund_unused
+    with pytest.raises(EndpointsFileError, match="prices.gpt-4o-mini.prompt_per_1m"):
+        parse_endpoints({"endpoints": [{"name": "a", "base_url": "http://x/v1", "model": "m"}],
+                         "prices": {"gpt-4o-mini": {"prompt_per_1m": -1, "completion_per_1m": 0}}})
+
+
+def test_timeout_scales_with_request_size_up_to_the_ceiling():
+    endpoint = Endpoint(name="a", base_url="http://x/v1", model="m", timeout_s=30, timeout_base_s=5, timeout_per_1k_tokens_s=4)
+    state = EndpointState(endpoint, None, DispatchSettings())
+    assert state.timeout_for(0) == 5
+    assert state.timeout_for(2500) == pytest.approx(15)
+    assert state.timeout_for(100_000) == 30
+
+
+def test_breaker_opens_after_consecutive_failures_and_backs_off():
+    settings = DispatchSettings(breaker_failures=3, breaker_open_s=1.0, breaker_max_open_s=4.0)
+    state = EndpointState(Endpoint(name="a", base_url="http://x/v1", model="m"), None, settings)
+    for _ in range(2):
+        state.on_failure(now=0.0, pause_s=0.01)
+    assert state.open_s == 0
+    state.on_failure(now=0.0, pause_s=0.01)
+    assert state.open_s == 1.0 and state.wait_for(10, now=0.5) == pytest.approx(0.5)
+    state.on_failure(now=2.0, pause_s=0.01)  # the half-open probe failed: open twice as long
+    assert state.open_s == 2.0 and state.cooldown_until == pytest.approx(4.0)
+    state.in_flight = 1
+    assert state.wait_for(10, now=5.0) > 0  # half-open: one probe at a time
+    state.in_flight = 0
+    state.on_success(0.1, now=5.0)
+    assert state.open_s == 0 and state.failures == 0
