@@ -369,7 +369,8 @@ def plot(results: dict, path: Path) -> None:
 def markdown(results: dict) -> str:
     lines = [
         "# Savings benchmark: fewer calls, fewer tokens, same labels", "",
-        f"Machine: {results['machine']}. Date: {results['date']}. Reproduce: `python -m benchmarks.savings.run`"
+        f"Machine: {results['machine']}. Date: {results['date']}. Mode: {results.get('mode', 'full')}. "
+        f"Reproduce: `python -m benchmarks.savings.run{' --quick' if results.get('mode', '').startswith('quick') else ''}`"
         f" ({results['wall_seconds']:.0f} s wall, embeddings cached under .semtel/bench-cache).", "",
         "Labels: the simulator over HTTP (deterministic from content; a stand-in for an LLM). Baseline: every "
         "conversation sent, head_tail at 3000 tokens, no compression. kappa: Cohen's kappa of each setting's "
@@ -427,11 +428,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     random.seed(0)
     start = time.perf_counter()
+    mode = "quick (real 300 test/600 train; CLINC150 and banking77 every 5th row)" if args.quick else "full"
     if not DATA.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set SEMTEL_SHARED_DATA)")
     embedder = CachedEmbedder()
     classifiers = load_classifiers()
-    results: dict = {"date": dt.date.today().isoformat(),
+    results: dict = {"date": dt.date.today().isoformat(), "mode": mode,
                      "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, shared"}
     # Model throughput measured uncached, on the sample's transcripts.
     model = embedder.model()

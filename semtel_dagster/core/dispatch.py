@@ -119,12 +119,19 @@ class QuotaWindow:
     of the window is used than we sent ourselves (other processes, or our estimate being low), and that
     external share is assumed to leave the window linearly over the next minute. ``limit`` is what we may
     use (a declared share may be less than the provider's limit); both bounds hold.
+
+    When others use the same quota, ``share`` (of ``limit``) is AIMD-controlled: while the provider's
+    window is nearly full and others hold part of it, it shrinks by 20 % per second; otherwise it grows
+    by 5 points per second. Processes that all do this converge to equal shares without a coordinator;
+    alone, a process keeps the whole quota.
     """
 
     def __init__(self, limit: float, declared: bool) -> None:
         self.limit = float(limit)
         self.provider_limit = float(limit)
         self.declared = declared
+        self.share = 1.0
+        self._share_at = 0.0
         self.charges: deque[list[float]] = deque()  # [sent at, amount]; amount corrected in place
         self.own = 0.0
         self._external = 0.0
@@ -140,7 +147,7 @@ class QuotaWindow:
 
     def free(self, now: float) -> float:
         self._prune(now)
-        return min(self.limit, self.provider_limit - self.external(now)) - self.own
+        return min(self.limit * self.share, self.provider_limit - self.external(now)) - self.own
 
     def wait_for(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` fits (0: now); a request larger than the quota waits for an empty window."""
@@ -178,21 +185,29 @@ class QuotaWindow:
             used = self.provider_limit - remaining
             self._external = max(0.0, used - self.own)
             self._external_at = now
+            if now - self._share_at >= 1.0:
+                self._share_at = now
+                saturated = remaining < 0.1 * self.provider_limit
+                if saturated and self._external > 0.01 * self.provider_limit:
+                    self.share = max(0.05, self.share * 0.8)
+                elif not saturated:
+                    self.share = min(1.0, self.share + 0.05)
 
 
 class Concurrency:
     """AIMD concurrency limit with a latency gradient.
 
-    Slow start doubles the limit each round trip until the first congestion signal; then +1 per round
-    trip. A 429, 5xx, timeout, or smoothed latency above twice its baseline multiplies it by ``cut``, at
-    most once per round trip, which is what makes processes sharing an endpoint converge to equal shares.
+    Slow start doubles the limit each round trip up to ``ssthresh``; then +1 per round trip. A 429, 5xx,
+    timeout, or smoothed latency above twice its baseline multiplies it by ``cut`` (and sets ``ssthresh``
+    there), at most once per round trip, which is what makes processes sharing an endpoint converge to
+    equal shares. After an outage, ``recover`` slow-starts back to the limit that worked before it.
     """
 
     def __init__(self, maximum: int, start: int = 4, cut: float = 0.7) -> None:
         self.maximum = float(maximum)
         self.limit = float(min(start, maximum))
+        self.ssthresh = self.maximum
         self.cut = cut
-        self.slow_start = True
         self.latency: float | None = None  # smoothed seconds
         self.baseline: float | None = None
         self._last_cut = 0.0
@@ -204,15 +219,18 @@ class Concurrency:
         if self.latency > 2.0 * self.baseline + 0.005:
             self.congestion(now)
         else:
-            self.limit = min(self.maximum, self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
+            self.limit = min(self.maximum, self.limit + (1.0 if self.limit < self.ssthresh else 1.0 / self.limit))
 
     def congestion(self, now: float) -> None:
         if now - self._last_cut < (self.latency or 0.0):
             return
         self._last_cut = now
-        self.slow_start = False
         self.limit = max(1.0, self.limit * self.cut)
+        self.ssthresh = self.limit
         self.cuts += 1
+
+    def recover(self, healthy: float) -> None:
+        self.ssthresh = max(self.ssthresh, healthy)
 
 
 @dataclass
@@ -245,6 +263,7 @@ class EndpointState:
         self.cooldown_until = 0.0
         self.failures = 0  # consecutive
         self.open_s = 0.0  # > 0: the breaker has opened; half-open once cooldown_until passes
+        self.healthy_limit = self.concurrency.limit  # the limit before the current run of failures
         self.latencies: deque[float] = deque(maxlen=256)
         self.stats = EndpointStats()
 
@@ -297,18 +316,23 @@ class EndpointState:
                 window.observe(limit, remaining, now)
 
     def on_success(self, latency_s: float, now: float) -> None:
+        if self.open_s:  # the breaker closes: slow-start back to what worked before the outage
+            self.concurrency.recover(self.healthy_limit)
         self.failures = 0
         self.open_s = 0.0
         self.latencies.append(latency_s)
         self.concurrency.on_success(latency_s, now)
+        self.healthy_limit = self.concurrency.limit
 
     def on_rate_limited(self, now: float, pause_s: float) -> None:
         self.concurrency.congestion(now)
         self.cooldown_until = max(self.cooldown_until, now + pause_s)
 
-    def on_failure(self, now: float, pause_s: float) -> None:
-        """A 5xx, timeout or broken answer: back off; enough in a row (or a failed probe) open the breaker."""
-        self.concurrency.congestion(now)
+    def on_failure(self, now: float, pause_s: float, overload: bool = True) -> None:
+        """A 5xx, timeout (``overload``: cut concurrency), dropped connection or broken answer: back off;
+        enough in a row (or a failed probe) open the breaker."""
+        if overload:
+            self.concurrency.congestion(now)
         self.failures += 1
         if self.open_s or self.failures >= self.settings.breaker_failures:
             s = self.settings
@@ -540,7 +564,7 @@ class Dispatcher:
             return _Outcome("retry", state, started, error=f"timed out after {timeout:.1f}s on {name}", hedge=hedge)
         except (aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError) as exc:
             state.stats.errors += 1
-            state.on_failure(time.monotonic(), self._backoff(state.failures + 1))
+            state.on_failure(time.monotonic(), self._backoff(state.failures + 1), overload=False)
             return _Outcome("retry", state, started, error=f"{type(exc).__name__} from {name}: {str(exc)[:200]}", hedge=hedge)
         finally:
             self._release(state)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from semtel_dagster.core.dispatch import Budget, Concurrency, DispatchSettings, EndpointState, LLMRequest
+from semtel_dagster.core.dispatch import Budget, Concurrency, DispatchSettings, EndpointState, LLMRequest, QuotaWindow
 from semtel_dagster.core.endpoints import Endpoint, EndpointsFileError, ModelPrice, parse_endpoints
 
 
@@ -20,7 +20,7 @@ def test_slow_start_then_additive_increase_and_one_cut_per_round_trip():
         c.on_success(0.1, now=float(i))
     assert c.limit == 8  # slow start: +1 per success, doubling per round trip
     c.congestion(now=10.0)
-    assert c.limit == pytest.approx(8 * 0.7) and not c.slow_start
+    assert c.limit == pytest.approx(8 * 0.7) and c.ssthresh == c.limit
     c.congestion(now=10.05)  # a burst of 429s from one round trip (latency 0.1 s) counts once
     assert c.cuts == 1
     c.congestion(now=10.2)
@@ -43,7 +43,7 @@ def test_rising_latency_cuts_concurrency():
 def test_aimd_converges_to_equal_shares():
     """Two senders cut together on shared congestion and grow alike: the gap between them shrinks."""
     a, b = Concurrency(64, start=40), Concurrency(64, start=4)
-    a.slow_start = b.slow_start = False
+    a.ssthresh = b.ssthresh = 0  # congestion avoidance from the start
     now = 0.0
     for _ in range(200):
         now += 1.0
@@ -117,3 +117,46 @@ def test_breaker_opens_after_consecutive_failures_and_backs_off():
     state.in_flight = 0
     state.on_success(0.1, now=5.0)
     assert state.open_s == 0 and state.failures == 0
+
+
+def test_shared_quota_share_converges_without_a_coordinator():
+    """Two processes mirror one provider window; the one that grabbed it all yields until both hold
+    about half, and a process alone keeps the whole quota."""
+    limit = 1000.0
+    a, b = QuotaWindow(limit, declared=False), QuotaWindow(limit, declared=False)
+    now = 0.0
+    for _ in range(400):  # each second both send what their share allows, then read the headers
+        now += 1.0
+        for w in (a, b):
+            w.charges.clear()  # model one window per step: usage is what the share allows this second
+            w.own = 0.0
+        want_a, want_b = a.limit * a.share, b.limit * b.share
+        scale = min(1.0, limit / (want_a + want_b))
+        a.take(want_a * scale, now)
+        b.take(want_b * scale, now)
+        remaining = limit - a.own - b.own
+        a.observe(limit, remaining, now)
+        b.observe(limit, remaining, now)
+    assert a.share == pytest.approx(b.share, abs=0.1)
+    alone = QuotaWindow(limit, declared=True)
+    for i in range(30):
+        alone.take(limit, float(i))
+        alone.observe(limit, 0, float(i))
+        alone.charges.clear()
+        alone.own = 0.0
+    assert alone.share == 1.0
+
+
+def test_breaker_close_slow_starts_back_to_the_healthy_limit():
+    state = EndpointState(Endpoint(name="a", base_url="http://x/v1", model="m"), None, DispatchSettings(breaker_failures=2))
+    for i in range(30):
+        state.on_success(0.1, now=float(i))
+    healthy = state.concurrency.limit
+    for i in range(4):  # 5xx burst: cuts and opens the breaker
+        state.on_failure(now=100.0 + i, pause_s=0.01)
+    assert state.open_s and state.concurrency.limit < healthy / 2
+    state.on_success(0.1, now=110.0)
+    assert state.concurrency.ssthresh >= healthy
+    before = state.concurrency.limit
+    state.on_success(0.1, now=110.1)
+    assert state.concurrency.limit == pytest.approx(before + 1)  # slow start again, not +1 per round trip
