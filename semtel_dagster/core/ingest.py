@@ -177,13 +177,7 @@ def _scan(path: Path, rel: str, limit: int, raw_chars: int, adapter: _Adapter | 
                 if adapter is not None:
                     yield from _adapted(parsed, ref, rel, raw, adapter, path)
                     continue
-                source = _source(parsed, rel)
-                try:
-                    conv = Conversation.model_validate(parsed)
-                except ValidationError as exc:
-                    yield _Record(ref, source, raw, reason=_reason(exc), week=_record_week(parsed))
-                    continue
-                yield _Record(ref, source, raw, conversation=conv)
+                yield _validated(parsed, ref, _source(parsed, rel), raw)
     except (OSError, EOFError, zlib.error) as exc:
         yield _Record(f"{rel}:{line_no + 1}", rel, "", reason=f"unreadable file: {exc}")
 
@@ -199,13 +193,15 @@ def _adapted(record: dict, ref: str, rel: str, raw: str, adapter: _Adapter, path
         sub_ref = ref if len(canonical) == 1 else f"{ref}#{k}"
         rec.setdefault("conversation_id", sub_ref)
         rec.setdefault("started_at", adapter.default_start or _mtime_start(path))
-        source = _source(rec, rel)
-        try:
-            conv = Conversation.model_validate(rec)
-        except ValidationError as exc:
-            yield _Record(sub_ref, source, raw, reason=_reason(exc), week=_record_week(rec))
-            continue
-        yield _Record(sub_ref, source, raw, conversation=conv)
+        yield _validated(rec, sub_ref, _source(rec, rel), raw)
+
+
+def _validated(record: dict, ref: str, source: str, raw: str) -> _Record:
+    """A canonical record as a conversation, or as a reject naming the invalid fields."""
+    try:
+        return _Record(ref, source, raw, conversation=Conversation.model_validate(record))
+    except ValidationError as exc:
+        return _Record(ref, source, raw, reason=_reason(exc), week=_record_week(record))
 
 
 def _scan_table(path: Path, rel: str, raw_chars: int, adapter: _Adapter) -> Iterator[_Record]:
