@@ -3,10 +3,10 @@
 Per endpoint: a client-side mirror of the provider's 60 s quota windows (RPM and TPM, charged the way
 Azure counts: prompt tokens + ``max_tokens`` on arrival, corrected to the provider's count, refunded to
 actual use where the endpoint says the provider does), kept honest by the ``x-ratelimit-*`` headers of
-every response, which also reveal what other processes sharing the endpoint use; an AIMD concurrency
-limit with a latency gradient (cut on 429, 5xx, timeouts or rising latency, at most once per round
-trip, so several uncoordinated processes converge to a fair share); a circuit breaker; cooldowns that
-honor ``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
+every response, which also reveal what other processes sharing the endpoint use (an AIMD share of a
+contended quota makes uncoordinated processes converge to equal shares); an AIMD concurrency limit
+with a latency gradient (cut on 429, 5xx, timeouts or rising latency, at most once per round trip);
+a circuit breaker; cooldowns that honor ``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
 another endpoint with jittered backoff; a straggler past a latency percentile gets one hedged duplicate
 whose loser is cancelled, so each request yields exactly one row. An optional token or cost budget stops
 dispatch cleanly. Workers pull requests from an iterator: millions of queued requests are never
@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -180,7 +181,7 @@ class QuotaWindow:
             self.provider_limit = float(limit)
             if not self.declared:
                 self.limit = float(limit)
-        if remaining is not None:
+        if remaining is not None and math.isfinite(self.provider_limit):
             self._prune(now)
             used = self.provider_limit - remaining
             self._external = max(0.0, used - self.own)
@@ -256,8 +257,10 @@ class EndpointState:
         self.url = f"{endpoint.base_url}/chat/completions"
         self.headers = {"Authorization": f"Bearer {endpoint.api_key()}", "Content-Type": "application/json"}
         self.settings = settings
-        self.rpm = QuotaWindow(endpoint.rpm, True) if endpoint.rpm else None
-        self.tpm = QuotaWindow(endpoint.tpm, True) if endpoint.tpm else None
+        # undeclared quotas start unbounded and still record our charges, so the first headers that
+        # reveal the limit are compared with everything we sent, not mistaken for another process
+        self.rpm = QuotaWindow(endpoint.rpm or math.inf, declared=endpoint.rpm is not None)
+        self.tpm = QuotaWindow(endpoint.tpm or math.inf, declared=endpoint.tpm is not None)
         self.concurrency = Concurrency(endpoint.max_concurrency)
         self.in_flight = 0
         self.cooldown_until = 0.0
@@ -273,24 +276,20 @@ class EndpointState:
         wait = self.cooldown_until - now
         if self.in_flight >= (1 if self.open_s else int(self.concurrency.limit)) and not (hedge and not self.open_s):
             wait = max(wait, 1.0)  # woken early when a request finishes
-        if self.rpm:
-            wait = max(wait, self.rpm.wait_for(1, now))
-        if self.tpm:
-            wait = max(wait, self.tpm.wait_for(cost, now))
+        wait = max(wait, self.rpm.wait_for(1, now), self.tpm.wait_for(cost, now))
         return max(0.0, wait)
 
     def headroom(self, now: float) -> float:
         """Free quota (tokens) weighted by free concurrency: high-TPM endpoints take more of the work."""
         free = 1.0 - self.in_flight / max(1.0, self.concurrency.limit)
-        tokens = self.tpm.free(now) if self.tpm else 1e9
+        tokens = min(self.tpm.free(now), 1e9)
         return max(free, 0.01) * max(tokens, 1.0)
 
-    def reserve(self, cost: int, now: float) -> list[float] | None:
+    def reserve(self, cost: int, now: float) -> list[float]:
         self.in_flight += 1
         self.stats.requests += 1
-        if self.rpm:
-            self.rpm.take(1, now)
-        return self.tpm.take(cost, now) if self.tpm else None
+        self.rpm.take(1, now)
+        return self.tpm.take(cost, now)
 
     def timeout_for(self, cost: int) -> float:
         """Bigger requests take longer: the timeout grows with prompt + max_tokens, up to ``timeout_s``."""
@@ -308,12 +307,7 @@ class EndpointState:
         for attr, kind in (("rpm", "requests"), ("tpm", "tokens")):
             limit = _header_float(headers, f"x-ratelimit-limit-{kind}")
             remaining = _header_float(headers, f"x-ratelimit-remaining-{kind}")
-            window = getattr(self, attr)
-            if window is None and limit:
-                window = QuotaWindow(limit, declared=False)
-                setattr(self, attr, window)
-            if window is not None:
-                window.observe(limit, remaining, now)
+            getattr(self, attr).observe(limit, remaining, now)
 
     def on_success(self, latency_s: float, now: float) -> None:
         if self.open_s:  # the breaker closes: slow-start back to what worked before the outage
@@ -434,7 +428,6 @@ class _Outcome:
     started: float
     body: dict | None = None
     error: str = ""
-    pause_s: float = 0.0
     hedge: bool = False
     settled: bool = False  # already charged to the budget
 
@@ -481,7 +474,7 @@ class Dispatcher:
             return max(ready, key=lambda s: s.headroom(now)), 0.0
         return None, min(w for w, _ in candidates)
 
-    async def _acquire(self, cost: int, avoid: set[str]) -> tuple[EndpointState, list[float] | None] | None:
+    async def _acquire(self, cost: int, avoid: set[str]) -> tuple[EndpointState, list[float]] | None:
         """The best endpoint once one can take the request, already charged (choice and charge are one
         step, so concurrent workers never see the same free quota); None once dispatch is stopping."""
         loop = asyncio.get_running_loop()
@@ -524,7 +517,7 @@ class Dispatcher:
             payload["response_format"] = request.response_format
         return payload
 
-    async def _attempt(self, request: LLMRequest, state: EndpointState, charge: list[float] | None, hedge: bool = False) -> _Outcome:
+    async def _attempt(self, request: LLMRequest, state: EndpointState, charge: list[float], hedge: bool = False) -> _Outcome:
         started = time.monotonic()
         name = state.endpoint.name
         timeout = state.timeout_for(request.cost)
@@ -540,8 +533,7 @@ class Dispatcher:
                 now = time.monotonic()
                 state.stats.rate_limited += 1
                 state.on_headers(headers, now)
-                if charge is not None:
-                    state.tpm.correct(charge, 0)  # a refused request is not charged
+                state.tpm.correct(charge, 0)  # a refused request is not charged
                 pause = retry_after_seconds(headers) or self._backoff(1)
                 state.on_rate_limited(now, pause * self._rng.uniform(1.0, 1.1))
                 return _Outcome("rate_limited", state, started, error=f"429 rate limited by {name}", hedge=hedge)
@@ -570,11 +562,10 @@ class Dispatcher:
             self._release(state)
         now = time.monotonic()
         state.on_headers(headers, now)
-        if charge is not None:
-            usage = body.get("usage") or {}
-            if usage.get("prompt_tokens") is not None:
-                used_completion = usage.get("completion_tokens") if state.endpoint.refund_unused else None
-                state.tpm.correct(charge, usage["prompt_tokens"] + (used_completion if used_completion is not None else request.max_tokens))
+        usage = body.get("usage") or {}
+        if usage.get("prompt_tokens") is not None:
+            used_completion = usage.get("completion_tokens") if state.endpoint.refund_unused else None
+            state.tpm.correct(charge, usage["prompt_tokens"] + (used_completion if used_completion is not None else request.max_tokens))
         state.on_success(now - started, now)
         return _Outcome("ok", state, started, body=body, hedge=hedge)
 
