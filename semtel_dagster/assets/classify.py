@@ -1,7 +1,7 @@
 import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
 from semtel_dagster.assets.spark_classify import classify_on_spark
 from semtel_dagster.core import tables
 from semtel_dagster.core.classify import STRATEGY_SINGLE, answered_request_ids, latest_per_request, plan_requests, run_dispatch
@@ -88,27 +88,7 @@ def llm_responses(
             "requests_sent": MetadataValue.int(sum(len(p.to_send) for p in plans)),
             "followups_sent": MetadataValue.int(sum(len(p.to_send) for p in plans[1:])),
             "batching_strategy": MetadataValue.text(settings.batching_strategy),
-            "http_requests": MetadataValue.int(totals["requests"]),
-            "retries": MetadataValue.int(totals["retries"]),
-            "rate_limited": MetadataValue.int(totals["rate_limited"]),
-            "failed_requests": MetadataValue.int(totals["errors"]),
-            "prompt_tokens": MetadataValue.int(totals["prompt_tokens"]),
-            "completion_tokens": MetadataValue.int(totals["completion_tokens"]),
-            "dispatch_seconds": MetadataValue.float(totals["wall_seconds"]),
-            "timeouts": MetadataValue.int(totals["timeouts"]),
-            "hedged_requests": MetadataValue.int(totals["hedges"]),
-            "budget": MetadataValue.json(
-                {
-                    "max_tokens": endpoint_pool.budget_tokens,
-                    "max_cost": endpoint_pool.budget_cost,
-                    "spent_tokens": totals["budget_spent_tokens"],
-                    "spent_cost": totals["budget_spent_cost"],
-                    "exhausted": bool(totals["budget_exhausted"]),
-                    "unfinished_requests": totals["unfinished"],
-                }
-            ),
-            "per_endpoint": MetadataValue.json(totals["endpoints"]),
-            "prompt_versions": MetadataValue.json({name: c.version for name, c in classifiers.items()}),
         }
     )
+    metadata.update(dispatch_metadata(totals, classifiers, endpoint_pool.budget_tokens, endpoint_pool.budget_cost))
     return MaterializeResult(metadata=metadata)

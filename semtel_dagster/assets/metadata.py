@@ -46,3 +46,30 @@ def label_distribution(classifications: pl.DataFrame) -> dict:
         )
         metadata[f"labels/{classifier}"] = MetadataValue.md(markdown_table(counts))
     return dict(sorted(metadata.items()))
+
+
+def dispatch_metadata(totals: dict, classifiers: dict, budget_tokens: int | None, budget_cost: float | None) -> dict:
+    """Per-run LLM totals (``DispatchStats.as_dict()``, summed over rounds or Spark tasks) for the UI."""
+    return {
+        "http_requests": MetadataValue.int(totals["requests"]),
+        "retries": MetadataValue.int(totals["retries"]),
+        "rate_limited": MetadataValue.int(totals["rate_limited"]),
+        "failed_requests": MetadataValue.int(totals["errors"]),
+        "prompt_tokens": MetadataValue.int(totals["prompt_tokens"]),
+        "completion_tokens": MetadataValue.int(totals["completion_tokens"]),
+        "dispatch_seconds": MetadataValue.float(totals["wall_seconds"]),
+        "timeouts": MetadataValue.int(totals["timeouts"]),
+        "hedged_requests": MetadataValue.int(totals["hedges"]),
+        "budget": MetadataValue.json(
+            {
+                "max_tokens": budget_tokens,
+                "max_cost": budget_cost,
+                "spent_tokens": totals["budget_spent_tokens"],
+                "spent_cost": totals["budget_spent_cost"],
+                "exhausted": bool(totals["budget_exhausted"]),
+                "unfinished_requests": totals["unfinished"],
+            }
+        ),
+        "per_endpoint": MetadataValue.json(totals["endpoints"]),
+        "prompt_versions": MetadataValue.json({name: c.version for name, c in classifiers.items()}),
+    }

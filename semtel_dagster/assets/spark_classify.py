@@ -4,7 +4,7 @@ from functools import partial
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
-from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
 from semtel_dagster.core.classify import plan_requests
 from semtel_dagster.core.prompts import Classifier
 from semtel_dagster.resources import EndpointPoolResource, EngineResource, LakeResource, PipelineSettings
@@ -42,15 +42,7 @@ def classify_on_spark(
             "requests_resumed": MetadataValue.int(out.requests_resumed),
             "requests_sent": MetadataValue.int(out.requests_sent),
             "engine": MetadataValue.text("spark"),
-            "http_requests": MetadataValue.int(totals["requests"]),
-            "retries": MetadataValue.int(totals["retries"]),
-            "rate_limited": MetadataValue.int(totals["rate_limited"]),
-            "failed_requests": MetadataValue.int(totals["errors"]),
-            "prompt_tokens": MetadataValue.int(totals["prompt_tokens"]),
-            "completion_tokens": MetadataValue.int(totals["completion_tokens"]),
-            "dispatch_seconds": MetadataValue.float(totals["wall_seconds"]),
-            "per_endpoint": MetadataValue.json(totals["endpoints"]),
-            "prompt_versions": MetadataValue.json({name: c.version for name, c in classifiers.items()}),
         }
     )
+    metadata.update(dispatch_metadata(totals, classifiers, endpoint_pool.budget_tokens, endpoint_pool.budget_cost))
     return MaterializeResult(metadata=metadata)

@@ -18,8 +18,6 @@ import polars as pl
 
 from semtel_dagster.core import delta, tables
 from semtel_dagster.core.classify import ClassifyPlan
-from semtel_dagster.core.dispatch import DispatchSettings
-from semtel_dagster.core.endpoints import Endpoint
 from semtel_dagster.core.ingest import IngestResult
 
 Stage = Callable[[pl.DataFrame], pl.DataFrame]

@@ -661,34 +661,7 @@ def make_config(
     return SimConfig.model_validate(data)
 
 
-def main_serve(
-    port: int | None = None,
-    host: str | None = None,
-    tpm: int | None = None,
-    rpm: int | None = None,
-    latency_ms: float | None = None,
-    endpoints_yaml: str | None = None,
-    **kwargs: Any,
-) -> None:
+def main_serve(**options: Any) -> None:
     """CLI entry (``semtel sim serve``): build the config (see :func:`make_config`) and serve forever."""
-    run_forever(make_config(port, host, tpm, rpm, latency_ms, endpoints_yaml, **kwargs))
+    run_forever(make_config(**options))
 
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m semtel_dagster.sim.server",
-                                description="Local OpenAI-compatible LLM endpoint simulator")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--tpm", type=int, default=None)
-    p.add_argument("--rpm", type=int, default=None)
-    p.add_argument("--latency-ms", type=float, default=None)
-    p.add_argument("--model", default=None)
-    p.add_argument("--endpoints", dest="endpoints_yaml", default=None, help="YAML SimConfig")
-    a = p.parse_args(argv)
-    main_serve(a.port, a.host, a.tpm, a.rpm, a.latency_ms, a.endpoints_yaml, model=a.model)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()
