@@ -1,14 +1,84 @@
+import datetime as dt
+import math
+
 import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
 from semtel_dagster.assets.spark_classify import classify_on_spark
+from semtel_dagster.core import embedding_classifier as ec
 from semtel_dagster.core import tables
-from semtel_dagster.core.classify import STRATEGY_SINGLE, answered_request_ids, latest_per_request, plan_requests, run_dispatch
+from semtel_dagster.core.classify import (
+    STRATEGY_SINGLE,
+    answered_request_ids,
+    latest_per_request,
+    plan_requests,
+    representatives,
+    run_dispatch,
+)
 from semtel_dagster.core.parse import followup_pairs
 from semtel_dagster.core.progress import DispatchProgress
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
-from semtel_dagster.resources import EndpointPoolResource, EngineResource, LakeResource, PipelineSettings
+from semtel_dagster.partitions import (
+    partition_week,
+    weekly_backfill_policy,
+    weekly_partitions,
+)
+from semtel_dagster.resources import (
+    EmbedderResource,
+    EndpointPoolResource,
+    EngineResource,
+    LakeResource,
+    PipelineSettings,
+)
+
+
+def _embedding_answers(context, week: dt.date, classifiers, clusters, truncated, lake: LakeResource,
+                       settings: PipelineSettings, embedder: EmbedderResource, models: set[str]) -> tuple[set[str], dict]:
+    """Answer the confident representatives with embedding classifiers trained on earlier weeks.
+
+    Design: a step of this asset, not an asset of its own. Per classifier, a model is trained from the
+    LLM's labels (pool models, this prompt version; never the classifier's own answers) of the
+    ``embedding_classifier_train_weeks`` weeks strictly before this one, once ``min_labels`` exist,
+    and stored versioned under ``<lake>/_models/``. Training is deterministic, so a rerun of the week
+    gets the same version and the same answers. Its answers are appended to ``llm_responses`` under
+    the LLM request ids, so everything downstream is unchanged. Returns (model versions, metadata).
+    """
+    if not settings.embedding_classifier:
+        return set(), {}
+    if settings.batching_strategy != STRATEGY_SINGLE:
+        context.log.warning("embedding_classifier applies to the single batching strategy only; skipped")
+        return set(), {}
+    earlier = [week - dt.timedelta(weeks=k) for k in range(1, settings.embedding_classifier_train_weeks + 1)]
+    history = lake.read_weeks("classifications", earlier)
+    history_text = lake.read_weeks("conversations_truncated", earlier)
+    reps = representatives(clusters, truncated)
+    ids = reps.get_column("conversation_id").to_list()
+    responses = lake.read_week("llm_responses", week)
+    vectors = None
+    versions, per_classifier = set(), {}
+    for name, classifier in classifiers.items():
+        model, why = ec.train_from_history(
+            name, classifier.version, history, history_text, models, embedder.embedder,
+            min_labels=settings.embedding_classifier_min_labels,
+            target_agreement=settings.embedding_classifier_target_agreement,
+        ) if history.height else (None, "no earlier labels")
+        if model is None:
+            per_classifier[name] = {"used": False, "reason": why}
+            continue
+        if "://" not in lake.root:  # artifacts on local lakes only (object stores: left to do in core.save)
+            ec.save(model, lake.root)
+        if vectors is None:
+            vectors = embedder.embedder().embed(reps.get_column("transcript").to_list())
+        done = answered_request_ids(responses, models | {model.card.version})
+        rows = ec.answer_confident(model, ids, vectors, week, done) if ids else pl.DataFrame(schema=tables.LLM_RESPONSES)
+        if rows.height:
+            lake.append("llm_responses", rows)
+        versions.add(model.card.version)
+        per_classifier[name] = {"used": True, "reason": why, "version": model.card.version,
+                                "threshold": model.card.threshold if math.isfinite(model.card.threshold) else None, "heldout_agreement": model.card.heldout_agreement,
+                                "heldout_coverage": model.card.heldout_coverage, "answered": rows.height}
+        context.log.info(f"{name}: embedding classifier {model.card.version} ({why}) answered {rows.height} of {len(ids)}")
+    return versions, {"embedding_classifier": MetadataValue.json(per_classifier)}
 
 
 @asset(
@@ -23,11 +93,14 @@ def llm_responses(
     settings: PipelineSettings,
     endpoint_pool: EndpointPoolResource,
     engine: EngineResource,
+    embedder: EmbedderResource,
 ):
     """Every raw LLM answer (or final failure) for the week's representatives x classifiers.
 
     Answers are committed in small appends while the run is in flight; a rerun skips requests already
-    answered, and the week is compacted to one row per request at the end.
+    answered, and the week is compacted to one row per request at the end. With
+    ``settings.embedding_classifier`` on, representatives an embedding classifier trained on earlier
+    weeks labels confidently are answered first (endpoint ``embedding_classifier``); only the rest go out.
     """
     week = partition_week(context.partition_key)
     classifiers = settings.load_classifiers()
@@ -36,6 +109,7 @@ def llm_responses(
     models = {endpoint.model for endpoint in endpoint_pool.endpoints}
     clusters = lake.read_week("conversation_clusters", week)
     truncated = lake.read_week("conversations_truncated", week)
+    versions, embedding_metadata = _embedding_answers(context, week, classifiers, clusters, truncated, lake, settings, embedder, models)
     # Round 1: the week's calls (plus re-asks left over from a previous run); round 2: single re-asks
     # of the pairs a batched answer of round 1 missed. The single strategy needs one round.
     rounds = 1 if settings.batching_strategy == STRATEGY_SINGLE else 2
@@ -46,7 +120,7 @@ def llm_responses(
             clusters,
             truncated,
             classifiers,
-            answered_request_ids(responses, models),
+            answered_request_ids(responses, models | versions),
             strategy=settings.batching_strategy,
             batch_size=settings.batch_size,
             followups=followup_pairs(clusters, responses, classifiers, settings.batching_strategy, settings.batch_size),
@@ -90,5 +164,8 @@ def llm_responses(
             "batching_strategy": MetadataValue.text(settings.batching_strategy),
         }
     )
+    if embedding_metadata:  # every request answered by an embedding classifier instead of the LLM
+        avoided = responses.filter(pl.col("endpoint") == ec.ENDPOINT).height
+        metadata.update({**embedding_metadata, "calls_avoided": MetadataValue.int(avoided)})
     metadata.update(dispatch_metadata(totals, classifiers, endpoint_pool.budget_tokens, endpoint_pool.budget_cost))
     return MaterializeResult(metadata=metadata)

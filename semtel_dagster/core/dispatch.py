@@ -80,6 +80,7 @@ class DispatchSettings:
     budget_cost: float | None = None  # ... or before the cost passes this (needs prices)
     prices: dict[str, ModelPrice] = field(default_factory=dict)  # per model
     seed: int = 0
+    quota_peers: int = 2  # processes expected to share a contended quota (see fair_share); headers cannot count them
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -113,6 +114,37 @@ def _header_float(headers, name: str) -> float | None:
         return None
 
 
+SATURATED = 0.1  # the provider's window is contended when less than this share of it remains
+PEER_FLOOR = 0.03  # others hold a real part of the window: more than this share (below: our estimate's noise)
+FAIR_MARGIN = 0.05  # a process may hold this much above an equal split before it yields
+SHARE_GROWTH = 0.05  # share points per second a cap grows back once the window has room
+
+
+def fair_share(share: float, own: float, others: float, remaining: float, limit: float, dt: float,
+               peers: int = 2) -> float:
+    """Next cap on our usage of a contended provider window, as a fraction of the provider's ``limit``.
+
+    ``own`` is what we hold in the provider's window (our charges of the last minute), ``others`` what
+    the provider counts beyond that (``limit - remaining - own``), ``dt`` seconds since the last call.
+    While the window is nearly full and others hold more than noise, the cap is an equal split of what
+    the window holds among ``peers`` processes, plus a margin: above it we stop refilling our own
+    expiring charges until we are down to it, and the others take them; below it we may take whatever
+    frees up. When the window has room (or the others are gone), the cap grows back additively, so a
+    competitor that leaves, or that wants less, does not leave the quota idle for long.
+
+    Headers show the others' total, not how many they are: ``peers`` is the expected number of
+    processes on the quota (2 by default). With more processes than ``peers`` the cap only keeps each
+    below ``1/peers`` of the window, so a 3-way split is not enforced to be equal; with fewer, the
+    quota is not fully used while contended (a lone process never sees others and is never capped).
+    """
+    if limit <= 0 or not math.isfinite(limit):
+        return share
+    used = own + others
+    if remaining < SATURATED * limit and others > PEER_FLOOR * limit:
+        return max(0.05, used / max(1, peers) * (1.0 + FAIR_MARGIN) / limit)
+    return min(1.0, share + SHARE_GROWTH * dt)
+
+
 class QuotaWindow:
     """Client-side mirror of one provider quota (tokens or requests per sliding minute).
 
@@ -121,13 +153,16 @@ class QuotaWindow:
     external share is assumed to leave the window linearly over the next minute. ``limit`` is what we may
     use (a declared share may be less than the provider's limit); both bounds hold.
 
-    When others use the same quota, ``share`` (of ``limit``) is AIMD-controlled: while the provider's
-    window is nearly full and others hold part of it, it shrinks by 20 % per second; otherwise it grows
-    by 5 points per second. Processes that all do this converge to equal shares without a coordinator;
-    alone, a process keeps the whole quota.
+    When others use the same quota, ``share`` (of ``limit``) follows :func:`fair_share`: while the
+    provider's window is nearly full and others hold a real part of it, a process caps itself at an
+    equal split of what the window holds (it stops refilling its own expiring charges until it is
+    down to that, and the others take them); once the window has room again its cap grows back by
+    5 points per second. Without this, processes that all respect ``remaining`` see no 429s and each
+    keeps refilling its own slots, so any split persists. Alone, a process keeps the whole quota.
     """
 
-    def __init__(self, limit: float, declared: bool) -> None:
+    def __init__(self, limit: float, declared: bool, peers: int = 2) -> None:
+        self.peers = peers
         self.limit = float(limit)
         self.provider_limit = float(limit)
         self.declared = declared
@@ -186,13 +221,11 @@ class QuotaWindow:
             used = self.provider_limit - remaining
             self._external = max(0.0, used - self.own)
             self._external_at = now
-            if now - self._share_at >= 1.0:
-                self._share_at = now
-                saturated = remaining < 0.1 * self.provider_limit
-                if saturated and self._external > 0.01 * self.provider_limit:
-                    self.share = max(0.05, self.share * 0.8)
-                elif not saturated:
-                    self.share = min(1.0, self.share + 0.05)
+            scale = self.limit / self.provider_limit  # share is of our limit, fair_share of the provider's
+            capped = fair_share(self.share * scale, self.own, self._external, remaining, self.provider_limit,
+                                max(0.0, now - self._share_at), self.peers)
+            self.share = min(1.0, capped / scale) if scale > 0 else 1.0
+            self._share_at = now
 
 
 class Concurrency:
@@ -259,8 +292,9 @@ class EndpointState:
         self.settings = settings
         # undeclared quotas start unbounded and still record our charges, so the first headers that
         # reveal the limit are compared with everything we sent, not mistaken for another process
-        self.rpm = QuotaWindow(endpoint.rpm or math.inf, declared=endpoint.rpm is not None)
-        self.tpm = QuotaWindow(endpoint.tpm or math.inf, declared=endpoint.tpm is not None)
+        peers = settings.quota_peers
+        self.rpm = QuotaWindow(endpoint.rpm or math.inf, declared=endpoint.rpm is not None, peers=peers)
+        self.tpm = QuotaWindow(endpoint.tpm or math.inf, declared=endpoint.tpm is not None, peers=peers)
         self.concurrency = Concurrency(endpoint.max_concurrency)
         self.in_flight = 0
         self.cooldown_until = 0.0

@@ -9,10 +9,18 @@ Artifacts live beside the tables, versioned: ``<lake>/_models/<classifier>/<vers
 ``model.joblib`` and ``meta.json``; the version hashes the prompt version, the LLM model, the
 embedder and the training labels, so a prompt or model change never reuses a stale classifier.
 The hook is off until a classifier has ``min_labels`` training labels.
+
+Wiring into the classify stage (``PipelineSettings.embedding_classifier``, single strategy only):
+``training_set`` picks the LLM's own labels of earlier weeks (pool models only, so the classifier
+never learns from its own answers), and ``model_answers`` turns the confident representatives of
+the week into ``llm_responses`` rows under the very request id the LLM call would have had
+(endpoint ``embedding_classifier``, model = the artifact version, zero tokens), so parse, fan-out,
+gates and resume treat them like any other answer and only the rest is dispatched.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -24,6 +32,7 @@ import polars as pl
 from sklearn.linear_model import LogisticRegression
 
 MIN_LABELS = 500
+ENDPOINT = "embedding_classifier"  # endpoint and strategy of the rows the model answers
 
 
 @dataclass(frozen=True)
@@ -143,3 +152,86 @@ def load_latest(lake_root: str | Path, classifier: str, prompt_version: str, llm
         return None
     _, card, folder = max(matches, key=lambda m: m[0])
     return EmbeddingClassifier(card, joblib.load(folder / "model.joblib"))
+
+
+def training_set(
+    classifications: pl.DataFrame, truncated: pl.DataFrame, classifier: str, prompt_version: str,
+    llm_models: set[str],
+) -> pl.DataFrame:
+    """(conversation_id, transcript, label) the LLM gave representatives in earlier weeks.
+
+    Only labels from the pool's LLM models under this prompt version count: answers of an embedding
+    classifier (model = its version id) are left out, so the model never trains on its own output.
+    One row per representative (fanned-out members would only repeat it), the truncated transcript
+    the LLM saw as text.
+    """
+    labels = classifications.filter(
+        (pl.col("classifier") == classifier)
+        & (pl.col("prompt_version") == prompt_version)
+        & pl.col("model").is_in(sorted(llm_models))
+        & (pl.col("conversation_id") == pl.col("representative_id"))
+        & pl.col("label").is_not_null()
+    ).select("conversation_id", "week_start", "label")
+    return (
+        labels.join(truncated.select("conversation_id", "week_start", "transcript"), on=["conversation_id", "week_start"])
+        .unique(subset=["conversation_id", "week_start"], keep="first")
+        .sort("week_start", "conversation_id")
+        .select("conversation_id", "transcript", "label")
+    )
+
+
+def answer_confident(
+    model: EmbeddingClassifier, ids: list[str], vectors: np.ndarray, week_start: dt.date,
+    answered_ids: set[str] = frozenset(), now: dt.datetime | None = None,
+) -> pl.DataFrame:
+    """``llm_responses`` rows for the representatives the model labels at or above its threshold.
+
+    Each row stands in for exactly the single LLM request of that representative x classifier (same
+    request id): status ok, raw text ``{"label": ...}``, zero tokens, endpoint and strategy
+    ``embedding_classifier``, model = the artifact version. Requests in ``answered_ids`` are skipped,
+    so a rerun adds nothing for pairs already answered (by the LLM or by this model).
+    """
+    from semtel_dagster.core import tables
+    from semtel_dagster.core.dispatch import STATUS_OK, request_id
+
+    now = now or dt.datetime.now(dt.UTC)
+    card = model.card
+    confident, _ = split_by_confidence(model, ids, vectors)
+    rows = []
+    for cid, label in confident.select("conversation_id", "label").iter_rows():
+        rid = request_id((cid,), (card.classifier,), card.prompt_version)
+        if rid in answered_ids:
+            continue
+        rows.append({
+            "request_id": rid, "week_start": week_start, "conversation_ids": [cid],
+            "classifiers": [card.classifier], "prompt_name": card.classifier, "prompt_version": card.prompt_version,
+            "model": card.version, "endpoint": ENDPOINT, "status": STATUS_OK, "error": None, "finish_reason": "stop",
+            "raw_text": json.dumps({"label": label}), "prompt_tokens": 0, "completion_tokens": 0,
+            "latency_ms": 0.0, "attempts": 0, "rate_limited": 0, "created_at": now, "strategy": ENDPOINT,
+        })
+    return pl.DataFrame(rows, schema=tables.LLM_RESPONSES) if rows else tables.empty(tables.LLM_RESPONSES)
+
+
+def train_from_history(
+    classifier: str, prompt_version: str, classifications: pl.DataFrame, truncated: pl.DataFrame,
+    llm_models: set[str], get_embedder, *, min_labels: int = MIN_LABELS, target_agreement: float = 0.95,
+) -> tuple[EmbeddingClassifier | None, str]:
+    """(model or None, why) trained on the LLM's labels in ``classifications`` of earlier weeks.
+
+    None while fewer than ``min_labels`` labels (or a single label value) exist: the LLM answers all.
+    Deterministic for the same history, so a rerun of a week uses the same model version.
+    ``get_embedder`` is called only when there is enough to train (a local model takes ~10 s to load).
+    """
+    history = training_set(classifications, truncated, classifier, prompt_version, llm_models)
+    if history.height < min_labels:
+        return None, f"{history.height} LLM labels < {min_labels}"
+    if history.get_column("label").n_unique() < 2:
+        return None, "a single label value"
+    embedder = get_embedder()
+    vectors = embedder.embed(history.get_column("transcript").to_list())
+    try:
+        model = train(classifier, vectors, history.get_column("label").to_list(), prompt_version=prompt_version,
+                      llm_model=",".join(sorted(llm_models)), embedder=embedder.name, target_agreement=target_agreement)
+    except ValueError as error:
+        return None, str(error)
+    return model, f"trained on {history.height} LLM labels"

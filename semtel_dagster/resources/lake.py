@@ -27,6 +27,9 @@ class LakeResource(ConfigurableResource):
     def read_week(self, table: str, week: dt.date) -> pl.DataFrame:
         return delta.read_weeks(self.uri(table), tables.TABLES[table], [week])
 
+    def read_weeks(self, table: str, weeks: list[dt.date]) -> pl.DataFrame:
+        return delta.read_weeks(self.uri(table), tables.TABLES[table], weeks)
+
     def overwrite_week(self, table: str, frame: pl.DataFrame, week: dt.date) -> int:
         return delta.overwrite_weeks(self.uri(table), frame, tables.TABLES[table], [week])
 

@@ -57,6 +57,19 @@ class PipelineSettings(ConfigurableResource):
         default="exact", description="exact: normalized-text hash; embedding: then near-duplicates by cosine (LSH)."
     )
     dedupe_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which conversations merge.")
+    embedding_classifier: bool = Field(
+        default=False,
+        description="Representatives an embedding classifier (trained on earlier weeks' LLM labels) labels confidently skip the LLM (single strategy).",
+    )
+    embedding_classifier_min_labels: int = Field(
+        default=500, ge=2, description="LLM labels of earlier weeks a classifier needs before its embedding model is trained and used."
+    )
+    embedding_classifier_target_agreement: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="Held-out agreement with the LLM the confidence threshold is calibrated for."
+    )
+    embedding_classifier_train_weeks: int = Field(
+        default=4, ge=1, description="Earlier weeks whose LLM labels train the embedding classifier."
+    )
 
     def truncation(self) -> TruncationConfig:
         return TruncationConfig(

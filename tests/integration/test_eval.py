@@ -7,7 +7,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import polars as pl
 import pytest
 from dagster import DagsterInstance
 

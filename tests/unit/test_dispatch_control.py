@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 
-from semtel_dagster.core.dispatch import Budget, Concurrency, DispatchSettings, EndpointState, LLMRequest, QuotaWindow
+from semtel_dagster.core.dispatch import (
+    Budget,
+    Concurrency,
+    DispatchSettings,
+    EndpointState,
+    LLMRequest,
+    QuotaWindow,
+    fair_share,
+)
 from semtel_dagster.core.endpoints import Endpoint, EndpointsFileError, ModelPrice, parse_endpoints
 
 
@@ -145,6 +154,55 @@ def test_shared_quota_share_converges_without_a_coordinator():
         alone.charges.clear()
         alone.own = 0.0
     assert alone.share == 1.0
+
+
+def test_fair_share_rule():
+    """Contended window + real others: cap at an equal split (+5 %); room or no others: grow back additively."""
+    limit = 1000.0
+    # contended, we hold 700 and the other 290: cap at half of 990 + 5 % (we yield until down to it)
+    assert fair_share(1.0, 700, 290, 10, limit, 1.0) == pytest.approx(990 / 2 * 1.05 / limit)
+    # the one holding less gets the same cap, above its usage: it may take what frees up
+    assert fair_share(0.3, 290, 700, 10, limit, 1.0) == pytest.approx(990 / 2 * 1.05 / limit)
+    # alone at saturation (others within the estimate's noise): never capped, grows back to 1
+    assert fair_share(0.6, 990, 10, 0, limit, 1.0) == pytest.approx(0.65)
+    assert fair_share(1.0, 1000, 0, 0, limit, 1.0) == 1.0
+    # the window has room: additive increase by 5 points per second, capped at 1
+    assert fair_share(0.5, 500, 300, 200, limit, 2.0) == pytest.approx(0.6)
+    assert fair_share(0.98, 500, 300, 200, limit, 2.0) == 1.0
+    # an expected 4 peers: a quarter each
+    assert fair_share(1.0, 400, 600, 0, limit, 1.0, peers=4) == pytest.approx(1000 / 4 * 1.05 / limit)
+    # an unknown (infinite) limit leaves the share alone
+    assert fair_share(0.7, 1, 1, 0, math.inf, 1.0) == 0.7
+
+
+def _sliding_window_split(head_start_s: int, seconds: int = 240) -> tuple[float, float]:
+    """Two clients on a 60 s sliding window, each taking what its mirror says is free (its own charges
+    exactly, the other's from the headers); a client with a head start holds the whole window at first."""
+    limit, cost = 1000.0, 10.0
+    clients = [QuotaWindow(math.inf, declared=False), QuotaWindow(math.inf, declared=False)]
+    server: list[tuple[float, int]] = []  # (arrived at, client)
+    for tick in range(seconds * 10):
+        now = tick / 10.0
+        server = [(at, i) for at, i in server if at > now - 60.0]
+        order = (0, 1) if tick % 2 else (1, 0)  # neither always first to the capacity that frees up
+        for i in order:
+            if i == 1 and now < head_start_s:
+                continue
+            w = clients[i]
+            while w.free(now) >= cost and len(server) * cost + cost <= limit:
+                w.take(cost, now)
+                server.append((now, i))
+                w.observe(limit, limit - len(server) * cost, now)
+            w.observe(limit, limit - len(server) * cost, now)  # a response: the headers
+    held = [sum(cost for _, i in server if i == c) for c in (0, 1)]
+    return held[0] / (sum(held) / 2), sum(held) / limit
+
+
+@pytest.mark.parametrize("head_start_s", [0, 5, 30])
+def test_two_clients_converge_to_equal_shares_of_a_sliding_window(head_start_s):
+    share_a, used = _sliding_window_split(head_start_s)
+    assert used >= 0.9
+    assert 0.8 <= share_a <= 1.2
 
 
 def test_breaker_close_slow_starts_back_to_the_healthy_limit():
