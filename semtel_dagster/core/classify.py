@@ -127,22 +127,25 @@ def expected_request_ids(
 def _build_request(unit: Unit, week_start, transcripts: dict[str, tuple[str, int]], classifiers: dict[str, Classifier], structured: bool) -> LLMRequest:
     """The chat request of a unit; without structured outputs the JSON format is asked for in the text only."""
     chosen = [classifiers[name] for name in unit.classifiers]
-    if len(unit.conversation_ids) > 1:
-        classifier = chosen[0]
-        items = [(cid, transcripts[cid][0]) for cid in unit.conversation_ids]
-        messages = multi_conversation_messages(classifier, items)
-        response_format = multi_conversation_response_format(classifier, list(unit.conversation_ids))
-        max_tokens = classifier.max_tokens + _BATCH_ITEM_TOKENS * len(items)
-    elif len(chosen) > 1:
-        messages = multi_classifier_messages(chosen, transcripts[unit.conversation_ids[0]][0])
-        response_format = multi_classifier_response_format(chosen)
-        max_tokens = sum(c.max_tokens for c in chosen)
-    else:
-        messages = chosen[0].messages(transcripts[unit.conversation_ids[0]][0])
+    if len(unit.conversation_ids) == 1 and len(chosen) == 1:
+        # One classifier reads the transcript cut to its own budget, if its prompt file sets one.
+        text, transcript_tokens = chosen[0].fit(*transcripts[unit.conversation_ids[0]])
+        messages = chosen[0].messages(text)
         response_format = chosen[0].response_format()
         max_tokens = chosen[0].max_tokens
-    transcript_tokens = sum(transcripts[cid][1] for cid in unit.conversation_ids)
-    rendered = sum(count_tokens(m["content"]) for m in messages) if len(unit.conversation_ids) > 1 or len(chosen) > 1 else None
+        prompt_tokens = _base_tokens(chosen[0]) + transcript_tokens
+    else:  # batches share the stage's transcripts
+        if len(unit.conversation_ids) > 1:
+            classifier = chosen[0]
+            items = [(cid, transcripts[cid][0]) for cid in unit.conversation_ids]
+            messages = multi_conversation_messages(classifier, items)
+            response_format = multi_conversation_response_format(classifier, list(unit.conversation_ids))
+            max_tokens = classifier.max_tokens + _BATCH_ITEM_TOKENS * len(items)
+        else:
+            messages = multi_classifier_messages(chosen, transcripts[unit.conversation_ids[0]][0])
+            response_format = multi_classifier_response_format(chosen)
+            max_tokens = sum(c.max_tokens for c in chosen)
+        prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
     return LLMRequest(
         request_id=unit.request_id,
         week_start=week_start,
@@ -154,8 +157,7 @@ def _build_request(unit: Unit, week_start, transcripts: dict[str, tuple[str, int
         response_format=response_format if structured else None,
         max_tokens=max_tokens,
         temperature=max(c.temperature for c in chosen),
-        prompt_tokens=(rendered if rendered is not None else _base_tokens(chosen[0]) + transcript_tokens)
-        + _MESSAGE_OVERHEAD_TOKENS * len(messages),
+        prompt_tokens=prompt_tokens + _MESSAGE_OVERHEAD_TOKENS * len(messages),
         strategy=unit.strategy,
     )
 

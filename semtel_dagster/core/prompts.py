@@ -17,6 +17,8 @@ from typing import Any
 
 import prompty
 
+from semtel_dagster.core.truncate import TruncationConfig, truncate_text
+
 DEFAULT_MAX_TOKENS = 64
 # Minimum difflib similarity for a near-miss label (a one-letter typo in a 6-letter label scores 0.91).
 DEFAULT_FUZZY_THRESHOLD = 0.88
@@ -39,7 +41,16 @@ class Classifier:
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD
     description: str = ""
+    transcript_budget: TruncationConfig | None = None
     agent: Any = field(default=None, repr=False, compare=False)
+
+    def fit(self, transcript: str, tokens: int) -> tuple[str, int]:
+        """The transcript cut to this classifier's own budget (``metadata.transcript_budget``, e.g.
+        ``tail:1024`` for satisfaction, which is decided at the end), with its token count."""
+        if self.transcript_budget is None or tokens <= self.transcript_budget.max_tokens:
+            return transcript, tokens
+        text, _, after, _ = truncate_text(transcript, self.transcript_budget)
+        return text, after
 
     def render(self, transcript: str) -> list[dict[str, str]]:
         """OpenAI chat messages rendered by Prompty (a few ms each)."""
@@ -145,8 +156,22 @@ def load_classifier(path: Path) -> Classifier:
         synonyms=_synonyms(path, metadata.get("synonyms"), labels),
         fuzzy_threshold=float(metadata.get("fuzzy_threshold", DEFAULT_FUZZY_THRESHOLD)),
         description=str(agent.description or ""),
+        transcript_budget=_transcript_budget(path, metadata.get("transcript_budget")),
         agent=agent,
     )
+
+
+def _transcript_budget(path: Path, spec: object) -> TruncationConfig | None:
+    """``metadata.transcript_budget``: ``head:N``, ``tail:N`` or ``head_tail:N`` (requests see transcripts)."""
+    if spec is None:
+        return None
+    try:
+        config = TruncationConfig.parse(str(spec))
+    except ValueError as exc:
+        raise PromptError(f"{path}: metadata.transcript_budget: {exc}") from None
+    if config.strategy == "turns" or config.compress:
+        raise PromptError(f"{path}: metadata.transcript_budget works on transcripts: use head, tail or head_tail")
+    return config
 
 
 def _synonyms(path: Path, table: object, labels: list[str]) -> dict[str, tuple[str, ...]]:
