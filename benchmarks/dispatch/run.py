@@ -571,9 +571,10 @@ def render(r: dict) -> str:
                       f"- 429s per process: {st['client_429s']} of {st['client_requests']} requests", ""]
         lines += ["Mechanism (no coordinator): each process knows its own charges in the provider's window and, from "
                   "`x-ratelimit-remaining-*`, the others' (limit - remaining - own). While the window is nearly full (< 10 % left) "
-                  "and the others hold more than 3 % of it, a process caps itself at half of what the window holds + 5 %; above that it "
+                  "and the others hold more than 1 % of it, a process caps itself at half of what the window holds + 5 %; above that it "
                   "stops refilling its own expiring charges and the other takes them. The cap grows back 5 points/s once the window "
-                  "has room. Headers cannot count the competitors: `DispatchSettings.quota_peers` (default 2) is the split; with more "
+                  "has room. A process refused with a 429 wakes at the provider's `Retry-After` (+ <= 0.1 s jitter) and slow-starts "
+                  "back, so it can take the capacity the other leaves when it frees. Headers cannot count the competitors: `DispatchSettings.quota_peers` (default 2) is the split; with more "
                   "processes than that, each is only kept below 1/quota_peers of the window.", ""]
     if "crash" in r:
         c = r["crash"]

@@ -115,7 +115,7 @@ def _header_float(headers, name: str) -> float | None:
 
 
 SATURATED = 0.1  # the provider's window is contended when less than this share of it remains
-PEER_FLOOR = 0.03  # others hold a real part of the window: more than this share (below: our estimate's noise)
+PEER_FLOOR = 0.01  # others hold a real part of the window: more than this share (below: our estimate's noise)
 FAIR_MARGIN = 0.05  # a process may hold this much above an equal split before it yields
 SHARE_GROWTH = 0.05  # share points per second a cap grows back once the window has room
 
@@ -353,7 +353,11 @@ class EndpointState:
         self.healthy_limit = self.concurrency.limit
 
     def on_rate_limited(self, now: float, pause_s: float) -> None:
+        """A 429: cut concurrency, pause until ``Retry-After``; then slow-start back to the limit that worked
+        (the quota mirror, not concurrency, paces a full quota: a process that waited out a long
+        ``Retry-After`` must not creep back one request per round trip while others refill the window)."""
         self.concurrency.congestion(now)
+        self.concurrency.recover(self.healthy_limit)
         self.cooldown_until = max(self.cooldown_until, now + pause_s)
 
     def on_failure(self, now: float, pause_s: float, overload: bool = True) -> None:
@@ -569,7 +573,9 @@ class Dispatcher:
                 state.on_headers(headers, now)
                 state.tpm.correct(charge, 0)  # a refused request is not charged
                 pause = retry_after_seconds(headers) or self._backoff(1)
-                state.on_rate_limited(now, pause * self._rng.uniform(1.0, 1.1))
+                # wake when the provider said, not seconds later: the capacity that frees then goes to whoever
+                # asks first, and a process that holds the window refills its own expiring charges at once
+                state.on_rate_limited(now, pause + self._rng.uniform(0.0, min(0.1, 0.1 * pause)))
                 return _Outcome("rate_limited", state, started, error=f"429 rate limited by {name}", hedge=hedge)
             if status != 200:
                 state.stats.errors += 1

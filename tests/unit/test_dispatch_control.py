@@ -16,7 +16,12 @@ from semtel_dagster.core.dispatch import (
     QuotaWindow,
     fair_share,
 )
-from semtel_dagster.core.endpoints import Endpoint, EndpointsFileError, ModelPrice, parse_endpoints
+from semtel_dagster.core.endpoints import (
+    Endpoint,
+    EndpointsFileError,
+    ModelPrice,
+    parse_endpoints,
+)
 
 
 def _request(prompt_tokens=100, max_tokens=50) -> LLMRequest:
@@ -128,6 +133,19 @@ def test_breaker_opens_after_consecutive_failures_and_backs_off():
     assert state.open_s == 0 and state.failures == 0
 
 
+def test_rate_limit_pauses_then_slow_starts_back():
+    """A 429 cuts concurrency and pauses; after it, slow start (+1 per success) up to the limit that worked."""
+    state = EndpointState(Endpoint(name="a", base_url="http://x/v1", model="m", max_concurrency=64), None, DispatchSettings())
+    for i in range(20):
+        state.on_success(0.1, now=i * 0.2)
+    healthy = state.concurrency.limit
+    state.on_rate_limited(now=10.0, pause_s=30.0)
+    assert state.concurrency.limit < healthy and state.wait_for(10, now=20.0) == pytest.approx(20.0)
+    before = state.concurrency.limit
+    state.on_success(0.1, now=41.0)
+    assert state.concurrency.limit == pytest.approx(before + 1.0)  # slow start, not +1/limit
+
+
 def test_shared_quota_share_converges_without_a_coordinator():
     """Two processes mirror one provider window; the one that grabbed it all yields until both hold
     about half, and a process alone keeps the whole quota."""
@@ -164,7 +182,7 @@ def test_fair_share_rule():
     # the one holding less gets the same cap, above its usage: it may take what frees up
     assert fair_share(0.3, 290, 700, 10, limit, 1.0) == pytest.approx(990 / 2 * 1.05 / limit)
     # alone at saturation (others within the estimate's noise): never capped, grows back to 1
-    assert fair_share(0.6, 990, 10, 0, limit, 1.0) == pytest.approx(0.65)
+    assert fair_share(0.6, 995, 5, 0, limit, 1.0) == pytest.approx(0.65)
     assert fair_share(1.0, 1000, 0, 0, limit, 1.0) == 1.0
     # the window has room: additive increase by 5 points per second, capped at 1
     assert fair_share(0.5, 500, 300, 200, limit, 2.0) == pytest.approx(0.6)
