@@ -1,8 +1,9 @@
 """Materialization metadata the Dagster UI understands: row counts, column schema, samples, distributions."""
 
-
 import polars as pl
 from dagster import MetadataValue, TableColumn, TableSchema
+
+from semtel_dagster.core.dispatch import budget_summary
 
 SAMPLE_ROWS = 5
 _CELL_CHARS = 80
@@ -60,16 +61,7 @@ def dispatch_metadata(totals: dict, classifiers: dict, budget_tokens: int | None
         "dispatch_seconds": MetadataValue.float(totals["wall_seconds"]),
         "timeouts": MetadataValue.int(totals["timeouts"]),
         "hedged_requests": MetadataValue.int(totals["hedges"]),
-        "budget": MetadataValue.json(
-            {
-                "max_tokens": budget_tokens,
-                "max_cost": budget_cost,
-                "spent_tokens": totals["budget_spent_tokens"],
-                "spent_cost": totals["budget_spent_cost"],
-                "exhausted": bool(totals["budget_exhausted"]),
-                "unfinished_requests": totals["unfinished"],
-            }
-        ),
+        "budget": MetadataValue.json(budget_summary(totals, budget_tokens, budget_cost)),
         "per_endpoint": MetadataValue.json(totals["endpoints"]),
         "prompt_versions": MetadataValue.json({name: c.version for name, c in classifiers.items()}),
     }

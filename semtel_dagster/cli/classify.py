@@ -41,6 +41,7 @@ def classify_file(
         run_dispatch,
     )
     from semtel_dagster.core.dedupe import cluster_exact
+    from semtel_dagster.core.dispatch import budget_summary
     from semtel_dagster.core.ingest import read_file
     from semtel_dagster.core.parse import parse_week
     from semtel_dagster.core.progress import DispatchProgress
@@ -110,14 +111,7 @@ def classify_file(
         "hedges": totals["hedges"],
         "failed_requests": totals["errors"],
         **rows,
-        "budget": {
-            "max_tokens": budget_tokens,
-            "max_cost": budget_cost,
-            "spent_tokens": totals["budget_spent_tokens"],
-            "spent_cost": totals["budget_spent_cost"],
-            "exhausted": bool(totals["budget_exhausted"]),
-            "unfinished_requests": totals["unfinished"],
-        },
+        "budget": budget_summary(totals, budget_tokens, budget_cost),
         "endpoints": totals["endpoints"],
         "wall_seconds": round(time.monotonic() - started, 3),
     }

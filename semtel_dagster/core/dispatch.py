@@ -779,3 +779,15 @@ def _error_message(content: bytes) -> str:
 def _wake(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def budget_summary(totals: dict, max_tokens: int | None, max_cost: float | None) -> dict:
+    """What a run's budget allowed and what it spent (``totals`` is ``DispatchStats.as_dict()``)."""
+    return {
+        "max_tokens": max_tokens,
+        "max_cost": max_cost,
+        "spent_tokens": totals["budget_spent_tokens"],
+        "spent_cost": totals["budget_spent_cost"],
+        "exhausted": bool(totals["budget_exhausted"]),
+        "unfinished_requests": totals["unfinished"],
+    }
