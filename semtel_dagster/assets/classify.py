@@ -18,6 +18,8 @@ from semtel_dagster.core.classify import (
 )
 from semtel_dagster.core.parse import followup_pairs
 from semtel_dagster.core.progress import DispatchProgress
+from semtel_dagster.core.reuse import ENDPOINT as REUSE_ENDPOINT
+from semtel_dagster.core.reuse import reused_answers
 from semtel_dagster.partitions import (
     partition_week,
     weekly_backfill_policy,
@@ -81,6 +83,29 @@ def _embedding_answers(context, week: dt.date, classifiers, clusters, truncated,
     return versions, {"embedding_classifier": MetadataValue.json(per_classifier)}
 
 
+def _reuse_labels(context, week: dt.date, classifiers, clusters, lake: LakeResource,
+                  settings: PipelineSettings, models: set[str]) -> None:
+    """Answer representatives whose text was classified in an earlier week (``core.reuse``)."""
+    if not settings.reuse_labels_weeks:
+        return
+    if settings.batching_strategy != STRATEGY_SINGLE:
+        context.log.warning("reuse_labels_weeks applies to the single batching strategy only; skipped")
+        return
+    earlier = [week - dt.timedelta(weeks=k) for k in range(1, settings.reuse_labels_weeks + 1)]
+    rows = reused_answers(
+        clusters,
+        lake.read_weeks("conversation_clusters", earlier),
+        lake.read_weeks("classifications", earlier),
+        classifiers,
+        models,
+        week,
+        answered_request_ids(lake.read_week("llm_responses", week), models),
+    )
+    if rows.height:
+        lake.append("llm_responses", rows)
+    context.log.info(f"week {week}: {rows.height} answers reused from the {len(earlier)} earlier weeks")
+
+
 @asset(
     deps=["conversation_clusters", "conversations_truncated"],
     group_name="weekly_pipeline",
@@ -109,6 +134,7 @@ def llm_responses(
     models = {endpoint.model for endpoint in endpoint_pool.endpoints}
     clusters = lake.read_week("conversation_clusters", week)
     truncated = lake.read_week("conversations_truncated", week)
+    _reuse_labels(context, week, classifiers, clusters, lake, settings, models)
     versions, embedding_metadata = _embedding_answers(context, week, classifiers, clusters, truncated, lake, settings, embedder, models)
     # Round 1: the week's calls (plus re-asks left over from a previous run); round 2: single re-asks
     # of the pairs a batched answer of round 1 missed. The single strategy needs one round.
@@ -167,5 +193,7 @@ def llm_responses(
     if embedding_metadata:  # every request answered by an embedding classifier instead of the LLM
         avoided = responses.filter(pl.col("endpoint") == ec.ENDPOINT).height
         metadata.update({**embedding_metadata, "calls_avoided": MetadataValue.int(avoided)})
+    if settings.reuse_labels_weeks:
+        metadata["labels_reused"] = MetadataValue.int(responses.filter(pl.col("endpoint") == REUSE_ENDPOINT).height)
     metadata.update(dispatch_metadata(totals, classifiers, endpoint_pool.budget_tokens, endpoint_pool.budget_cost))
     return MaterializeResult(metadata=metadata)

@@ -57,6 +57,10 @@ class PipelineSettings(ConfigurableResource):
         default="exact", description="exact: normalized-text hash; embedding: then near-duplicates by cosine (LSH)."
     )
     dedupe_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which conversations merge.")
+    reuse_labels_weeks: int = Field(
+        default=0, ge=0,
+        description="Reuse labels of conversations with the same text from this many earlier weeks (same prompt version and a pool model; single strategy). 0: off.",
+    )
     embedding_classifier: bool = Field(
         default=False,
         description="Representatives an embedding classifier (trained on earlier weeks' LLM labels) labels confidently skip the LLM (single strategy).",
