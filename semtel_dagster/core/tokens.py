@@ -23,8 +23,3 @@ def encoding() -> tiktoken.Encoding:
 
 def count_tokens(text: str) -> int:
     return len(encoding().encode_ordinary(text))
-
-
-def count_many(texts: list[str]) -> list[int]:
-    """Batch count (tiktoken encodes batches in native threads)."""
-    return [len(tokens) for tokens in encoding().encode_ordinary_batch(texts)]

@@ -33,7 +33,6 @@ from pyspark.sql.types import StructType
 from semtel_dagster.core import delta, tables
 
 PARTITION = delta.PARTITION_COLUMN
-WRITERS = ("delta-rs", "native")
 _FILES = "path string, size long, rows long"
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from semtel_dagster.core.adapters import AdapterOptions
+from semtel_dagster.core.adapters import AdapterOptions, InputFormat
 from semtel_dagster.core.classify import STRATEGIES
 from semtel_dagster.core.prompts import Classifier, load_classifiers
 from semtel_dagster.core.truncate import TruncationConfig
@@ -37,7 +37,7 @@ class PipelineSettings(ConfigurableResource):
     drift_warn_js: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Warn when a label distribution moves more than this (Jensen-Shannon, bits) week on week."
     )
-    input_format: Literal["canonical", "sharegpt", "hh_rlhf", "oasst", "arena_hard", "openai", "table"] = Field(
+    input_format: InputFormat = Field(
         default="canonical", description="Format of the landing files (core/adapters.py)."
     )
     column_mapping: dict[str, str] | None = Field(
