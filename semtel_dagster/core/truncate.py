@@ -124,13 +124,15 @@ def render_transcript(messages: list[dict]) -> str:
     return quote_role_markers("\n\n".join(paragraphs))
 
 
-def truncate_text(text: str, config: TruncationConfig) -> tuple[str, int, int, str]:
+def truncate_text(text: str, config: TruncationConfig, tokens: list[int] | None = None) -> tuple[str, int, int, str]:
     """Returns (text, tokens_before, tokens_after, strategy): ``none``, ``head_tail``, ``head`` or ``tail``.
 
     The ``turns`` strategy needs messages (see :func:`truncate_messages`); on plain text it is head_tail.
+    ``tokens`` is the text already encoded, when the caller has it (encoding is most of the stage's time).
     """
     enc = encoding()
-    tokens = enc.encode_ordinary(text)
+    if tokens is None:
+        tokens = enc.encode_ordinary(text)
     if len(tokens) <= config.max_tokens:
         return text, len(tokens), len(tokens), "none"
     strategy = config.strategy if config.strategy in ("head", "tail") else "head_tail"
@@ -188,13 +190,14 @@ def truncate_messages(messages: list[dict], config: TruncationConfig) -> tuple[s
     if config.compress:
         messages, compression = compress_messages(messages, config.code_lines), COMPRESSION_EXTRACTIVE
     transcript = render_transcript(messages)
-    before = count_tokens(original)
-    compressed = count_tokens(transcript) if config.compress else before
+    tokens = encoding().encode_ordinary(transcript)
+    compressed = len(tokens)
+    before = count_tokens(original) if config.compress else compressed
     if config.strategy == "turns" and compressed > config.max_tokens:
         cut = truncate_turns(messages, config.max_tokens)
         if cut is not None and (after := count_tokens(cut)) <= config.max_tokens:
             return cut, before, compressed, after, "turns", compression
-    text, _, after, strategy = truncate_text(transcript, config)
+    text, _, after, strategy = truncate_text(transcript, config, tokens)
     return text, before, compressed, after, strategy, compression
 
 
