@@ -6,7 +6,7 @@ from dagster import AssetSelection, Definitions, build_schedule_from_partitioned
 
 from semtel_dagster.assets.aggregate import weekly_insights
 from semtel_dagster.assets.classify import llm_responses
-from semtel_dagster.assets.dedupe import conversation_clusters
+from semtel_dagster.assets.dedupe import dedupe
 from semtel_dagster.assets.evaluation import classifier_evaluation
 from semtel_dagster.assets.ingest import ingest
 from semtel_dagster.assets.parse import parse_clean
@@ -21,7 +21,7 @@ from semtel_dagster.resources import (
     PipelineSettings,
 )
 
-STAGE_ASSETS = [ingest, conversations_truncated, conversation_clusters, llm_responses, parse_clean, weekly_insights]
+STAGE_ASSETS = [ingest, conversations_truncated, dedupe, llm_responses, parse_clean, weekly_insights]
 
 weekly_job = define_asset_job(
     "weekly_pipeline",

@@ -55,7 +55,7 @@ def stages(engine: str, landing: str, lake: str) -> dict:
     rows = {}
     for name, step in steps:
         t = time.monotonic()
-        rows[name] = step().frame.height
+        rows[name] = step().rows
         seconds[name] = time.monotonic() - t
     return {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "rows": rows}
 
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--engines", default="polars,spark:local[2],spark:local[1]")
+    parser.add_argument("--out", default="RESULTS.json", help="file name beside this script")
     parser.add_argument("--stages", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stages:
@@ -115,7 +116,7 @@ def main() -> None:
         "generate_s": round(generated, 1),
         "runs": runs,
     }
-    (HERE / "RESULTS.json").write_text(json.dumps(report, indent=2) + "\n")
+    (HERE / args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

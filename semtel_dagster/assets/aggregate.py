@@ -2,6 +2,7 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from semtel_dagster.assets.metadata import markdown_table, table_metadata
+from semtel_dagster.core.frames import collect_small
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource
 
@@ -16,8 +17,8 @@ def weekly_insights(context: AssetExecutionContext, lake: LakeResource, engine: 
     """Conversations and share per label per classifier: the numbers product teams read."""
     week = partition_week(context.partition_key)
     written = engine.for_lake(lake.root).aggregate(week)
-    insights, version = written.frame, written.version
-    metadata = table_metadata(insights, lake.uri("weekly_insights"), version)
+    insights = collect_small(written.frame)  # classifiers x labels: small on any engine
+    metadata = table_metadata(written, lake.uri("weekly_insights"))
     for (classifier,), group in insights.group_by("classifier", maintain_order=True):
         metadata[f"insights/{classifier}"] = MetadataValue.md(
             markdown_table(group.select("label", "conversations", pl.col("share").round(4)))

@@ -1,5 +1,6 @@
 import datetime as dt
 import math
+from functools import partial
 
 import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
@@ -7,19 +8,11 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
 from semtel_dagster.assets.spark_classify import classify_on_spark
 from semtel_dagster.core import embedding_classifier as ec
-from semtel_dagster.core import tables
-from semtel_dagster.core.classify import (
-    STRATEGY_SINGLE,
-    answered_request_ids,
-    latest_per_request,
-    plan_requests,
-    representatives,
-    run_dispatch,
-)
-from semtel_dagster.core.parse import followup_pairs
-from semtel_dagster.core.progress import DispatchProgress
-from semtel_dagster.core.reuse import ENDPOINT as REUSE_ENDPOINT
-from semtel_dagster.core.reuse import reused_answers
+from semtel_dagster.core import reuse, tables
+from semtel_dagster.core.answering import Answered, Answering, answer, logged_send
+from semtel_dagster.core.classify import label_versions, latest_per_request
+from semtel_dagster.core.frames import value_counts
+from semtel_dagster.engines import Written
 from semtel_dagster.partitions import (
     partition_week,
     weekly_backfill_policy,
@@ -34,80 +27,74 @@ from semtel_dagster.resources import (
 )
 
 
-def _embedding_answers(context, week: dt.date, classifiers, clusters, truncated, lake: LakeResource,
-                       settings: PipelineSettings, embedder: EmbedderResource, models: set[str]) -> tuple[set[str], dict]:
-    """Answer the confident representatives with embedding classifiers trained on earlier weeks.
+def _embedding_classifiers(context, week: dt.date, classifiers, lake: LakeResource, settings: PipelineSettings,
+                           embedder: EmbedderResource, models: frozenset[str]) -> tuple[tuple[ec.EmbeddingClassifier, ...], dict]:
+    """Per classifier, an embedding classifier trained here (the driver, on Spark) on the LLM's labels of
+    the ``embedding_classifier_train_weeks`` weeks strictly before this one, once ``min_labels`` exist.
 
-    Design: a step of this asset, not an asset of its own. Per classifier, a model is trained from the
-    LLM's labels (pool models, this prompt version; never the classifier's own answers) of the
-    ``embedding_classifier_train_weeks`` weeks strictly before this one, once ``min_labels`` exist,
-    and stored versioned under ``<lake>/_models/``. Training is deterministic, so a rerun of the week
-    gets the same version and the same answers. Its answers are appended to ``llm_responses`` under
-    the LLM request ids, so everything downstream is unchanged. Returns (model versions, metadata).
+    Design: a step of this asset, not an asset of its own. Training is deterministic (the same history
+    gives the same version, so a rerun of the week gets the same answers) and capped at the most recent
+    ``ec.MAX_TRAIN_ROWS`` labels; artifacts are stored versioned under ``<lake>/_models/``. Answering runs
+    where the representatives are (``core.answering``). Returns (models, per-classifier metadata).
     """
     if not settings.embedding_classifier:
-        return set(), {}
-    if settings.batching_strategy != STRATEGY_SINGLE:
-        context.log.warning("embedding_classifier applies to the single batching strategy only; skipped")
-        return set(), {}
+        return (), {}
     earlier = [week - dt.timedelta(weeks=k) for k in range(1, settings.embedding_classifier_train_weeks + 1)]
     history = lake.read_weeks("classifications", earlier)
     history_text = lake.read_weeks("conversations_truncated", earlier)
-    reps = representatives(clusters, truncated)
-    ids = reps.get_column("conversation_id").to_list()
-    responses = lake.read_week("llm_responses", week)
-    vectors = None
-    versions, per_classifier = set(), {}
+    versions = label_versions(classifiers)
+    trained, cards = [], {}
     for name, classifier in classifiers.items():
         model, why = ec.train_from_history(
-            name, classifier.version, history, history_text, models, embedder.embedder,
+            name, classifier.version, history, history_text, set(models), embedder.embedder, versions=versions[name],
             min_labels=settings.embedding_classifier_min_labels,
             target_agreement=settings.embedding_classifier_target_agreement,
         ) if history.height else (None, "no earlier labels")
         if model is None:
-            per_classifier[name] = {"used": False, "reason": why}
+            cards[name] = {"used": False, "reason": why}
             continue
         if "://" not in lake.root:  # artifacts on local lakes only (object stores: left to do in core.save)
             ec.save(model, lake.root)
-        if vectors is None:
-            vectors = embedder.embedder().embed(reps.get_column("transcript").to_list())
-        done = answered_request_ids(responses, models | {model.card.version})
-        rows = ec.answer_confident(model, ids, vectors, week, done) if ids else pl.DataFrame(schema=tables.LLM_RESPONSES)
-        if rows.height:
-            lake.append("llm_responses", rows)
-        versions.add(model.card.version)
-        per_classifier[name] = {"used": True, "reason": why, "version": model.card.version,
-                                "threshold": model.card.threshold if math.isfinite(model.card.threshold) else None, "heldout_agreement": model.card.heldout_agreement,
-                                "heldout_coverage": model.card.heldout_coverage, "answered": rows.height}
-        context.log.info(f"{name}: embedding classifier {model.card.version} ({why}) answered {rows.height} of {len(ids)}")
-    return versions, {"embedding_classifier": MetadataValue.json(per_classifier)}
+        trained.append(model)
+        card = model.card
+        cards[name] = {"used": True, "reason": why, "version": card.version,
+                       "threshold": card.threshold if math.isfinite(card.threshold) else None,
+                       "heldout_agreement": card.heldout_agreement, "heldout_coverage": card.heldout_coverage}
+        context.log.info(f"{name}: embedding classifier {card.version} ({why})")
+    return tuple(trained), cards
 
 
-def _reuse_labels(context, week: dt.date, classifiers, clusters, lake: LakeResource,
-                  settings: PipelineSettings, models: set[str]) -> None:
-    """Answer representatives whose text was classified in an earlier week (``core.reuse``)."""
-    if not settings.reuse_labels_weeks:
-        return
-    if settings.batching_strategy != STRATEGY_SINGLE:
-        context.log.warning("reuse_labels_weeks applies to the single batching strategy only; skipped")
-        return
-    earlier = [week - dt.timedelta(weeks=k) for k in range(1, settings.reuse_labels_weeks + 1)]
-    rows = reused_answers(
-        clusters,
-        lake.read_weeks("conversation_clusters", earlier),
-        lake.read_weeks("classifications", earlier),
-        classifiers,
-        models,
-        week,
-        answered_request_ids(lake.read_week("llm_responses", week), models),
+def _classify_on_polars(context, answering: Answering, lake: LakeResource, endpoint_pool: EndpointPoolResource,
+                        embedder: EmbedderResource, reuse_weeks: list[dt.date], match_threshold: float | None) -> tuple[Written, Answered]:
+    """The whole week in this process; answers are committed in small appends while calls are in flight."""
+    week = answering.week
+    clusters = lake.read_week("conversation_clusters", week)
+    truncated = lake.read_week("conversations_truncated", week)
+    found = tables.empty(reuse.CANDIDATES)
+    if reuse_weeks:
+        earlier_labels = lake.read_weeks("classifications", reuse_weeks)
+        found = reuse.candidates(clusters, lake.read_weeks("conversation_clusters", reuse_weeks), earlier_labels)
+    if reuse_weeks and match_threshold is not None:
+        found = pl.concat([found, reuse.embedding_candidates(
+            found, lake.read_week("conversation_embeddings", week), lake.read_weeks("conversation_embeddings", reuse_weeks),
+            earlier_labels, match_threshold,
+        )])
+
+    send = logged_send(
+        endpoint_pool.dispatcher, flush_rows=endpoint_pool.flush_rows, flush_seconds=endpoint_pool.flush_seconds,
+        log=context.log.info, where=f"week {week} ({answering.strategy}, to {[e.name for e in endpoint_pool.endpoints]})",
     )
-    if rows.height:
-        lake.append("llm_responses", rows)
-    context.log.info(f"week {week}: {rows.height} answers reused from the {len(earlier)} earlier weeks")
+    report = answer(
+        answering, clusters, truncated, lake.read_week("llm_responses", week), found,
+        send=send, write=partial(lake.append, "llm_responses"),
+        embed=embedder.embedder().embed if answering.embedding else None,
+    )
+    responses = latest_per_request(lake.read_week("llm_responses", week))
+    return Written("llm_responses", lake.overwrite_week("llm_responses", responses, week), responses), report
 
 
 @asset(
-    deps=["conversation_clusters", "conversations_truncated"],
+    deps=["conversation_clusters", "conversations_truncated", "conversation_embeddings"],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
@@ -123,77 +110,49 @@ def llm_responses(
     """Every raw LLM answer (or final failure) for the week's representatives x classifiers.
 
     Answers are committed in small appends while the run is in flight; a rerun skips requests already
-    answered, and the week is compacted to one row per request at the end. With
-    ``settings.embedding_classifier`` on, representatives an embedding classifier trained on earlier
-    weeks labels confidently are answered first (endpoint ``embedding_classifier``); only the rest go out.
+    answered, and the week is compacted to one row per request at the end. Before any call, pairs are
+    answered from labels of the same text in earlier weeks (``settings.reuse_labels_weeks``, endpoint
+    ``label_reuse``; with ``settings.reuse_match: embedding`` also of the most similar earlier
+    representative, matched in ``conversation_embeddings``) and by embedding classifiers trained on earlier weeks (``settings.embedding_classifier``,
+    endpoint ``embedding_classifier``); those pairs are never sent, whatever the batching strategy.
     """
     week = partition_week(context.partition_key)
     classifiers = settings.load_classifiers()
+    models = frozenset(endpoint.model for endpoint in endpoint_pool.endpoints)
+    trained, cards = _embedding_classifiers(context, week, classifiers, lake, settings, embedder, models)
+    answering = Answering(week, classifiers, models, settings.batching_strategy, settings.batch_size, trained)
+    reuse_weeks = [week - dt.timedelta(weeks=k) for k in range(1, settings.reuse_labels_weeks + 1)]
+    match_threshold = settings.reuse_threshold if settings.reuse_match == "embedding" else None
     if engine.kind == "spark":
-        return classify_on_spark(context, week, classifiers, lake, settings, endpoint_pool, engine)
-    models = {endpoint.model for endpoint in endpoint_pool.endpoints}
-    clusters = lake.read_week("conversation_clusters", week)
-    truncated = lake.read_week("conversations_truncated", week)
-    _reuse_labels(context, week, classifiers, clusters, lake, settings, models)
-    versions, embedding_metadata = _embedding_answers(context, week, classifiers, clusters, truncated, lake, settings, embedder, models)
-    # Round 1: the week's calls (plus re-asks left over from a previous run); round 2: single re-asks
-    # of the pairs a batched answer of round 1 missed. The single strategy needs one round.
-    rounds = 1 if settings.batching_strategy == STRATEGY_SINGLE else 2
-    plans, round_stats = [], []
-    for round_no in range(rounds):
-        responses = lake.read_week("llm_responses", week)
-        plan = plan_requests(
-            clusters,
-            truncated,
-            classifiers,
-            answered_request_ids(responses, models | versions),
-            strategy=settings.batching_strategy,
-            batch_size=settings.batch_size,
-            followups=followup_pairs(clusters, responses, classifiers, settings.batching_strategy, settings.batch_size),
-        )
-        if round_no and not plan.to_send:
-            break
-        plans.append(plan)
-        context.log.info(
-            f"week {week} ({settings.batching_strategy}): {plan.total} requests needed, {plan.answered} already answered, "
-            f"{len(plan.to_send)} to send to {[e.name for e in endpoint_pool.endpoints]}"
-        )
-        progress = DispatchProgress(len(plan.to_send), context.log.info)
-        try:
-            round_stats.append(run_dispatch(
-                plan,
-                endpoint_pool.dispatcher(),
-                lambda rows: lake.append("llm_responses", pl.DataFrame(rows, schema=tables.LLM_RESPONSES)),
-                flush_rows=endpoint_pool.flush_rows,
-                flush_seconds=endpoint_pool.flush_seconds,
-                on_progress=progress,
-            ))
-        finally:
-            progress.close()
-    responses = latest_per_request(lake.read_week("llm_responses", week))
-    version = lake.overwrite_week("llm_responses", responses, week)
-    metadata = table_metadata(responses, lake.uri("llm_responses"), version)
-    totals = round_stats[0].as_dict()
-    for extra in round_stats[1:]:  # follow-up round: add its counts (per-endpoint detail is round 1's)
-        totals.update({k: totals[k] + v for k, v in extra.as_dict().items() if k != "endpoints"})
+        written, report = classify_on_spark(context, answering, lake, endpoint_pool, engine, embedder, reuse_weeks, match_threshold)
+    else:
+        written, report = _classify_on_polars(context, answering, lake, endpoint_pool, embedder, reuse_weeks, match_threshold)
+    totals = report.stats
     if totals["budget_exhausted"]:
         context.log.warning(
             f"budget reached ({totals['budget_spent_tokens']:,} tokens, cost {totals['budget_spent_cost']:.4f}): dispatch "
             f"stopped cleanly, every answer received is saved; a rerun of the week continues where this one stopped"
         )
+    metadata = table_metadata(written, lake.uri("llm_responses"))
     metadata.update(
         {
-            "requests_needed": MetadataValue.int(plans[0].total),
-            "requests_resumed": MetadataValue.int(plans[0].answered),
-            "requests_sent": MetadataValue.int(sum(len(p.to_send) for p in plans)),
-            "followups_sent": MetadataValue.int(sum(len(p.to_send) for p in plans[1:])),
+            "requests_needed": MetadataValue.int(report.needed),
+            "requests_resumed": MetadataValue.int(report.resumed),
+            "requests_sent": MetadataValue.int(report.sent),
+            "followups_sent": MetadataValue.int(report.followups_sent),
             "batching_strategy": MetadataValue.text(settings.batching_strategy),
+            "engine": MetadataValue.text(engine.kind),
         }
     )
-    if embedding_metadata:  # every request answered by an embedding classifier instead of the LLM
-        avoided = responses.filter(pl.col("endpoint") == ec.ENDPOINT).height
-        metadata.update({**embedding_metadata, "calls_avoided": MetadataValue.int(avoided)})
+    answered_by = dict(value_counts(written.frame, "endpoint").iter_rows())
+    if settings.embedding_classifier:  # pairs of the week answered by an embedding classifier instead of the LLM
+        for name, card in cards.items():
+            if card["used"]:
+                card["answered"] = report.embedded.get(name, 0)  # in this run
+        metadata["embedding_classifier"] = MetadataValue.json(cards)
+        metadata["calls_avoided"] = MetadataValue.int(answered_by.get(ec.ENDPOINT, 0))
     if settings.reuse_labels_weeks:
-        metadata["labels_reused"] = MetadataValue.int(responses.filter(pl.col("endpoint") == REUSE_ENDPOINT).height)
+        metadata["labels_reused"] = MetadataValue.int(answered_by.get(reuse.ENDPOINT, 0))
+        metadata["reuse_match"] = MetadataValue.text(settings.reuse_match)
     metadata.update(dispatch_metadata(totals, classifiers, endpoint_pool.budget_tokens, endpoint_pool.budget_cost))
     return MaterializeResult(metadata=metadata)

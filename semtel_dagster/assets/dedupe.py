@@ -1,48 +1,86 @@
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+import narwhals.stable.v2 as nw
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
 
 from semtel_dagster.assets.metadata import table_metadata
-from semtel_dagster.core.dedupe import cluster_embedding, cluster_exact
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
-from semtel_dagster.resources import EmbedderResource, EngineResource, LakeResource, PipelineSettings
+from semtel_dagster.core import tables
+from semtel_dagster.core.frames import summary
+from semtel_dagster.engines import Written
+from semtel_dagster.partitions import (
+    partition_week,
+    weekly_backfill_policy,
+    weekly_partitions,
+)
+from semtel_dagster.resources import (
+    EmbedderResource,
+    EngineResource,
+    LakeResource,
+    PipelineSettings,
+)
+
+GROUP = "weekly_pipeline"
 
 
-@asset(
-    deps=["conversations_truncated"],
-    group_name="weekly_pipeline",
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "conversation_clusters", deps=["conversations_truncated"], group_name=GROUP,
+            description="Maps every conversation to a representative; only representatives are sent to the LLM.",
+        ),
+        AssetSpec(
+            "conversation_embeddings", deps=["conversations_truncated"], group_name=GROUP,
+            description="Vectors of the week's final representatives (embedding dedupe; empty under exact), "
+            "which later weeks match to reuse labels (reuse_match: embedding).",
+        ),
+    ],
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
 )
-def conversation_clusters(
+def dedupe(
     context: AssetExecutionContext,
     lake: LakeResource,
     settings: PipelineSettings,
     embedder: EmbedderResource,
     engine: EngineResource,
 ):
-    """Maps every conversation to a representative; only representatives are sent to the LLM."""
+    """Clusters duplicates; the vectors embedding dedupe computes anyway are kept as their own asset.
+
+    One step, two assets: the vectors exist only inside the dedupe computation, and both tables of a
+    week must describe the same clustering. Under exact dedupe the week's vectors are replaced by none,
+    so a table never holds vectors of an older clustering.
+    """
     week = partition_week(context.partition_key)
-    embedding_stats = {}
-    if settings.dedupe_method == "embedding":  # the embedding model runs in this process, on either engine
-        truncated = lake.read_week("conversations_truncated", week)
-        model = embedder.embedder()
-        clusters = cluster_embedding(cluster_exact(truncated), truncated, model.embed, settings.dedupe_threshold)
-        embedding_stats = {"embedder": model.name, **model.stats.as_dict()}
-        version = lake.overwrite_week("conversation_clusters", clusters, week)
+    stage, embedding_stats = engine.for_lake(lake.root), {}
+    if settings.dedupe_method == "embedding":  # on Spark the model runs on the executors
+        written, vectors, embedding_stats = stage.cluster_embedding(week, embedder.factory(), settings.dedupe_threshold)
     else:
-        written = engine.for_lake(lake.root).cluster_exact(week)
-        clusters, version = written.frame, written.version
-    representatives = clusters.filter(clusters["is_representative"]).height
-    metadata = table_metadata(clusters, lake.uri("conversation_clusters"), version)
+        written = stage.cluster_exact(week)
+        none = tables.empty(tables.CONVERSATION_EMBEDDINGS)
+        vectors = Written("conversation_embeddings", lake.overwrite_week("conversation_embeddings", none, week), none)
+    counts = summary(
+        written.frame,
+        representatives=nw.col("is_representative").cast(nw.Int64).sum(),
+        merged_by_embedding=(nw.col("method") == "embedding").cast(nw.Int64).sum(),
+    )
+    metadata = table_metadata(written, lake.uri("conversation_clusters"))
     metadata.update(
         {
-            "representatives": MetadataValue.int(representatives),
+            "representatives": MetadataValue.int(counts["representatives"]),
             "calls_avoided_share": MetadataValue.float(
-                round(1 - representatives / clusters.height, 4) if clusters.height else 0.0
+                round(1 - counts["representatives"] / written.rows, 4) if written.rows else 0.0
             ),
             "method": MetadataValue.text(settings.dedupe_method),
-            "merged_by_embedding": MetadataValue.int(clusters.filter(clusters["method"] == "embedding").height),
+            "merged_by_embedding": MetadataValue.int(counts["merged_by_embedding"]),
         }
     )
     if embedding_stats:
         metadata["embedding"] = MetadataValue.json(embedding_stats)
-    return MaterializeResult(metadata=metadata)
+    yield MaterializeResult(asset_key="conversation_clusters", metadata=metadata)
+    vector_metadata = table_metadata(vectors, lake.uri("conversation_embeddings"))
+    vector_metadata["embedder"] = MetadataValue.text(embedding_stats.get("embedder") or "none (exact dedupe)")
+    yield MaterializeResult(asset_key="conversation_embeddings", metadata=vector_metadata)

@@ -1,13 +1,19 @@
 from functools import partial
 
+import narwhals.stable.v2 as nw
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.core.frames import value_counts
 from semtel_dagster.core.ingest import read_landing
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 GROUP = "weekly_pipeline"
+# A reject reason's kind: the text before its first ':' or '(' ("duplicate id: x" -> "duplicate id").
+_REASON_KIND = nw.when(nw.col("reason").str.contains(r"^[^:(]")).then(
+    nw.col("reason").str.replace_all(r"(?s)^([^:(]+).*$", "$1")
+)
 
 
 @multi_asset(
@@ -31,12 +37,12 @@ def ingest(context: AssetExecutionContext, lake: LakeResource, settings: Pipelin
     )
     conversations, rejects, files_read = engine.for_lake(lake.root).ingest(week, settings.landing_dir, read)
     context.log.info(
-        f"week {week}: {conversations.frame.height} conversations, {rejects.frame.height} rejects "
+        f"week {week}: {conversations.rows} conversations, {rejects.rows} rejects "
         f"from {files_read} files ({engine.kind} engine)"
     )
-    for table, frame, version in ((w.table, w.frame, w.version) for w in (conversations, rejects)):
-        metadata = table_metadata(frame, lake.uri(table), version)
-        if table == "ingest_rejects" and frame.height:
-            reasons = frame.group_by(frame["reason"].str.extract(r"^([^:(]+)", 1).alias("kind")).len()
+    for written in (conversations, rejects):
+        metadata = table_metadata(written, lake.uri(written.table))
+        if written.table == "ingest_rejects" and written.rows:
+            reasons = value_counts(written.frame, _REASON_KIND.alias("kind"))
             metadata["reject_reasons"] = MetadataValue.json(dict(reasons.sort("kind").iter_rows()))
-        yield MaterializeResult(asset_key=table, metadata=metadata)
+        yield MaterializeResult(asset_key=written.table, metadata=metadata)

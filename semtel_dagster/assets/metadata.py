@@ -4,8 +4,9 @@ import polars as pl
 from dagster import MetadataValue, TableColumn, TableSchema
 
 from semtel_dagster.core.dispatch import budget_summary
+from semtel_dagster.core.frames import value_counts
+from semtel_dagster.engines import Written
 
-SAMPLE_ROWS = 5
 _CELL_CHARS = 80
 
 
@@ -23,29 +24,28 @@ def markdown_table(frame: pl.DataFrame) -> str:
     return header + "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in frame.iter_rows())
 
 
-def table_metadata(frame: pl.DataFrame, uri: str, version: int | None = None) -> dict:
-    metadata = {
-        "dagster/row_count": MetadataValue.int(frame.height),
-        "dagster/column_schema": table_schema(frame),
+def table_metadata(written: Written, uri: str) -> dict:
+    """Row count, schema and sample from what the engine measured at commit (no read of the week here)."""
+    return {
+        "dagster/row_count": MetadataValue.int(written.rows),
+        "dagster/column_schema": table_schema(written.preview),
         "dagster/uri": MetadataValue.path(uri),
-        "sample": MetadataValue.md(markdown_table(frame.head(SAMPLE_ROWS))) if frame.height else MetadataValue.text("(empty)"),
+        "sample": MetadataValue.md(markdown_table(written.preview)) if written.rows else MetadataValue.text("(empty)"),
+        "delta_version": MetadataValue.int(written.version),
     }
-    if version is not None:
-        metadata["delta_version"] = MetadataValue.int(version)
-    return metadata
 
 
-def label_distribution(classifications: pl.DataFrame) -> dict:
-    """One markdown table per classifier: label, conversations, share."""
+def label_distribution(classifications) -> dict:
+    """One markdown table per classifier: label, conversations, share (counted where the week lives)."""
+    counts = value_counts(classifications, "classifier", "label").rename({"len": "conversations"})
     metadata = {}
-    for (classifier,), group in classifications.group_by("classifier", maintain_order=True):
-        counts = (
-            group.group_by("label")
-            .agg(pl.len().alias("conversations"))
+    for (classifier,), group in counts.group_by("classifier"):
+        table = (
+            group.select("label", "conversations")
             .with_columns((pl.col("conversations") / pl.col("conversations").sum()).round(4).alias("share"))
             .sort("conversations", "label", descending=[True, False])
         )
-        metadata[f"labels/{classifier}"] = MetadataValue.md(markdown_table(counts))
+        metadata[f"labels/{classifier}"] = MetadataValue.md(markdown_table(table))
     return dict(sorted(metadata.items()))
 
 

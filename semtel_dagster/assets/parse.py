@@ -3,6 +3,7 @@ from functools import partial
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from semtel_dagster.assets.metadata import label_distribution, table_metadata
+from semtel_dagster.core.frames import value_counts
 from semtel_dagster.core.parse import parse_week
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
@@ -29,7 +30,11 @@ GROUP = "weekly_pipeline"
     backfill_policy=weekly_backfill_policy,
 )
 def parse_clean(context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource):
-    """Turns raw answers into labels from each classifier's set; what cannot be recovered is a reject."""
+    """Turns raw answers into labels from each classifier's set; what cannot be recovered is a reject.
+
+    The engine reads ``strategy`` and ``batch_size`` off the bound function: the Spark engine keeps whole
+    batches in one task, so every task plans the units classify planned.
+    """
     week = partition_week(context.partition_key)
     parse = partial(
         parse_week,
@@ -38,11 +43,10 @@ def parse_clean(context: AssetExecutionContext, lake: LakeResource, settings: Pi
         batch_size=settings.batch_size,
     )
     for written in engine.for_lake(lake.root).parse(week, parse):
-        table, frame, version = written.table, written.frame, written.version
-        metadata = table_metadata(frame, lake.uri(table), version)
-        if table == "classifications":
-            metadata.update(label_distribution(frame))
-            metadata["cleaning"] = MetadataValue.json(dict(frame.group_by("cleaning").len().sort("cleaning").iter_rows()))
-        elif frame.height:
-            metadata["reasons"] = MetadataValue.json(dict(frame.group_by("reason").len().sort("len", descending=True).head(10).iter_rows()))
-        yield MaterializeResult(asset_key=table, metadata=metadata)
+        metadata = table_metadata(written, lake.uri(written.table))
+        if written.table == "classifications":
+            metadata.update(label_distribution(written.frame))
+            metadata["cleaning"] = MetadataValue.json(dict(value_counts(written.frame, "cleaning").sort("cleaning").iter_rows()))
+        elif written.rows:
+            metadata["reasons"] = MetadataValue.json(dict(value_counts(written.frame, "reason", top=10).iter_rows()))
+        yield MaterializeResult(asset_key=written.table, metadata=metadata)

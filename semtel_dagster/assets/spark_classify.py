@@ -1,48 +1,32 @@
-"""The classify step on the Spark engine: one dispatcher per Spark task (see ``SparkEngine.classify``)."""
+"""The classify step on the Spark engine: each task answers whole batches (see ``SparkEngine.classify``)."""
 
-from functools import partial
+from dagster import AssetExecutionContext
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
-
-from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
-from semtel_dagster.core.classify import plan_requests
-from semtel_dagster.core.prompts import Classifier
-from semtel_dagster.resources import EndpointPoolResource, EngineResource, LakeResource, PipelineSettings
+from semtel_dagster.core.answering import Answered, Answering
+from semtel_dagster.engines import Written
+from semtel_dagster.resources import EmbedderResource, EndpointPoolResource, EngineResource, LakeResource
 
 
 def classify_on_spark(
     context: AssetExecutionContext,
-    week,
-    classifiers: dict[str, Classifier],
+    answering: Answering,
     lake: LakeResource,
-    settings: PipelineSettings,
     endpoint_pool: EndpointPoolResource,
     engine: EngineResource,
-) -> MaterializeResult:
-    if settings.batching_strategy != "single":
-        raise NotImplementedError(
-            f"batching strategy {settings.batching_strategy!r} plans batches across the whole week; "
-            "on the Spark engine only 'single' is supported so far"
-        )
-    plan = partial(plan_requests, classifiers=classifiers, strategy=settings.batching_strategy, batch_size=settings.batch_size)
+    embedder: EmbedderResource,
+    reuse_weeks: list,
+    match_threshold: float | None,
+) -> tuple[Written, Answered]:
     out = engine.for_lake(lake.root).classify(
-        week,
-        plan,
+        answering.week,
+        answering,
         endpoint_pool.endpoints,
         endpoint_pool.dispatch_settings(),
+        reuse_weeks=reuse_weeks,
+        match_threshold=match_threshold,
+        embedder=embedder.factory() if answering.embedding else None,  # built on the executors
         flush_rows=endpoint_pool.flush_rows,
         flush_seconds=endpoint_pool.flush_seconds,
         log=context.log.info,
     )
-    written, totals = out.responses, out.stats
-    metadata = table_metadata(written.frame, lake.uri("llm_responses"), written.version)
-    metadata.update(
-        {
-            "requests_needed": MetadataValue.int(out.requests_needed),
-            "requests_resumed": MetadataValue.int(out.requests_resumed),
-            "requests_sent": MetadataValue.int(out.requests_sent),
-            "engine": MetadataValue.text("spark"),
-        }
-    )
-    metadata.update(dispatch_metadata(totals, classifiers, endpoint_pool.budget_tokens, endpoint_pool.budget_cost))
-    return MaterializeResult(metadata=metadata)
+    return out.responses, out.report

@@ -1,8 +1,10 @@
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
-
 from functools import partial
 
+import narwhals.stable.v2 as nw
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
 from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.core.frames import summary
 from semtel_dagster.core.truncate import truncate_conversations
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
@@ -21,17 +23,18 @@ def conversations_truncated(
     week = partition_week(context.partition_key)
     stage = partial(truncate_conversations, config=settings.truncation())
     written = engine.for_lake(lake.root).map_week("conversations", "conversations_truncated", week, stage)
-    truncated, version = written.frame, written.version
-    metadata = table_metadata(truncated, lake.uri("conversations_truncated"), version)
+    totals = summary(
+        written.frame,
+        tokens_before=nw.col("tokens_before").sum(),
+        tokens_after=nw.col("tokens_after").sum(),
+        tokens_saved_by_compression=(nw.col("tokens_before") - nw.col("tokens_compressed")).sum(),
+        truncated_conversations=(nw.col("strategy") != "none").cast(nw.Int64).sum(),
+    )
+    metadata = table_metadata(written, lake.uri("conversations_truncated"))
+    metadata.update({name: MetadataValue.int(int(value or 0)) for name, value in totals.items()})
     metadata.update(
         {
-            "tokens_before": MetadataValue.int(int(truncated["tokens_before"].sum() or 0)),
-            "tokens_after": MetadataValue.int(int(truncated["tokens_after"].sum() or 0)),
-            "tokens_saved_by_compression": MetadataValue.int(
-                int((truncated["tokens_before"] - truncated["tokens_compressed"]).sum() or 0)
-            ),
             "strategy": MetadataValue.text(settings.truncation_strategy + (" + compression" if settings.compress else "")),
-            "truncated_conversations": MetadataValue.int(truncated.filter(truncated["strategy"] != "none").height),
             "budget_tokens": MetadataValue.int(settings.max_transcript_tokens),
         }
     )

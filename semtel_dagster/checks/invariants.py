@@ -1,78 +1,137 @@
-"""Frames that make cross-table invariants checkable column by column (pure Polars, no GX, no Dagster).
+"""Frames that make cross-table invariants checkable column by column (no GX, no Dagster).
 
 Each function joins a stage's output with what it must account for and adds boolean columns such as
-``accounted_for``; a gate then expects those columns to be all true.
+``expected``/``produced``; a gate then expects those columns to be all true. Written once with
+narwhals (``core.frames``): given Polars frames they return a Polars frame, given Spark DataFrames a
+lazy Spark DataFrame whose joins and group-bys run on the cluster, so GX's Spark engine validates it
+without the week ever reaching the driver.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+import narwhals.stable.v2 as nw
 import polars as pl
 
-from semtel_dagster.core.classify import expected_request_ids
+from semtel_dagster.core import tables
+from semtel_dagster.core.classify import batch_width, expected_request_ids, preanswered_pairs
 from semtel_dagster.core.prompts import Classifier
 
 
-def covers(ids: pl.Series, produced: pl.DataFrame, key: str = "conversation_id") -> pl.DataFrame:
-    """Full join of expected ids with produced rows: ``expected`` and ``produced`` flags per id."""
-    expected = pl.DataFrame({key: ids}).unique().with_columns(pl.lit(True).alias("expected"))
-    return expected.join(produced.with_columns(pl.lit(True).alias("produced")), on=key, how="full", coalesce=True).with_columns(
-        pl.col("expected").fill_null(False), pl.col("produced").fill_null(False)
+def covers(expected, produced, key: str = "conversation_id"):
+    """Full join of the expected ids (``key`` of ``expected``) with produced rows: ``expected`` and ``produced`` flags."""
+    return _covers(nw.from_native(expected), nw.from_native(produced), key).to_native()
+
+
+def _covers(expected: nw.DataFrame | nw.LazyFrame, produced: nw.DataFrame | nw.LazyFrame, key: str):
+    wanted = expected.select(key).unique().with_columns(nw.lit(True).alias("expected"))
+    joined = wanted.join(produced.with_columns(nw.lit(True).alias("produced")), on=key, how="full")
+    return joined.with_columns(
+        nw.coalesce(key, f"{key}_right").alias(key),
+        nw.col("expected").fill_null(False),
+        nw.col("produced").fill_null(False),
+    ).drop(f"{key}_right")
+
+
+@nw.narwhalify
+def truncation_coverage(conversations, truncated, max_tokens: int, slack: int):
+    """Row conservation with ``conversations``; per row, tokens within the budget and never grown (``slack`` tokens)."""
+    after = nw.col("tokens_after")
+    return _covers(conversations, truncated, "conversation_id").with_columns(
+        (after <= max_tokens + slack).alias("within_budget"),
+        (after <= nw.col("tokens_before") + slack).alias("not_grown"),
     )
 
 
-def representatives_known(clusters: pl.DataFrame) -> pl.DataFrame:
-    ids = set(clusters.get_column("conversation_id").to_list())
-    return clusters.with_columns(pl.col("representative_id").is_in(sorted(ids)).alias("representative_known"))
+@nw.narwhalify
+def representatives_known(clusters):
+    """``representative_known``: the representative is one of the week's conversations (a join, never a list)."""
+    known = clusters.select(nw.col("conversation_id").alias("representative_id")).unique()
+    known = known.with_columns(nw.lit(True).alias("representative_known"))
+    return clusters.join(known, on="representative_id", how="left").with_columns(nw.col("representative_known").fill_null(False))
+
+
+@nw.narwhalify
+def embedding_coverage(clusters, embeddings, embedded: bool):
+    """One vector per final representative when the week was deduplicated by embedding, none otherwise;
+    ``dims`` (vector length) for the gate to expect a single value."""
+    reps = clusters.filter(nw.col("is_representative") & nw.lit(embedded))
+    vectors = embeddings.select("conversation_id", "embedder", nw.col("vector").list.len().alias("dims"))
+    return _covers(reps, vectors, "conversation_id")
 
 
 def request_coverage(
-    clusters: pl.DataFrame,
-    responses: pl.DataFrame,
+    clusters,
+    responses,
     classifiers: dict[str, Classifier],
     strategy: str = "single",
     batch_size: int = 8,
-) -> pl.DataFrame:
-    """Every request the week needs, joined with its recorded answer (old prompt versions and follow-ups
-    are kept as extra rows)."""
-    expected = expected_request_ids(clusters, classifiers, strategy, batch_size).get_column("request_id").unique()
-    return covers(expected, responses.select("request_id", "status"), key="request_id")
+):
+    """Every request the week needs, joined with its recorded answer (answers of old prompt versions and
+    follow-ups are left out). Ids come from ``core.classify``; on Spark per task of whole batches, the
+    tasks classify and parse use (``spark_engine.map_batches``)."""
+    needed = partial(_needed_requests, classifiers=classifiers, strategy=strategy, batch_size=batch_size)
+    if isinstance(clusters, pl.DataFrame):
+        expected = needed(clusters, responses)
+    else:
+        from semtel_dagster.engines.spark_engine import map_batches
+
+        empty = needed(tables.empty(tables.CONVERSATION_CLUSTERS), tables.empty(tables.LLM_RESPONSES))
+        expected = map_batches(clusters, responses, batch_width(strategy, batch_size), needed, empty.schema)
+    answers = nw.from_native(responses).select("request_id", "status")
+    return _covers(nw.from_native(expected), answers, "request_id").filter(nw.col("expected")).to_native()
 
 
-def label_coverage(
-    conversation_ids: pl.Series,
-    classifications: pl.DataFrame,
-    rejects: pl.DataFrame,
-    classifiers: dict[str, Classifier],
-) -> pl.DataFrame:
+def _needed_requests(clusters: pl.DataFrame, responses: pl.DataFrame, **plan) -> pl.DataFrame:
+    """The week's request ids; pairs a call-saving step answered (read from the answers) need no call."""
+    return expected_request_ids(clusters, **plan, preanswered=preanswered_pairs(responses, plan["classifiers"]))
+
+
+@nw.narwhalify
+def label_coverage(conversations, classifications, rejects, classifiers: dict[str, Classifier]):
     """conversation x classifier pairs with their outcome (label or reject) and whether the label is in set."""
-    expected = pl.DataFrame({"conversation_id": conversation_ids}).join(
-        pl.DataFrame({"classifier": list(classifiers)}), how="cross"
-    ).with_columns(pl.lit(True).alias("expected"))
-    outcomes = pl.concat(
+    ids = conversations.select("conversation_id")
+    expected = nw.concat([ids.with_columns(nw.lit(name).alias("classifier")) for name in classifiers]).with_columns(
+        nw.lit(True).alias("expected")
+    )
+    outcomes = nw.concat(
         [
-            classifications.select("conversation_id", "classifier", "label", pl.lit("label").alias("outcome")),
-            rejects.select("conversation_id", "classifier", pl.lit(None, pl.String).alias("label"), pl.lit("reject").alias("outcome")),
+            classifications.select("conversation_id", "classifier", "label", nw.lit("label").alias("outcome")),
+            rejects.select(
+                "conversation_id", "classifier", nw.lit(None, nw.String).alias("label"), nw.lit("reject").alias("outcome")
+            ),
         ]
     )
-    label_sets = pl.DataFrame(
-        [(name, label) for name, c in classifiers.items() for label in c.labels],
-        schema={"classifier": pl.String, "label": pl.String},
-        orient="row",
-    ).with_columns(pl.lit(True).alias("label_in_set"))
-    joined = expected.join(outcomes, on=["conversation_id", "classifier"], how="full", coalesce=True)
-    return joined.join(label_sets, on=["classifier", "label"], how="left").with_columns(
-        pl.col("expected").fill_null(False),
-        (pl.col("label_in_set").fill_null(False) | (pl.col("outcome") == "reject")).alias("label_in_set"),
+    keys = ["conversation_id", "classifier"]
+    in_set = nw.any_horizontal(
+        *[(nw.col("classifier") == name) & nw.col("label").is_in(list(c.labels)) for name, c in classifiers.items()],
+        ignore_nulls=True,
+    )
+    return (
+        expected.join(outcomes, on=keys, how="full")
+        .with_columns(*[nw.coalesce(key, f"{key}_right").alias(key) for key in keys])
+        .drop(*[f"{key}_right" for key in keys])
+        .with_columns(
+            nw.col("expected").fill_null(False),
+            (in_set | (nw.col("outcome") == "reject")).alias("label_in_set"),
+        )
     )
 
 
-def insight_totals(insights: pl.DataFrame, classifications: pl.DataFrame) -> pl.DataFrame:
+@nw.narwhalify
+def insight_totals(insights, classifications):
     """Per classifier: do insight counts add up to the labeled conversations, and shares to one?"""
-    labeled = classifications.group_by("classifier").agg(pl.len().cast(pl.Int64).alias("labeled"))
+    labeled = classifications.group_by("classifier").agg(nw.len().cast(nw.Int64).alias("labeled"))
     totals = insights.group_by("classifier").agg(
-        pl.col("conversations").sum().alias("counted"), pl.col("share").sum().alias("share_total")
+        nw.col("conversations").sum().alias("counted"), nw.col("share").sum().alias("share_total")
     )
-    return labeled.join(totals, on="classifier", how="full", coalesce=True).with_columns(
-        (pl.col("labeled").fill_null(0) == pl.col("counted").fill_null(0)).alias("counts_match"),
-        ((pl.col("share_total").fill_null(0) - 1).abs() < 1e-9).alias("shares_sum_to_one"),
+    return (
+        labeled.join(totals, on="classifier", how="full")
+        .with_columns(nw.coalesce("classifier", "classifier_right").alias("classifier"))
+        .drop("classifier_right")
+        .with_columns(
+            (nw.col("labeled").fill_null(0) == nw.col("counted").fill_null(0)).alias("counts_match"),
+            ((nw.col("share_total").fill_null(0) - 1).abs() < 1e-9).alias("shares_sum_to_one"),
+        )
     )

@@ -3,21 +3,24 @@
 A failed blocking check stops downstream steps of the same run. The table itself is already written
 by then, so the gates also guard reruns: the next run of a downstream asset reads what was written
 and its own gate fails again until the cause is fixed.
+
+Each gate reads the week from the run's engine: a Polars frame, or on Spark a DataFrame over the
+committed files that the invariants and GX process on the cluster. The suites are defined once, here.
 """
 
 
 import datetime as dt
 
 import great_expectations as gx
-import polars as pl
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from semtel_dagster.checks import invariants
 from semtel_dagster.checks.gx_suites import validate
 from semtel_dagster.core.dispatch import STATUS_ERROR, STATUS_OK
 from semtel_dagster.core.evaluate import label_drift, label_quality
+from semtel_dagster.engines import Engine
 from semtel_dagster.partitions import partition_week, weekly_partitions
-from semtel_dagster.resources import LakeResource, PipelineSettings
+from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 E = gx.expectations
 TRUNCATION_SLACK_TOKENS = 8  # re-encoding at the cut can merge or split a token or two
@@ -27,11 +30,21 @@ def _all_true(column: str) -> E.ExpectColumnValuesToBeInSet:
     return E.ExpectColumnValuesToBeInSet(column=column, value_set=[True])
 
 
-def _result(frame: pl.DataFrame, suite: str, expectations: list) -> AssetCheckResult:
+def _week(context: AssetCheckExecutionContext, lake: LakeResource, engine: EngineResource) -> tuple[dt.date, Engine]:
+    """The partition's week, and the run's engine to read it where it lives (never Polars on a Spark run)."""
+    return partition_week(context.partition_key), engine.for_lake(lake.root)
+
+
+def _result(frame, suite: str, expectations: list) -> AssetCheckResult:
     outcome = validate(frame, suite, expectations)
     metadata = outcome.metadata()
     metadata["results"] = MetadataValue.json(metadata["results"])
-    return AssetCheckResult(passed=outcome.success, severity=AssetCheckSeverity.ERROR, metadata=metadata)
+    return AssetCheckResult(
+        passed=outcome.success,
+        severity=AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=f"great-expectations on {outcome.engine}",
+    )
 
 
 def _gate(asset: str, description: str):
@@ -39,9 +52,9 @@ def _gate(asset: str, description: str):
 
 
 @_gate("conversations", "Ids present and unique, every row in this week, at least one turn.")
-def conversations_gate(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
-    frame = lake.read_week("conversations", week).drop("messages")
+def conversations_gate(context: AssetCheckExecutionContext, lake: LakeResource, engine: EngineResource) -> AssetCheckResult:
+    week, source = _week(context, lake, engine)
+    frame = source.read("conversations", week).drop("messages")
     return _result(
         frame,
         "conversations",
@@ -55,9 +68,9 @@ def conversations_gate(context: AssetCheckExecutionContext, lake: LakeResource) 
 
 
 @_gate("ingest_rejects", "Every rejected record says why and where it came from.")
-def ingest_rejects_gate(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
-    frame = lake.read_week("ingest_rejects", week)
+def ingest_rejects_gate(context: AssetCheckExecutionContext, lake: LakeResource, engine: EngineResource) -> AssetCheckResult:
+    week, source = _week(context, lake, engine)
+    frame = source.read("ingest_rejects", week)
     return _result(
         frame,
         "ingest_rejects",
@@ -71,14 +84,14 @@ def ingest_rejects_gate(context: AssetCheckExecutionContext, lake: LakeResource)
 
 @_gate("conversations_truncated", "Row conservation with conversations; transcripts within the token budget.")
 def truncated_gate(
-    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
 ) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
-    conversations = lake.read_week("conversations", week).get_column("conversation_id")
-    truncated = lake.read_week("conversations_truncated", week).drop("transcript")
-    frame = invariants.covers(conversations, truncated).with_columns(
-        (pl.col("tokens_after") <= settings.max_transcript_tokens + TRUNCATION_SLACK_TOKENS).alias("within_budget"),
-        (pl.col("tokens_after") <= pl.col("tokens_before") + TRUNCATION_SLACK_TOKENS).alias("not_grown"),
+    week, source = _week(context, lake, engine)
+    frame = invariants.truncation_coverage(
+        source.read("conversations", week).select("conversation_id"),
+        source.read("conversations_truncated", week).drop("transcript"),
+        settings.max_transcript_tokens,
+        TRUNCATION_SLACK_TOKENS,
     )
     return _result(
         frame,
@@ -94,11 +107,10 @@ def truncated_gate(
 
 
 @_gate("conversation_clusters", "Row conservation; every conversation maps to an existing representative.")
-def clusters_gate(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
-    truncated = lake.read_week("conversations_truncated", week).get_column("conversation_id")
-    clusters = invariants.representatives_known(lake.read_week("conversation_clusters", week))
-    frame = invariants.covers(truncated, clusters)
+def clusters_gate(context: AssetCheckExecutionContext, lake: LakeResource, engine: EngineResource) -> AssetCheckResult:
+    week, source = _week(context, lake, engine)
+    truncated = source.read("conversations_truncated", week).select("conversation_id")
+    frame = invariants.covers(truncated, invariants.representatives_known(source.read("conversation_clusters", week)))
     return _result(
         frame,
         "conversation_clusters",
@@ -112,20 +124,43 @@ def clusters_gate(context: AssetCheckExecutionContext, lake: LakeResource) -> As
     )
 
 
+@_gate("conversation_embeddings", "One vector per final representative (none under exact dedupe), one embedder, one length.")
+def embeddings_gate(
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
+) -> AssetCheckResult:
+    week, source = _week(context, lake, engine)
+    frame = invariants.embedding_coverage(
+        source.read("conversation_clusters", week), source.read("conversation_embeddings", week),
+        settings.dedupe_method == "embedding",
+    )
+    return _result(
+        frame,
+        "conversation_embeddings",
+        [
+            E.ExpectColumnValuesToBeUnique(column="conversation_id"),
+            _all_true("expected"),
+            _all_true("produced"),
+            E.ExpectColumnUniqueValueCountToBeBetween(column="embedder", max_value=1),
+            E.ExpectColumnUniqueValueCountToBeBetween(column="dims", max_value=1),
+            E.ExpectColumnValuesToBeBetween(column="dims", min_value=1),
+        ],
+    )
+
+
 @_gate("llm_responses", "Every needed request has exactly one recorded outcome (answer or final failure).")
 def responses_gate(
-    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
 ) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
+    week, source = _week(context, lake, engine)
     frame = invariants.request_coverage(
-        lake.read_week("conversation_clusters", week),
-        lake.read_week("llm_responses", week),
+        source.read("conversation_clusters", week),
+        source.read("llm_responses", week),
         settings.load_classifiers(),
         settings.batching_strategy,
         settings.batch_size,
     )
     return _result(
-        frame.filter(pl.col("expected")),
+        frame,
         "llm_responses",
         [
             E.ExpectColumnValuesToBeUnique(column="request_id"),
@@ -137,13 +172,13 @@ def responses_gate(
 
 @_gate("classifications", "Row conservation: each conversation x classifier has one label in its set, or a reject.")
 def classifications_gate(
-    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
 ) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
+    week, source = _week(context, lake, engine)
     frame = invariants.label_coverage(
-        lake.read_week("conversations", week).get_column("conversation_id"),
-        lake.read_week("classifications", week),
-        lake.read_week("classification_rejects", week),
+        source.read("conversations", week).select("conversation_id"),
+        source.read("classifications", week),
+        source.read("classification_rejects", week),
         settings.load_classifiers(),
     )
     return _result(
@@ -159,21 +194,21 @@ def classifications_gate(
 
 
 @_gate("classification_rejects", "Every reject names its request and reason.")
-def classification_rejects_gate(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
+def classification_rejects_gate(
+    context: AssetCheckExecutionContext, lake: LakeResource, engine: EngineResource
+) -> AssetCheckResult:
+    week, source = _week(context, lake, engine)
     return _result(
-        lake.read_week("classification_rejects", week),
+        source.read("classification_rejects", week),
         "classification_rejects",
         [E.ExpectColumnValuesToNotBeNull(column="reason"), E.ExpectColumnValuesToNotBeNull(column="request_id")],
     )
 
 
 @_gate("weekly_insights", "Counts add up to the labeled conversations and shares to one, per classifier.")
-def insights_gate(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
-    frame = invariants.insight_totals(
-        lake.read_week("weekly_insights", week), lake.read_week("classifications", week)
-    )
+def insights_gate(context: AssetCheckExecutionContext, lake: LakeResource, engine: EngineResource) -> AssetCheckResult:
+    week, source = _week(context, lake, engine)
+    frame = invariants.insight_totals(source.read("weekly_insights", week), source.read("classifications", week))
     return _result(frame, "weekly_insights", [_all_true("counts_match"), _all_true("shares_sum_to_one")])
 
 
@@ -182,6 +217,7 @@ STAGE_GATES = [
     ingest_rejects_gate,
     truncated_gate,
     clusters_gate,
+    embeddings_gate,
     responses_gate,
     classifications_gate,
     classification_rejects_gate,
@@ -191,10 +227,10 @@ STAGE_GATES = [
 
 @_gate("classifications", "Quality gate: parse-failure rate and reject share per classifier under the configured thresholds.")
 def classification_quality_gate(
-    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
 ) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
-    frame = label_quality(lake.read_week("classifications", week), lake.read_week("classification_rejects", week))
+    week, source = _week(context, lake, engine)
+    frame = label_quality(source.read("classifications", week), source.read("classification_rejects", week))
     return _result(
         frame,
         "classification_quality",
@@ -212,11 +248,11 @@ def classification_quality_gate(
     description="Warning: a label distribution moved more than the threshold (Jensen-Shannon) since the previous week.",
 )
 def label_drift_warning(
-    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
 ) -> AssetCheckResult:
-    week = partition_week(context.partition_key)
+    week, source = _week(context, lake, engine)
     previous = week - dt.timedelta(days=7)
-    frame = label_drift(lake.read_week("classifications", week), lake.read_week("classifications", previous))
+    frame = label_drift(source.read("classifications", week), source.read("classifications", previous))  # small: per classifier
     result = _result(
         frame,
         "label_drift",
@@ -224,7 +260,9 @@ def label_drift_warning(
     )
     metadata = {**result.metadata, "previous_week": MetadataValue.text(previous.isoformat())}
     metadata["js_divergence"] = MetadataValue.json(dict(frame.select("classifier", "js_divergence").iter_rows()))
-    return AssetCheckResult(passed=result.passed, severity=AssetCheckSeverity.WARN, metadata=metadata)
+    return AssetCheckResult(
+        passed=result.passed, severity=AssetCheckSeverity.WARN, metadata=metadata, description=result.description
+    )
 
 
 QUALITY_CHECKS = [classification_quality_gate, label_drift_warning]

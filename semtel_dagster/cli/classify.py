@@ -4,16 +4,22 @@ The output folder holds the Delta tables ``llm_responses``, ``classifications`` 
 ``classification_rejects`` (partitioned by week, columns of ``core/tables.py``). Answers stream into
 ``llm_responses`` in small commits while requests are in flight, so a run killed at any moment and
 started again with the same output skips what was answered and repeats at most one flush of calls.
+
+``--engine spark`` runs the stages as the pipeline's Spark engine does (tasks of whole batches, one
+dispatcher each); the Spark tasks read their inputs from tables, so the folder then also holds
+``conversations``, ``conversations_truncated`` and ``conversation_clusters``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
+
+OUTPUTS = ("llm_responses", "classifications", "classification_rejects")
 
 
 def classify_file(
@@ -27,32 +33,21 @@ def classify_file(
     budget_cost: float | None = None,
     flush_rows: int = 200,
     flush_seconds: float = 2.0,
+    engine: str = "polars",
+    spark_master: str | None = None,
     log=print,
 ) -> dict:
     """Run the classify path over every week of ``input_path`` into ``output``; returns the summary."""
-    import polars as pl
-
-    from semtel_dagster.core import delta, tables
-    from semtel_dagster.core.classify import (
-        ClassifyPlan,
-        answered_request_ids,
-        latest_per_request,
-        plan_requests,
-        run_dispatch,
-    )
-    from semtel_dagster.core.dedupe import cluster_exact
+    from semtel_dagster.core.answering import Answered, Answering
+    from semtel_dagster.core.classify import WALL_SEQUENTIAL
     from semtel_dagster.core.dispatch import budget_summary
     from semtel_dagster.core.ingest import read_file
-    from semtel_dagster.core.parse import parse_week
-    from semtel_dagster.core.progress import DispatchProgress
-    from semtel_dagster.core.truncate import truncate_conversations
     from semtel_dagster.resources import EndpointPoolResource, PipelineSettings
 
     started = time.monotonic()
     settings = PipelineSettings(prompts_dir=str(prompts_dir) if prompts_dir else None, classifiers=classifiers)
     chosen = settings.load_classifiers()
     ingested = read_file(input_path, max_record_bytes=settings.max_record_bytes)
-    uri = {name: delta.table_uri(str(output), name) for name in ("llm_responses", "classifications", "classification_rejects")}
     conversations = ingested.conversations
     weeks = sorted(set(conversations.get_column("week_start").to_list()))
     pool = EndpointPoolResource(
@@ -63,45 +58,27 @@ def classify_file(
         budget_cost=budget_cost,
     )
     with pool.opened():
-        models = {endpoint.model for endpoint in pool.endpoints}
-        answered = answered_request_ids(delta.read_weeks(uri["llm_responses"], tables.LLM_RESPONSES, weeks), models)
-        per_week = {}
-        for week in weeks:
-            truncated = truncate_conversations(conversations.filter(pl.col("week_start") == week), settings.truncation())
-            clusters = cluster_exact(truncated)
-            per_week[week] = (clusters, plan_requests(clusters, truncated, chosen, answered))
-        total = sum(plan.total for _, plan in per_week.values())
-        to_send = sum(len(plan.to_send) for _, plan in per_week.values())
-        log(f"semtel classify: {conversations.height} conversations in {len(weeks)} week(s), {total} requests needed, "
-            f"{total - to_send} already answered in {output}, {to_send} to send to {[e.name for e in pool.endpoints]}")
-        progress = DispatchProgress(to_send, log)
-        try:
-            stats = run_dispatch(
-                ClassifyPlan(total, total - to_send, itertools.chain.from_iterable(p.to_send for _, p in per_week.values())),
-                pool.dispatcher(),
-                lambda rows: delta.append(uri["llm_responses"], pl.DataFrame(rows, schema=tables.LLM_RESPONSES), tables.LLM_RESPONSES),
-                flush_rows=flush_rows,
-                flush_seconds=flush_seconds,
-                on_progress=progress,
-            )
-        finally:
-            progress.close()
-    rows = {"classifications": 0, "classification_rejects": 0}
-    for week, (clusters, _) in per_week.items():
-        responses = latest_per_request(delta.read_weeks(uri["llm_responses"], tables.LLM_RESPONSES, [week]))
-        delta.overwrite_weeks(uri["llm_responses"], responses, tables.LLM_RESPONSES, [week])
-        for table, frame in zip(rows, parse_week(clusters, responses, chosen)):
-            delta.overwrite_weeks(uri[table], frame, tables.TABLES[table], [week])
-            rows[table] += frame.height
-    totals = stats.as_dict()
+        answering = partial(
+            Answering, classifiers=chosen, models=frozenset(e.model for e in pool.endpoints),
+            strategy=settings.batching_strategy, batch_size=settings.batch_size,
+        )
+        log(f"semtel classify: {conversations.height} conversations in {len(weeks)} week(s), {engine} engine, "
+            f"endpoints {[e.name for e in pool.endpoints]}")
+        if engine == "spark":
+            reports, rows = _on_spark(conversations, weeks, output, settings, chosen, answering, pool, spark_master, log)
+        else:
+            reports, rows = _on_polars(conversations, weeks, output, settings, chosen, answering, pool, log)
+    report = Answered.merge(reports, WALL_SEQUENTIAL)
+    totals = report.stats
     summary = {
         "rows": conversations.height,
         "rejected_records": ingested.rejects.height,
         "weeks": [week.isoformat() for week in weeks],
         "classifiers": sorted(chosen),
-        "requests": total,
-        "requests_resumed": total - to_send,
-        "requests_sent": to_send,
+        "engine": engine,
+        "requests": report.needed,
+        "requests_resumed": report.resumed,
+        "requests_sent": report.sent,
         "http_requests": totals["requests"],
         "prompt_tokens": totals["prompt_tokens"],
         "completion_tokens": totals["completion_tokens"],
@@ -121,6 +98,67 @@ def classify_file(
     return summary
 
 
+def _on_polars(conversations, weeks, output: Path, settings, chosen, answering, pool, log) -> tuple[list, dict[str, int]]:
+    """Each week in this process: truncate and dedupe in memory, answer, compact, parse."""
+    import polars as pl
+
+    from semtel_dagster.core import delta, reuse, tables
+    from semtel_dagster.core.answering import answer, logged_send
+    from semtel_dagster.core.classify import latest_per_request
+    from semtel_dagster.core.dedupe import cluster_exact
+    from semtel_dagster.core.parse import parse_week
+    from semtel_dagster.core.truncate import truncate_conversations
+
+    uri = {name: delta.table_uri(str(output), name) for name in OUTPUTS}
+    stored = delta.read_weeks(uri["llm_responses"], tables.LLM_RESPONSES, weeks)
+    reports, rows = [], dict.fromkeys(OUTPUTS[1:], 0)
+    for week in weeks:
+        truncated = truncate_conversations(conversations.filter(pl.col("week_start") == week), settings.truncation())
+        clusters = cluster_exact(truncated)
+        send = logged_send(pool.dispatcher, flush_rows=pool.flush_rows, flush_seconds=pool.flush_seconds, log=log,
+                           where=f"week {week} (already answered: in {output})")
+        reports.append(answer(
+            answering(week=week), clusters, truncated, stored.filter(pl.col("week_start") == week),
+            tables.empty(reuse.CANDIDATES), send=send,
+            write=lambda frame: delta.append(uri["llm_responses"], frame, tables.LLM_RESPONSES),
+        ))
+        responses = latest_per_request(delta.read_weeks(uri["llm_responses"], tables.LLM_RESPONSES, [week]))
+        delta.overwrite_weeks(uri["llm_responses"], responses, tables.LLM_RESPONSES, [week])
+        parsed = parse_week(clusters, responses, chosen, settings.batching_strategy, settings.batch_size)
+        for table, frame in zip(OUTPUTS[1:], parsed):
+            delta.overwrite_weeks(uri[table], frame, tables.TABLES[table], [week])
+            rows[table] += frame.height
+    return reports, rows
+
+
+def _on_spark(conversations, weeks, output: Path, settings, chosen, answering, pool, spark_master: str | None, log) -> tuple[list, dict[str, int]]:
+    """Each week through the Spark engine: the pipeline's truncate, exact dedupe, classify and parse steps."""
+    import polars as pl
+
+    from semtel_dagster.core import delta, tables
+    from semtel_dagster.core.parse import parse_week
+    from semtel_dagster.core.truncate import truncate_conversations
+    from semtel_dagster.resources import EngineResource
+
+    engine = EngineResource(kind="spark", **({"spark_master": spark_master} if spark_master else {})).for_lake(str(output))
+    truncate = partial(truncate_conversations, config=settings.truncation())
+    parse = partial(parse_week, classifiers=chosen, strategy=settings.batching_strategy, batch_size=settings.batch_size)
+    reports, rows = [], dict.fromkeys(OUTPUTS[1:], 0)
+    for week in weeks:
+        week_rows = conversations.filter(pl.col("week_start") == week)
+        delta.overwrite_weeks(delta.table_uri(str(output), "conversations"), week_rows, tables.CONVERSATIONS, [week])
+        engine.map_week("conversations", "conversations_truncated", week, truncate)
+        engine.cluster_exact(week)
+        classified = engine.classify(
+            week, answering(week=week), pool.endpoints, pool.dispatch_settings(), reuse_weeks=[], embedder=None,
+            flush_rows=pool.flush_rows, flush_seconds=pool.flush_seconds, log=log,
+        )
+        reports.append(classified.report)
+        for written in engine.parse(week, parse):
+            rows[written.table] += written.rows
+    return reports, rows
+
+
 def _run(args: argparse.Namespace) -> int:
     from semtel_dagster.core.endpoints import EndpointsFileError
 
@@ -138,6 +176,8 @@ def _run(args: argparse.Namespace) -> int:
             budget_cost=args.budget_cost,
             flush_rows=args.flush_rows,
             flush_seconds=args.flush_seconds,
+            engine=args.engine,
+            spark_master=args.spark_master,
             log=log,
         )
     except (EndpointsFileError, FileNotFoundError, ValueError) as exc:
@@ -162,4 +202,8 @@ def register(commands) -> None:
     cmd.add_argument("--budget-cost", type=float, help="stop before this cost (prices per model in the endpoints file)")
     cmd.add_argument("--flush-rows", type=int, default=200, help="commit answers every N responses ...")
     cmd.add_argument("--flush-seconds", type=float, default=2.0, help="... or every T seconds")
+    cmd.add_argument("--engine", choices=["polars", "spark"], default="polars",
+                     help="polars (default, this process) or spark (tasks of whole batches, one dispatcher each)")
+    cmd.add_argument("--spark-master", help="with --engine spark: the master (default SEMTEL_SPARK_MASTER or local[*]; "
+                                            "SEMTEL_SPARK_REMOTE for Spark Connect)")
     cmd.set_defaults(func=_run)

@@ -7,11 +7,19 @@ calls whose answers had not been flushed when the previous run stopped.
 Batching strategies trade calls and prompt tokens against answer quality: one conversation x one
 classifier per call, one conversation x every classifier (one combined schema), or several
 conversations x one classifier (ids in, ids out). Pairs a batched answer misses are re-asked alone.
+
+Pairs already answered by a call-saving step (a label reused from an earlier week, a confident
+embedding classifier) are *pre-answered*: they leave the unit that would have carried them, and the
+unit keeps its other pairs. Units are cut from the week's representatives, not from the pairs still to
+ask, so a pre-answered pair changes the id of its own unit only and every other request id stays put
+on reruns. The transcript tokens of a pre-answered pair are saved; under ``multi_conversation`` the
+call itself is saved only when its whole chunk is pre-answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -39,7 +47,12 @@ STRATEGY_MULTI_CLASSIFIER = "multi_classifier"  # one conversation x every class
 STRATEGY_MULTI_CONVERSATION = "multi_conversation"  # several conversations x one classifier (ids in, ids out)
 STRATEGIES = (STRATEGY_SINGLE, STRATEGY_MULTI_CLASSIFIER, STRATEGY_MULTI_CONVERSATION)
 STRATEGY_FOLLOWUP = "followup"  # recorded on single re-asks of pairs a batched answer missed
+STRATEGY_REUSE = "label_reuse"  # a label of the same text from an earlier week (core.reuse)
+STRATEGY_EMBEDDING = "embedding_classifier"  # a confident embedding classifier (core.embedding_classifier)
+CALL_SAVING = (STRATEGY_REUSE, STRATEGY_EMBEDDING)  # steps that answer pairs before any LLM call
 DEFAULT_BATCH_SIZE = 8
+
+Pair = tuple[str, str]  # (representative_id, classifier)
 
 
 @dataclass(frozen=True)
@@ -78,24 +91,46 @@ def _single(rep: str, classifier: Classifier, strategy: str = STRATEGY_SINGLE) -
     return Unit((rep,), (classifier.name,), classifier.version, strategy)
 
 
-def plan_units(reps: list[str], classifiers: dict[str, Classifier], strategy: str, batch_size: int) -> list[Unit]:
+def batch_width(strategy: str, batch_size: int) -> int:
+    """Representatives that must be planned together (a distributed engine keeps them in one task)."""
+    return batch_size if strategy == STRATEGY_MULTI_CONVERSATION else 1
+
+
+def plan_units(
+    reps: list[str],
+    classifiers: dict[str, Classifier],
+    strategy: str,
+    batch_size: int,
+    preanswered: set[Pair] | frozenset[Pair] = frozenset(),
+) -> list[Unit]:
     """How the week's representative x classifier pairs are grouped into calls (deterministic).
 
-    A group of one pair is always a plain single request, so it shares its id with the single strategy.
+    ``reps`` are sorted; ``multi_conversation`` cuts them into chunks of ``batch_size``. A group of one
+    pair is always a plain single request, so it shares its id with the single strategy. Pre-answered
+    pairs are left out of their unit (see the module docstring).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown batching strategy {strategy!r}; choose one of {STRATEGIES}")
-    if strategy == STRATEGY_SINGLE or (strategy == STRATEGY_MULTI_CLASSIFIER and len(classifiers) == 1):
-        return [_single(rep, c) for rep in reps for c in classifiers.values()]
-    if strategy == STRATEGY_MULTI_CLASSIFIER:
-        version = multi_classifier_version(list(classifiers.values()))
-        return [Unit((rep,), tuple(classifiers), version, strategy) for rep in reps]
-    units = []
-    for classifier in classifiers.values():
-        version = multi_conversation_version(classifier)
-        for start in range(0, len(reps), batch_size):
-            chunk = tuple(reps[start : start + batch_size])
-            units.append(Unit(chunk, (classifier.name,), version, strategy) if len(chunk) > 1 else _single(chunk[0], classifier))
+    units: list[Unit] = []
+    if strategy == STRATEGY_MULTI_CONVERSATION:
+        for name, classifier in classifiers.items():
+            version = multi_conversation_version(classifier)
+            for start in range(0, len(reps), batch_size):
+                chunk = tuple(rep for rep in reps[start : start + batch_size] if (rep, name) not in preanswered)
+                if len(chunk) > 1:
+                    units.append(Unit(chunk, (name,), version, strategy))
+                elif chunk:
+                    units.append(_single(chunk[0], classifier))
+        return units
+    combined: dict[tuple[str, ...], str] = {}
+    for rep in reps:
+        names = tuple(name for name in classifiers if (rep, name) not in preanswered)
+        if strategy == STRATEGY_SINGLE or len(names) == 1:
+            units += [_single(rep, classifiers[name]) for name in names]
+        elif names:
+            if names not in combined:
+                combined[names] = multi_classifier_version([classifiers[name] for name in names])
+            units.append(Unit((rep,), names, combined[names], strategy))
     return units
 
 
@@ -104,24 +139,70 @@ def expected_request_ids(
     classifiers: dict[str, Classifier],
     strategy: str = STRATEGY_SINGLE,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    preanswered: set[Pair] | frozenset[Pair] = frozenset(),
 ) -> pl.DataFrame:
     """(representative_id, classifier, request_id, single_request_id) for every pair the week needs.
 
-    ``request_id`` is the call that carries the pair; ``single_request_id`` the follow-up that re-asks
-    it alone when a batched answer did not yield its label (the same id for the single strategy).
+    ``request_id`` is the call that carries the pair (for a pre-answered pair, the single request its
+    stored answer stands in for); ``single_request_id`` the follow-up that re-asks it alone when a
+    batched answer did not yield its label (the same id for the single strategy).
     """
     reps = clusters.filter(pl.col("is_representative")).get_column("conversation_id").sort().to_list()
     rows = [
         (rep, name, unit.request_id, _single(rep, classifiers[name]).request_id)
-        for unit in plan_units(reps, classifiers, strategy, batch_size)
+        for unit in plan_units(reps, classifiers, strategy, batch_size, preanswered)
         for rep in unit.conversation_ids
         for name in unit.classifiers
+    ]
+    known = set(reps)
+    rows += [
+        (rep, name, single, single)
+        for rep, name in preanswered
+        if rep in known and name in classifiers
+        for single in [_single(rep, classifiers[name]).request_id]
     ]
     return pl.DataFrame(
         rows,
         schema={"representative_id": pl.String, "classifier": pl.String, "request_id": pl.String, "single_request_id": pl.String},
         orient="row",
     ).sort("representative_id", "classifier")
+
+
+def preanswered_pairs(responses: pl.DataFrame, classifiers: dict[str, Classifier]) -> set[Pair]:
+    """Pairs a call-saving step answered under the classifier's current prompt (never sent to the LLM).
+
+    Read from the stored rows themselves, so planning, parsing and the gates agree without being told.
+    """
+    current = pl.DataFrame(
+        {"classifier": list(classifiers), "prompt_version": [c.version for c in classifiers.values()]},
+        schema={"classifier": pl.String, "prompt_version": pl.String},
+    )
+    saved = responses.filter((pl.col("status") == STATUS_OK) & pl.col("strategy").is_in(CALL_SAVING)).select(
+        pl.col("conversation_ids").list.first().alias("representative_id"),
+        pl.col("classifiers").list.first().alias("classifier"),
+        "prompt_version",
+    )
+    return set(saved.join(current, on=["classifier", "prompt_version"]).select("representative_id", "classifier").iter_rows())
+
+
+def label_versions(classifiers: dict[str, Classifier]) -> dict[str, frozenset[str]]:
+    """Every prompt version a label of each classifier carries under the current prompts: asked alone,
+    in a batch of conversations, or with any other current classifiers (pre-answered pairs leave a
+    multi-classifier call with a subset). Labels of earlier weeks are reused or learned from only under
+    one of these; 2^(n-1) combined versions per classifier, cheap for the handful a prompt folder holds.
+    """
+    names = list(classifiers)
+    out = {}
+    for name in names:
+        others = [other for other in names if other != name]
+        combined = {
+            multi_classifier_version([classifiers[n] for n in names if n == name or n in group])
+            for size in range(1, len(others) + 1)
+            for group in itertools.combinations(others, size)
+        }
+        classifier = classifiers[name]
+        out[name] = frozenset({classifier.version, multi_conversation_version(classifier), *combined})
+    return out
 
 
 def _build_request(unit: Unit, week_start, transcripts: dict[str, tuple[str, int]], classifiers: dict[str, Classifier], structured: bool) -> LLMRequest:
@@ -181,13 +262,14 @@ def plan_requests(
     strategy: str = STRATEGY_SINGLE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     structured: bool = True,
-    followups: set[tuple[str, str]] = frozenset(),
+    followups: set[Pair] | frozenset[Pair] = frozenset(),
+    preanswered: set[Pair] | frozenset[Pair] = frozenset(),
 ) -> ClassifyPlan:
     """The week's calls under ``strategy``, plus single follow-ups for ``followups`` pairs, minus answered ones."""
     reps = representatives(clusters, truncated)
     week_start = reps.get_column("week_start").first() if reps.height else None
     transcripts = {cid: (text, tokens) for cid, _, text, tokens in reps.iter_rows()}
-    units = plan_units(sorted(transcripts), classifiers, strategy, batch_size)
+    units = plan_units(sorted(transcripts), classifiers, strategy, batch_size, preanswered)
     units += [_single(rep, classifiers[name], STRATEGY_FOLLOWUP) for rep, name in sorted(followups)]
     to_send = [
         _build_request(unit, week_start, transcripts, classifiers, structured)
@@ -286,3 +368,27 @@ def run_dispatch(
             on_progress=on_progress,
         )
     )
+
+
+WALL_SEQUENTIAL = "sequential"  # dispatch runs one after another (rounds, weeks): wall times add
+WALL_PARALLEL = "parallel"  # dispatch runs side by side (Spark tasks): the slowest one's wall time
+
+
+def merge_stats(parts: list[dict], wall: str) -> dict:
+    """Totals of ``DispatchStats.as_dict()`` over several dispatch runs; every counter (per endpoint too)
+    adds, and ``wall`` says how their wall times combine."""
+    if wall not in (WALL_SEQUENTIAL, WALL_PARALLEL):
+        raise ValueError(f"wall must be {WALL_SEQUENTIAL!r} or {WALL_PARALLEL!r}, got {wall!r}")
+    total = DispatchStats().as_dict()
+    for stats in parts:
+        for key, value in stats.items():
+            if key == "endpoints":
+                for name, counters in value.items():
+                    merged = total["endpoints"].setdefault(name, {})
+                    for counter, amount in counters.items():
+                        merged[counter] = merged.get(counter, 0) + amount
+            elif key == "wall_seconds" and wall == WALL_PARALLEL:
+                total[key] = max(total[key], value)
+            else:
+                total[key] += value
+    return total

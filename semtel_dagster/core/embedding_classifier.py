@@ -10,12 +10,14 @@ Artifacts live beside the tables, versioned: ``<lake>/_models/<classifier>/<vers
 embedder and the training labels, so a prompt or model change never reuses a stale classifier.
 The hook is off until a classifier has ``min_labels`` training labels.
 
-Wiring into the classify stage (``PipelineSettings.embedding_classifier``, single strategy only):
-``training_set`` picks the LLM's own labels of earlier weeks (pool models only, so the classifier
-never learns from its own answers), and ``model_answers`` turns the confident representatives of
-the week into ``llm_responses`` rows under the very request id the LLM call would have had
-(endpoint ``embedding_classifier``, model = the artifact version, zero tokens), so parse, fan-out,
-gates and resume treat them like any other answer and only the rest is dispatched.
+Wiring into the classify stage (``PipelineSettings.embedding_classifier``, every batching strategy,
+both engines): ``training_set`` picks the LLM's own labels of earlier weeks (pool models only, so the
+classifier never learns from its own answers; under the classifier's current prompt, asked alone or
+batched; the most recent ``max_rows``), training runs once on the driver, and ``answer_confident``
+turns the confident representatives of the week into ``llm_responses`` rows under the single request
+id of their pair (endpoint ``embedding_classifier``, model = the artifact version, zero tokens), so
+parse, fan-out, gates and resume treat them like any other answer and only the rest is dispatched
+(``core.answering``; on Spark, in each task, with the trained model pickled into it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,8 +34,11 @@ import numpy as np
 import polars as pl
 from sklearn.linear_model import LogisticRegression
 
+from semtel_dagster.core.classify import STRATEGY_EMBEDDING
+
 MIN_LABELS = 500
-ENDPOINT = "embedding_classifier"  # endpoint and strategy of the rows the model answers
+MAX_TRAIN_ROWS = 20_000  # enough for a linear model over 384 dimensions; bounds driver memory and time
+ENDPOINT = STRATEGY_EMBEDDING  # endpoint and strategy of the rows the model answers
 
 
 @dataclass(frozen=True)
@@ -155,19 +161,19 @@ def load_latest(lake_root: str | Path, classifier: str, prompt_version: str, llm
 
 
 def training_set(
-    classifications: pl.DataFrame, truncated: pl.DataFrame, classifier: str, prompt_version: str,
-    llm_models: set[str],
+    classifications: pl.DataFrame, truncated: pl.DataFrame, classifier: str, versions: Collection[str],
+    llm_models: set[str], max_rows: int = MAX_TRAIN_ROWS,
 ) -> pl.DataFrame:
     """(conversation_id, transcript, label) the LLM gave representatives in earlier weeks.
 
-    Only labels from the pool's LLM models under this prompt version count: answers of an embedding
-    classifier (model = its version id) are left out, so the model never trains on its own output.
-    One row per representative (fanned-out members would only repeat it), the truncated transcript
-    the LLM saw as text.
+    Only labels from the pool's LLM models under one of ``versions`` (the classifier's current prompt,
+    alone or batched) count: answers of an embedding classifier (model = its version id) are left out,
+    so the model never trains on its own output. One row per representative (fanned-out members would
+    only repeat it), the truncated transcript the LLM saw as text; the ``max_rows`` most recent.
     """
     labels = classifications.filter(
         (pl.col("classifier") == classifier)
-        & (pl.col("prompt_version") == prompt_version)
+        & pl.col("prompt_version").is_in(sorted(versions))
         & pl.col("model").is_in(sorted(llm_models))
         & (pl.col("conversation_id") == pl.col("representative_id"))
         & pl.col("label").is_not_null()
@@ -175,6 +181,8 @@ def training_set(
     return (
         labels.join(truncated.select("conversation_id", "week_start", "transcript"), on=["conversation_id", "week_start"])
         .unique(subset=["conversation_id", "week_start"], keep="first")
+        .sort(["week_start", "conversation_id"], descending=[True, False])
+        .head(max_rows)
         .sort("week_start", "conversation_id")
         .select("conversation_id", "transcript", "label")
     )
@@ -214,15 +222,17 @@ def answer_confident(
 
 def train_from_history(
     classifier: str, prompt_version: str, classifications: pl.DataFrame, truncated: pl.DataFrame,
-    llm_models: set[str], get_embedder, *, min_labels: int = MIN_LABELS, target_agreement: float = 0.95,
+    llm_models: set[str], get_embedder, *, versions: Collection[str] | None = None, min_labels: int = MIN_LABELS,
+    target_agreement: float = 0.95, max_rows: int = MAX_TRAIN_ROWS,
 ) -> tuple[EmbeddingClassifier | None, str]:
     """(model or None, why) trained on the LLM's labels in ``classifications`` of earlier weeks.
 
+    ``versions``: prompt versions whose labels count (default: ``prompt_version`` only).
     None while fewer than ``min_labels`` labels (or a single label value) exist: the LLM answers all.
     Deterministic for the same history, so a rerun of a week uses the same model version.
     ``get_embedder`` is called only when there is enough to train (a local model takes ~10 s to load).
     """
-    history = training_set(classifications, truncated, classifier, prompt_version, llm_models)
+    history = training_set(classifications, truncated, classifier, versions or {prompt_version}, llm_models, max_rows)
     if history.height < min_labels:
         return None, f"{history.height} LLM labels < {min_labels}"
     if history.get_column("label").n_unique() < 2:

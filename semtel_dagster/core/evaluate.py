@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import narwhals.stable.v2 as nw
 import polars as pl
 
+from semtel_dagster.core.frames import value_counts
 from semtel_dagster.core.parse import NO_RESPONSE, REQUEST_FAILED
 
 
@@ -44,7 +46,8 @@ def confusion_matrix(truth: Sequence[str], predicted: Sequence[str], labels: Seq
     return matrix
 
 
-def distribution(labels: Sequence[str], label_set: Sequence[str]) -> list[float]:
+def distribution(labels: Sequence[str] | Mapping[str, int], label_set: Sequence[str]) -> list[float]:
+    """Share of each label of ``label_set``, from the labels or from counts per label."""
     counts = Counter(labels)
     total = sum(counts[label] for label in label_set)
     return [counts[label] / total if total else 0.0 for label in label_set]
@@ -142,32 +145,47 @@ def run_costs(responses: pl.DataFrame, rejects: pl.DataFrame, pairs: int, conver
     }
 
 
-def label_quality(classifications: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
-    """Per classifier: pairs, parse-failure rate (answers with no valid label) and reject share (any reason)."""
-    outcomes = pl.concat(
+@nw.narwhalify
+def label_quality(classifications, rejects):
+    """Per classifier: pairs, parse-failure rate (answers with no valid label) and reject share (any reason).
+
+    Frames of either engine (``core.frames``); the result is a frame of the same kind, one row per classifier.
+    """
+    outcomes = nw.concat(
         [
-            classifications.select("classifier", pl.lit(None, pl.String).alias("reason")),
+            classifications.select("classifier", nw.lit(None, nw.String).alias("reason")),
             rejects.select("classifier", "reason"),
         ]
     )
-    parse_failure = pl.col("reason").is_not_null() & ~pl.col("reason").str.starts_with(REQUEST_FAILED) & ~pl.col("reason").str.starts_with(NO_RESPONSE)
+    reason = nw.col("reason")
+    parse_failure = ~reason.is_null() & ~reason.str.starts_with(REQUEST_FAILED) & ~reason.str.starts_with(NO_RESPONSE)
     return (
         outcomes.group_by("classifier")
         .agg(
-            pl.len().alias("pairs"),
-            parse_failure.mean().alias("parse_failure_rate"),
-            pl.col("reason").is_not_null().mean().alias("reject_share"),
+            nw.len().alias("pairs"),
+            parse_failure.cast(nw.Float64).mean().alias("parse_failure_rate"),
+            (~reason.is_null()).cast(nw.Float64).mean().alias("reject_share"),
         )
         .sort("classifier")
     )
 
 
-def label_drift(current: pl.DataFrame, previous: pl.DataFrame) -> pl.DataFrame:
-    """Per classifier labeled in both weeks: Jensen-Shannon divergence of the label distributions."""
+def label_drift(current, previous) -> pl.DataFrame:
+    """Per classifier labeled in both weeks: Jensen-Shannon divergence of the label distributions.
+
+    Frames of either engine: only the counts per classifier and label are collected.
+    """
+    now, before = _label_counts(current), _label_counts(previous)
     rows = []
-    for name in sorted(set(current.get_column("classifier")) & set(previous.get_column("classifier"))):
-        now = current.filter(pl.col("classifier") == name).get_column("label").to_list()
-        before = previous.filter(pl.col("classifier") == name).get_column("label").to_list()
-        labels = sorted(set(now) | set(before))
-        rows.append((name, len(now), len(before), jensen_shannon(distribution(now, labels), distribution(before, labels))))
+    for name in sorted(now.keys() & before.keys()):
+        labels = sorted(now[name].keys() | before[name].keys())
+        js = jensen_shannon(distribution(now[name], labels), distribution(before[name], labels))
+        rows.append((name, sum(now[name].values()), sum(before[name].values()), js))
     return pl.DataFrame(rows, schema={"classifier": pl.String, "labeled": pl.Int64, "labeled_previous": pl.Int64, "js_divergence": pl.Float64}, orient="row")
+
+
+def _label_counts(classifications) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for classifier, label, n in value_counts(classifications, "classifier", "label").iter_rows():
+        counts.setdefault(classifier, {})[label] = n
+    return counts

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from semtel_dagster.core import tables
-from semtel_dagster.core.classify import STRATEGY_SINGLE, expected_request_ids, latest_per_request
+from semtel_dagster.core.classify import STRATEGY_SINGLE, expected_request_ids, latest_per_request, preanswered_pairs
 from semtel_dagster.core.dispatch import STATUS_OK
 from semtel_dagster.core.prompts import BATCH_ANSWERS_KEY, Classifier
 
@@ -360,8 +360,12 @@ def decide_pairs(
     strategy: str = STRATEGY_SINGLE,
     batch_size: int = 8,
 ) -> pl.DataFrame:
-    """One outcome row per representative x classifier: the batched answer, else its follow-up."""
-    expected = expected_request_ids(clusters, classifiers, strategy, batch_size)
+    """One outcome row per representative x classifier: the batched answer, else its follow-up.
+
+    Pairs a call-saving step answered are read from ``responses`` (``preanswered_pairs``), so the units
+    are exactly the ones classify planned. On Spark each task calls this on whole batches only.
+    """
+    expected = expected_request_ids(clusters, classifiers, strategy, batch_size, preanswered_pairs(responses, classifiers))
     decide = _decide(_response_rows(responses), classifiers)
     rows = []
     for rep, name, rid, single_id in expected.select("representative_id", "classifier", "request_id", "single_request_id").iter_rows():

@@ -59,6 +59,16 @@ CONVERSATION_CLUSTERS = pl.Schema(
     }
 )
 
+# Final representatives' vectors from embedding dedupe, kept so later weeks can match them (core.reuse).
+CONVERSATION_EMBEDDINGS = pl.Schema(
+    {
+        "conversation_id": pl.String,
+        "week_start": pl.Date,
+        "embedder": pl.String,  # the model's name: vectors of different embedders are never compared
+        "vector": pl.List(pl.Float32),
+    }
+)
+
 LLM_RESPONSES = pl.Schema(
     {
         "request_id": pl.String,
@@ -125,6 +135,7 @@ TABLES: dict[str, pl.Schema] = {
     "ingest_rejects": INGEST_REJECTS,
     "conversations_truncated": CONVERSATIONS_TRUNCATED,
     "conversation_clusters": CONVERSATION_CLUSTERS,
+    "conversation_embeddings": CONVERSATION_EMBEDDINGS,
     "llm_responses": LLM_RESPONSES,
     "classifications": CLASSIFICATIONS,
     "classification_rejects": CLASSIFICATION_REJECTS,

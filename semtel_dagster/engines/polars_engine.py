@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+
 import polars as pl
 
 from semtel_dagster.core import delta, tables
 from semtel_dagster.core.aggregate import weekly_insights
-from semtel_dagster.core.dedupe import cluster_exact
+from semtel_dagster.core.dedupe import cluster_exact, embed_representatives, merge_near_duplicates, representative_embeddings
+from semtel_dagster.core.embeddings import Embedder
 from semtel_dagster.engines import Parser, Reader, Stage, Written
 
 
@@ -39,6 +42,15 @@ class PolarsEngine:
 
     def cluster_exact(self, week: dt.date) -> Written:
         return self.map_week("conversations_truncated", "conversation_clusters", week, cluster_exact)
+
+    def cluster_embedding(self, week: dt.date, embedder: Callable[[], Embedder], threshold: float) -> tuple[Written, Written, dict]:
+        truncated = self.read("conversations_truncated", week)
+        model = embedder()
+        exact = cluster_exact(truncated)
+        embedded = embed_representatives(exact, truncated, model.embed)
+        clusters = self.write("conversation_clusters", merge_near_duplicates(exact, embedded, threshold), week)
+        vectors = self.write("conversation_embeddings", representative_embeddings(clusters.frame, embedded, model.name), week)
+        return clusters, vectors, {"embedder": model.name, **model.stats.as_dict()}
 
     def parse(self, week: dt.date, parse: Parser) -> tuple[Written, Written]:
         classifications, rejects = parse(self.read("conversation_clusters", week), self.read("llm_responses", week))

@@ -3,13 +3,15 @@
 Each task runs its own dispatcher with its own rate buckets, so the pool's quotas are divided
 statically: every task gets ``1/n`` of each endpoint's TPM, RPM and concurrency. The tasks together
 never exceed a declared quota; the price is idle headroom when tasks finish at different times.
+A run's token or cost budget is divided the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
-from semtel_dagster.core.dispatch import DispatchStats
+from semtel_dagster.core.dispatch import DispatchSettings
 from semtel_dagster.core.endpoints import Endpoint
 
 
@@ -30,18 +32,11 @@ def share_endpoints(endpoints: list[Endpoint], tasks: int) -> list[Endpoint]:
     ]
 
 
-def merge_stats(per_task: list[dict]) -> dict:
-    """Totals of ``DispatchStats.as_dict()`` over tasks; wall time is the slowest task's."""
-    total = DispatchStats().as_dict()
-    for stats in per_task:
-        for key, value in stats.items():
-            if key == "endpoints":
-                for name, counters in value.items():
-                    merged = total["endpoints"].setdefault(name, {})
-                    for counter, amount in counters.items():
-                        merged[counter] = merged.get(counter, 0) + amount
-            elif key == "wall_seconds":
-                total[key] = max(total.get(key, 0.0), value)
-            elif isinstance(value, (int, float)):
-                total[key] = total.get(key, 0) + value
-    return total
+
+def share_settings(settings: DispatchSettings, tasks: int) -> DispatchSettings:
+    """Each task's part of the run's budget, so the tasks together stay within it."""
+    return dataclasses.replace(
+        settings,
+        budget_tokens=max(1, settings.budget_tokens // tasks) if settings.budget_tokens else None,
+        budget_cost=settings.budget_cost / tasks if settings.budget_cost else None,
+    )

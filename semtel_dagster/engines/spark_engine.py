@@ -13,7 +13,8 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from functools import partial
+from dataclasses import asdict
+from functools import partial, reduce
 from pathlib import Path
 
 import polars as pl
@@ -21,21 +22,35 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.classify import answered_request_ids, latest_per_request, run_dispatch
-from semtel_dagster.core.dedupe import METHOD_EXACT, text_hash
+from semtel_dagster.core import delta, reuse, tables
+from semtel_dagster.core.answering import Answered, Answering, answer
+from semtel_dagster.core.classify import (
+    DEFAULT_BATCH_SIZE,
+    STRATEGY_SINGLE,
+    WALL_PARALLEL,
+    batch_width,
+    latest_per_request,
+    run_dispatch,
+)
+from semtel_dagster.core.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
 from semtel_dagster.core.dispatch import Dispatcher, DispatchSettings
+from semtel_dagster.core.embeddings import Embedder
 from semtel_dagster.core.endpoints import Endpoint
 from semtel_dagster.core.ingest import landing_files
-from semtel_dagster.engines import Classified, Parser, Planner, Reader, Stage, Written, append_responses
-from semtel_dagster.engines.quota import merge_stats, share_endpoints
+from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written, spark_dedupe
+from semtel_dagster.engines.quota import share_endpoints, share_settings
 from semtel_dagster.engines.spark_delta import collect_frame, overwrite_week, read_week, spark_schema, to_spark_arrow
 
 _INGESTED = pl.Schema({**tables.CONVERSATIONS, **tables.INGEST_REJECTS, "table": pl.String, "unit": pl.Int64})
 _PARSED = pl.Schema({**tables.CLASSIFICATIONS, **tables.CLASSIFICATION_REJECTS, "table": pl.String})
-_KEYED = pl.Schema({**tables.CONVERSATION_CLUSTERS, **tables.LLM_RESPONSES, "kind": pl.String})
+_KEYED = pl.Schema({**tables.CONVERSATION_CLUSTERS, **tables.LLM_RESPONSES, "kind": pl.String, "batch": pl.Int64})
+_REPS = pl.Schema(
+    {"conversation_id": pl.String, "week_start": pl.Date, "is_representative": pl.Boolean, "transcript": pl.String, "tokens_after": pl.Int64}
+)
+_TO_ANSWER = pl.Schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
 _HASHED = "conversation_id string, week_start date, text_hash string"
-_TASK_STATS = "needed long, resumed long, sent long, stats string"
+_KEYED_VECTORS = pl.Schema({**tables.CONVERSATION_EMBEDDINGS, "query": pl.Boolean, "keys": pl.List(pl.Int64)})
+_TASK_REPORT = "report string"
 
 
 class SparkEngine:
@@ -54,10 +69,9 @@ class SparkEngine:
         return read_week(self.spark, self.uri(table), tables.TABLES[table], week, self.writer)
 
     def write(self, table: str, df: DataFrame, week: dt.date) -> Written:
-        """Commit the week, then read it back with Polars for the asset's metadata."""
-        uri, schema = self.uri(table), tables.TABLES[table]
-        version = overwrite_week(df, uri, schema, week, self.writer)
-        return Written(table, version, delta.read_weeks(uri, schema, [week]))
+        """Commit the week; the ``Written`` reads the committed files back lazily (a count and a few rows)."""
+        version = overwrite_week(df, self.uri(table), tables.TABLES[table], week, self.writer)
+        return Written(table, version, self.read(table, week))
 
     def ingest(self, week: dt.date, landing_dir: str, read: Reader) -> tuple[Written, Written, int]:
         """One task per landing file; ids seen in several files are settled by re-reading just those files
@@ -93,10 +107,16 @@ class SparkEngine:
         return conversations, rejects, len(units)
 
     def map_week(self, source: str, target: str, week: dt.date, stage: Stage) -> Written:
-        task = partial(_map_stage, stage=stage, source=tables.TABLES[source], target=spark_schema(tables.TABLES[target]))
-        return self.write(target, self.read(source, week).mapInArrow(task, spark_schema(tables.TABLES[target])), week)
+        mapped = map_partitions(self.read(source, week), stage, tables.TABLES[source], tables.TABLES[target])
+        return self.write(target, mapped, week)
 
     def cluster_exact(self, week: dt.date) -> Written:
+        return self.write("conversation_clusters", self.exact_clusters(week), week)
+
+    def cluster_embedding(self, week: dt.date, embedder: Callable[[], Embedder], threshold: float) -> tuple[Written, Written, dict]:
+        return spark_dedupe.cluster_embedding(self, week, embedder, threshold)
+
+    def exact_clusters(self, week: dt.date) -> DataFrame:
         """Hash per partition (core ``text_hash``), then one group-by on the hash: only ids move."""
         hashed = self.read("conversations_truncated", week).select("conversation_id", "week_start", "transcript")
         hashed = hashed.mapInArrow(_hash_partition, _HASHED)
@@ -104,7 +124,7 @@ class SparkEngine:
         clusters = hashed.groupBy(*keys).agg(
             F.min("conversation_id").alias("representative_id"), F.count(F.lit(1)).cast("long").alias("cluster_size")
         )
-        out = hashed.join(clusters, keys).select(
+        return hashed.join(clusters, keys).select(
             "conversation_id",
             "week_start",
             "representative_id",
@@ -114,71 +134,105 @@ class SparkEngine:
             F.lit(1.0).alias("similarity"),
             "text_hash",
         )
-        return self.write("conversation_clusters", out, week)
 
     def classify(
         self,
         week: dt.date,
-        plan: Planner,
+        answering: Answering,
         endpoints: list[Endpoint],
         settings: DispatchSettings,
         *,
+        reuse_weeks: list[dt.date],
+        match_threshold: float | None = None,
+        embedder: Callable[[], Embedder] | None,
         flush_rows: int,
         flush_seconds: float,
         log: Callable[[str], None],
     ) -> Classified:
-        """One async dispatcher per task, each with a static share of every endpoint's quota; each task
-        streams its answers into ``llm_responses``; the driver compacts the week once at the end."""
+        """Each task answers whole batches with ``core.answering.answer``, the function the Polars engine runs
+        on the week: reuse, embedding classifiers (the trained models pickled into the task, ``embedder``
+        building the embedder there), then LLM rounds through its own dispatcher with a static share of
+        every endpoint's quota and of the budget, streaming rows into ``llm_responses``; the driver compacts
+        the week at the end."""
         uri = self.uri("llm_responses")
-        answered = answered_request_ids(delta.read_weeks(uri, tables.LLM_RESPONSES, [week]), {e.model for e in endpoints})
         if not delta.table_exists(uri):  # created once here, so concurrent task appends never race to create it
             delta.overwrite_weeks(uri, tables.empty(tables.LLM_RESPONSES), tables.LLM_RESPONSES, [week])
+        clusters = self.read("conversation_clusters", week)
         truncated = self.read("conversations_truncated", week).select("conversation_id", "transcript", "tokens_after")
         reps = (
-            self.read("conversation_clusters", week)
-            .where(F.col("is_representative"))
+            clusters.where(F.col("is_representative"))
+            .select("conversation_id", "week_start", "is_representative", F.col("conversation_id").alias("representative_id"))
             .join(truncated, "conversation_id")
-            .repartition(self.tasks)
+            .withColumn("kind", F.lit("rep"))
         )
+        parts = [reps, _by_first_conversation(self.read("llm_responses", week))]
+        if reuse_weeks:
+            parts.append(self._reuse_candidates(week, clusters, reuse_weeks, match_threshold))
+        keys = _batch_keys(clusters, batch_width(answering.strategy, answering.batch_size))
         task = partial(
             _classify_partition,
-            plan=plan,
-            answered=answered,
+            answering=answering,
             endpoints=share_endpoints(endpoints, self.tasks),
-            settings=settings,
+            settings=share_settings(settings, self.tasks),
             uri=uri,
+            embedder=embedder,
             flush_rows=flush_rows,
             flush_seconds=flush_seconds,
         )
-        log(f"week {week}: dispatching on {self.tasks} Spark tasks, each with 1/{self.tasks} of every endpoint's quota")
-        per_task = reps.mapInArrow(task, _TASK_STATS).collect()
-        needed, resumed, sent = (sum(getattr(r, k) for r in per_task) for k in ("needed", "resumed", "sent"))
-        log(f"week {week}: {needed} requests needed, {resumed} already answered, {sent} sent")
-        stats = merge_stats([json.loads(r.stats) for r in per_task])
+        log(f"week {week}: answering on {self.tasks} Spark tasks, each with 1/{self.tasks} of every endpoint's quota")
+        keyed = _keyed(parts, keys, spark_schema(_TO_ANSWER))
+        per_task = keyed.repartition(self.tasks, "batch").mapInArrow(task, _TASK_REPORT).collect()
+        report = Answered.merge([Answered(**json.loads(r.report)) for r in per_task], WALL_PARALLEL)
+        log(f"week {week}: {report.needed} requests needed, {report.resumed} already answered, {report.sent} sent "
+            f"({report.followups_sent} follow-ups), {report.reused} labels reused, {sum(report.embedded.values())} "
+            f"answered by embedding classifiers")
         latest = partial(_map_stage, stage=latest_per_request, source=tables.LLM_RESPONSES, target=spark_schema(tables.LLM_RESPONSES))
         compacted = self.read("llm_responses", week).repartition(self.tasks, "request_id").mapInArrow(
             latest, spark_schema(tables.LLM_RESPONSES)
         )
-        return Classified(self.write("llm_responses", compacted, week), needed, resumed, sent, stats)
+        return Classified(self.write("llm_responses", compacted, week), report)
+
+    def _reuse_candidates(self, week: dt.date, clusters: DataFrame, weeks: list[dt.date], match_threshold: float | None) -> DataFrame:
+        """``core.reuse.candidates`` as Spark joins: stored labels of earlier weeks whose text a representative
+        has; with ``match_threshold``, ``core.reuse.embedding_candidates`` for the others (``_embedding_matches``)."""
+        earlier = reduce(DataFrame.unionByName, [self.read("conversation_clusters", w) for w in weeks])
+        labels = reduce(DataFrame.unionByName, [self.read("classifications", w) for w in weeks]).select(
+            F.col("conversation_id").alias("source_id"), F.col("week_start").alias("source_week"),
+            "classifier", "label", "prompt_version", "model",
+        )
+        stored = earlier.select(F.col("conversation_id").alias("source_id"), F.col("week_start").alias("source_week"),
+                                "text_hash").join(labels, ["source_id", "source_week"])
+        matched = clusters.where(F.col("is_representative")).select("conversation_id", "text_hash").join(stored, "text_hash")
+        matched = matched.withColumn("similarity", F.lit(None).cast("double"))
+        if match_threshold is not None:
+            queries = self.read("conversation_embeddings", week).join(matched.select("conversation_id"), "conversation_id", "left_anti")
+            matches = self._embedding_matches(queries, weeks, match_threshold)
+            matched = matched.unionByName(matches.join(labels, ["source_id", "source_week"]), allowMissingColumns=True)
+        return matched.select(*reuse.CANDIDATES, F.col("conversation_id").alias("representative_id"), F.lit("reuse").alias("kind"))
+
+    def _embedding_matches(self, queries: DataFrame, weeks: list[dt.date], threshold: float) -> DataFrame:
+        """``core.reuse.match_embeddings`` as shuffles: rows keyed on executors, one row per (row, LSH key)
+        shuffled by bucket so each is whole on one task (``bucket_matches``), then by representative
+        (``best_matches``). Earlier weeks' vectors never reach the driver."""
+        stored = reduce(DataFrame.unionByName, [self.read("conversation_embeddings", w) for w in weeks])
+        stored = stored.join(queries.select("embedder").distinct(), "embedder", "left_semi")
+        rows = queries.withColumn("query", F.lit(True)).unionByName(stored.withColumn("query", F.lit(False)))
+        return (
+            rows.mapInArrow(_keys_partition, spark_schema(_KEYED_VECTORS))
+            .select(*tables.CONVERSATION_EMBEDDINGS, "query", F.explode("keys").alias("key"))
+            .repartition("embedder", "key")
+            .mapInArrow(partial(_matches_partition, threshold=threshold), spark_schema(reuse.MATCHES))
+            .repartition("conversation_id")
+            .mapInArrow(partial(_map_stage, stage=reuse.best_matches, source=reuse.MATCHES, target=spark_schema(reuse.MATCHES)),
+                        spark_schema(reuse.MATCHES))
+        )
 
     def parse(self, week: dt.date, parse: Parser) -> tuple[Written, Written]:
-        """Clusters and answers keyed by representative and co-located by one shuffle; each task parses
-        its representatives' answers and fans labels out to their duplicates."""
-        if getattr(parse, "keywords", {}).get("strategy", "single") != "single":
-            raise NotImplementedError("batched answers span representatives of several tasks; Spark parses 'single' only")
-        struct = spark_schema(_KEYED)
-        members = self.read("conversation_clusters", week).withColumn("kind", F.lit("member"))
-        answers = (
-            self.read("llm_responses", week)
-            .withColumn("representative_id", F.explode("conversation_ids"))
-            .withColumn("kind", F.lit("response"))
-        )
-        keyed = members.unionByName(answers, allowMissingColumns=True).select(
-            [F.col(f.name).cast(f.dataType) for f in struct.fields]
-        )
-        parsed = keyed.repartition(self.tasks * 2, "representative_id").mapInArrow(
-            partial(_parse_partition, parse=parse), spark_schema(_PARSED)
-        ).persist()
+        """Each task parses whole batches (``map_batches``) and fans labels out to their duplicates."""
+        options = getattr(parse, "keywords", {})  # parse_week's settings, bound by the asset
+        width = batch_width(options.get("strategy", STRATEGY_SINGLE), options.get("batch_size", DEFAULT_BATCH_SIZE))
+        clusters, responses = self.read("conversation_clusters", week), self.read("llm_responses", week)
+        parsed = map_batches(clusters, responses, width, partial(_parse_tables, parse=parse), _PARSED, self.tasks * 2).persist()
         try:
             return (
                 self.write("classifications", parsed.where(F.col("table") == "classifications"), week),
@@ -198,10 +252,9 @@ class SparkEngine:
             .withColumn("share", F.col("conversations") / F.col("labeled_conversations"))
             .orderBy("week_start", "classifier", F.desc("conversations"), "label")
         )
-        frame = pl.from_arrow(insights.toArrow())
-        uri = self.uri("weekly_insights")
-        version = delta.overwrite_weeks(uri, frame, tables.WEEKLY_INSIGHTS, [week])
-        return Written("weekly_insights", version, delta.read_weeks(uri, tables.WEEKLY_INSIGHTS, [week]))
+        frame = tables.conform(pl.from_arrow(insights.toArrow()), tables.WEEKLY_INSIGHTS)
+        version = delta.overwrite_weeks(self.uri("weekly_insights"), frame, tables.WEEKLY_INSIGHTS, [week])
+        return Written("weekly_insights", version, frame)
 
 
 def _parallelism(spark: SparkSession) -> int:
@@ -257,6 +310,12 @@ def _ingest_units(batches, *, landing_dir: str, side: list[str], read: Reader):
             yield from to_spark_arrow(tables.conform(out, _INGESTED), struct).to_batches()
 
 
+def map_partitions(df: DataFrame, stage: Stage, source: pl.Schema, target: pl.Schema) -> DataFrame:
+    """``stage`` (a ``core`` function over rows of ``source``) run on each partition: right for row-local stages."""
+    struct = spark_schema(target)
+    return df.mapInArrow(partial(_map_stage, stage=stage, source=source, target=struct), struct)
+
+
 def _map_stage(batches, *, stage: Stage, source: pl.Schema, target):
     """Executor side: the stage's core function over this task's rows."""
     frame = collect_frame(batches)
@@ -274,34 +333,111 @@ def _hash_partition(batches):
         ).to_arrow().cast(pa.schema([("conversation_id", pa.string()), ("week_start", pa.date32()), ("text_hash", pa.string())])).to_batches()
 
 
-def _classify_partition(batches, *, plan, answered, endpoints, settings, uri, flush_rows, flush_seconds):
+def _keys_partition(batches):
+    """Executor side: each row's LSH keys (core ``lsh_keys``: per row, so any partitioning gives the same)."""
     frame = collect_frame(batches)
     if frame is None:
         return
-    planned = plan(frame, frame, answered_ids=answered)
-    stats = run_dispatch(
-        planned,
-        Dispatcher(endpoints, settings),
-        partial(append_responses, uri),
-        flush_rows=flush_rows,
-        flush_seconds=flush_seconds,
+    for _, group in frame.group_by("embedder"):
+        keyed = group.with_columns(keys=pl.Series(lsh_keys(vector_matrix(group["vector"]))).cast(pl.List(pl.Int64)))
+        yield from to_spark_arrow(tables.conform(keyed, _KEYED_VECTORS), spark_schema(_KEYED_VECTORS)).to_batches()
+
+
+def _matches_partition(batches, *, threshold: float):
+    """Executor side: whole buckets (shuffled by embedder and key), scanned by the core per embedder."""
+    frame = collect_frame(batches)
+    if frame is None:
+        return
+    for _, group in frame.group_by("embedder"):
+        rows = group.select(*tables.CONVERSATION_EMBEDDINGS, "query").unique(["conversation_id", "week_start"], keep="first")
+        positions = group.join(rows.with_row_index("_row").select("conversation_id", "week_start", "_row"),
+                               on=["conversation_id", "week_start"], how="left")
+        matches = reuse.bucket_matches(rows, positions["key"].to_numpy(), positions["_row"].to_numpy(), threshold)
+        yield from to_spark_arrow(matches, spark_schema(reuse.MATCHES)).to_batches()
+
+
+def _batch_keys(clusters: DataFrame, width: int) -> DataFrame:
+    """(representative_id, batch): with ``width`` > 1 the Polars engine's chunk of each representative (its
+    rank among the week's sorted ids // width; one sort in which only ids move), so a task holding a key
+    holds whole chunks and, its ids sorted, cuts exactly the Polars units (only the last, short chunk holds
+    the largest ids); with ``width`` 1 any key that keeps a representative's pairs together."""
+    reps = clusters.where(F.col("is_representative")).select(F.col("conversation_id").alias("representative_id"), "week_start")
+    if width == 1:
+        return reps.select("representative_id", F.xxhash64("representative_id").alias("batch"))
+    rank = F.row_number().over(Window.partitionBy("week_start").orderBy("representative_id")) - 1
+    return reps.select("representative_id", F.floor(rank / width).cast("long").alias("batch"))
+
+
+def _by_first_conversation(responses: DataFrame) -> DataFrame:
+    """Answers keyed by their first conversation: every conversation of a planned unit is in the same batch."""
+    first = F.try_element_at(F.col("conversation_ids"), F.lit(1))
+    return responses.withColumn("representative_id", first).withColumn("kind", F.lit("response"))
+
+
+def _keyed(parts: list[DataFrame], keys: DataFrame, struct) -> DataFrame:
+    """Rows of several kinds, each with its representative's batch key, in one schema (tasks split by ``kind``)."""
+    rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts).join(keys, "representative_id")
+    return rows.select([(F.col(f.name) if f.name in rows.columns else F.lit(None)).cast(f.dataType).alias(f.name) for f in struct.fields])
+
+
+def _classify_partition(batches, *, answering, endpoints, settings, uri, embedder, flush_rows, flush_seconds):
+    """Executor side: ``core.answering.answer`` over this task's whole batches, with its own dispatcher."""
+    frame = collect_frame(batches)
+    if frame is None:
+        return
+
+    def send(plan, write_batch):
+        return run_dispatch(plan, Dispatcher(endpoints, settings), write_batch, flush_rows=flush_rows, flush_seconds=flush_seconds)
+
+    reps = tables.conform(frame.filter(pl.col("kind") == "rep"), _REPS)
+    report = answer(
+        answering,
+        reps,
+        reps,
+        tables.conform(frame.filter(pl.col("kind") == "response"), tables.LLM_RESPONSES),
+        tables.conform(frame.filter(pl.col("kind") == "reuse"), reuse.CANDIDATES),
+        send=send,
+        write=partial(delta.append, uri, schema=tables.LLM_RESPONSES),
+        embed=(lambda texts: spark_dedupe.executor_embedder(embedder)[0].embed(texts)) if embedder else None,
     )
-    row = {"needed": planned.total, "resumed": planned.answered, "sent": len(planned.to_send), "stats": json.dumps(stats.as_dict())}
-    yield pa.RecordBatch.from_pylist([row])
+    yield pa.RecordBatch.from_pylist([{"report": json.dumps(asdict(report))}])
 
 
-def _parse_partition(batches, *, parse: Parser):
+def map_batches(
+    clusters: DataFrame,
+    responses: DataFrame,
+    width: int,
+    fn: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame],
+    target: pl.Schema,
+    partitions: int | None = None,
+) -> DataFrame:
+    """``fn(clusters, responses)``, a ``core`` function of a week's clusters and answers, run per task on
+    whole batches of ``width`` (``core.classify.batch_width``): members carry their representative's batch
+    key, answers their first conversation's, and one shuffle on the key brings them together, so every
+    task sees exactly the units classify planned (parse; the responses gate)."""
+    keys = _batch_keys(clusters, width)
+    keyed = _keyed([clusters.withColumn("kind", F.lit("member")), _by_first_conversation(responses)], keys, spark_schema(_KEYED))
+    keyed = keyed.repartition(partitions, "batch") if partitions else keyed.repartition("batch")
+    return keyed.mapInArrow(partial(_batches_partition, fn=fn, target=target), spark_schema(target))
+
+
+def _batches_partition(batches, *, fn, target: pl.Schema):
+    """Executor side: ``fn`` over this task's members and answers."""
     frame = collect_frame(batches)
     if frame is None:
         return
     clusters = tables.conform(frame.filter(pl.col("kind") == "member"), tables.CONVERSATION_CLUSTERS)
-    answers = frame.filter(pl.col("kind") == "response").unique("request_id", keep="first")
-    classifications, rejects = parse(clusters, tables.conform(answers, tables.LLM_RESPONSES))
-    out = pl.concat(
+    answers = tables.conform(frame.filter(pl.col("kind") == "response"), tables.LLM_RESPONSES)
+    yield from to_spark_arrow(tables.conform(fn(clusters, answers), target), spark_schema(target)).to_batches()
+
+
+def _parse_tables(clusters: pl.DataFrame, responses: pl.DataFrame, *, parse: Parser) -> pl.DataFrame:
+    """Both outputs of ``parse`` in one frame, told apart by ``table``."""
+    classifications, rejects = parse(clusters, responses)
+    return pl.concat(
         [
             classifications.with_columns(table=pl.lit("classifications")),
             rejects.with_columns(table=pl.lit("classification_rejects")),
         ],
         how="diagonal_relaxed",
     )
-    yield from to_spark_arrow(tables.conform(out, _PARSED), spark_schema(_PARSED)).to_batches()

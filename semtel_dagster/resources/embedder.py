@@ -5,6 +5,8 @@ never pay the model's start-up (about 10 s on two cores).
 """
 
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 from dagster import ConfigurableResource
@@ -35,3 +37,11 @@ class EmbedderResource(ConfigurableResource):
                 key = os.environ.get(self.api_key_env, "") if self.api_key_env else "unused"
                 self._embedder = OpenAIEmbedder(self.base_url, self.model, key or "unused", self.batch_size)
         return self._embedder
+
+    def factory(self) -> Callable[[], Embedder]:
+        """Builds this embedder where it is called (a Spark executor): it pickles, a loaded model never ships."""
+        return partial(_build, {name: getattr(self, name) for name in type(self).model_fields})
+
+
+def _build(config: dict) -> Embedder:
+    return EmbedderResource(**config).embedder()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from semtel_dagster.core.adapters import AdapterOptions, InputFormat
 from semtel_dagster.core.classify import STRATEGIES
@@ -59,11 +59,17 @@ class PipelineSettings(ConfigurableResource):
     dedupe_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which conversations merge.")
     reuse_labels_weeks: int = Field(
         default=0, ge=0,
-        description="Reuse labels of conversations with the same text from this many earlier weeks (same prompt version and a pool model; single strategy). 0: off.",
+        description="Reuse labels of conversations with the same text from this many earlier weeks (same prompt version and a pool model). 0: off.",
     )
+    reuse_match: Literal["exact", "embedding"] = Field(
+        default="exact",
+        description="exact: the same normalized text; embedding: also the most similar earlier representative "
+        "(conversation_embeddings, same embedder) at cosine >= reuse_threshold. Needs dedupe_method embedding.",
+    )
+    reuse_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which an earlier conversation's labels are reused.")
     embedding_classifier: bool = Field(
         default=False,
-        description="Representatives an embedding classifier (trained on earlier weeks' LLM labels) labels confidently skip the LLM (single strategy).",
+        description="Representatives an embedding classifier (trained on earlier weeks' LLM labels) labels confidently skip the LLM.",
     )
     embedding_classifier_min_labels: int = Field(
         default=500, ge=2, description="LLM labels of earlier weeks a classifier needs before its embedding model is trained and used."
@@ -74,6 +80,13 @@ class PipelineSettings(ConfigurableResource):
     embedding_classifier_train_weeks: int = Field(
         default=4, ge=1, description="Earlier weeks whose LLM labels train the embedding classifier."
     )
+
+    @model_validator(mode="after")
+    def _reuse_needs_vectors(self) -> "PipelineSettings":
+        """This week's vectors come from embedding dedupe: without it an embedding match could never happen."""
+        if self.reuse_match == "embedding" and self.dedupe_method != "embedding":
+            raise ValueError("reuse_match 'embedding' needs dedupe_method 'embedding' (the week's vectors come from dedupe)")
+        return self
 
     def truncation(self) -> TruncationConfig:
         return TruncationConfig(

@@ -124,3 +124,20 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, sample):
     rejects = pl.read_delta(str(out / "classification_rejects"))
     assert labels.height + rejects.height == 40 * 2
     assert not rejects.filter(pl.col("reason") == "no response recorded").height
+
+
+def test_spark_engine_writes_what_polars_writes_and_resumes(tmp_path, sample, spark):
+    """``--engine spark``: the same tables as the Polars engine (how each request went aside), and a rerun resumes."""
+    on_spark = ["--engine", "spark", "--spark-master", "local[2]"]
+    code, polars = _classify(tmp_path, sample, tmp_path / "polars")
+    code_spark, first = _classify(tmp_path, sample, tmp_path / "spark", *on_spark)
+    assert code == code_spark == 0 and first["engine"] == "spark"
+    for key in ("rows", "requests", "requests_sent", "classifications", "classification_rejects"):
+        assert first[key] == polars[key], key
+    how_it_went = ["latency_ms", "created_at", "attempts", "rate_limited", "endpoint"]
+    for table in ("llm_responses", "classifications", "classification_rejects"):
+        expected = pl.read_delta(str(tmp_path / "polars" / table)).drop(how_it_went, strict=False)
+        actual = pl.read_delta(str(tmp_path / "spark" / table)).drop(how_it_went, strict=False)
+        assert actual.sort(actual.columns, nulls_last=True).equals(expected.sort(expected.columns, nulls_last=True)), table
+    code, again = _classify(tmp_path, sample, tmp_path / "spark", *on_spark)
+    assert code == 0 and again["requests_sent"] == 0 and again["requests_resumed"] == first["requests"]

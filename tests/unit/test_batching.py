@@ -10,8 +10,17 @@ import polars as pl
 import pytest
 
 from semtel_dagster.core import tables
-from semtel_dagster.core.classify import expected_request_ids, plan_requests, plan_units
+from semtel_dagster.core.classify import (
+    WALL_PARALLEL,
+    WALL_SEQUENTIAL,
+    expected_request_ids,
+    label_versions,
+    merge_stats,
+    plan_requests,
+    plan_units,
+)
 from semtel_dagster.core.dispatch import request_id
+from semtel_dagster.core.prompts import multi_classifier_version, multi_conversation_version
 from semtel_dagster.core.parse import parse_batched
 from semtel_dagster.core.prompts import load_classifiers
 from semtel_dagster.sim.labeler import label_request
@@ -60,6 +69,62 @@ def test_a_batch_of_one_is_the_single_request(classifiers):
     first = expected.filter(pl.col("representative_id") == "c1", pl.col("classifier") == "topic").row(0, named=True)
     assert first["single_request_id"] == request_id(["c1"], ["topic"], classifiers["topic"].version)
     assert first["request_id"] != first["single_request_id"]
+
+
+def test_a_preanswered_pair_leaves_only_its_own_unit(classifiers):
+    reps = sorted(TEXTS)
+    before = plan_units(reps, classifiers, "multi_conversation", batch_size=2)
+    after = plan_units(reps, classifiers, "multi_conversation", batch_size=2, preanswered={("c1", "topic")})
+    assert [(u.conversation_ids, u.classifiers) for u in after if u not in before] == [(("c2",), ("topic",))]
+    assert [(u.conversation_ids, u.classifiers) for u in before if u not in after] == [(("c1", "c2"), ("topic",))]
+    # multi_classifier: the representative's call carries its other classifiers, under their own version
+    (c1,) = [u for u in plan_units(reps, classifiers, "multi_classifier", 2, {("c1", "topic")}) if u.conversation_ids == ("c1",)]
+    assert c1.classifiers == ("satisfaction", "intent")
+    assert c1.prompt_version == multi_classifier_version([classifiers["satisfaction"], classifiers["intent"]])
+    clusters, _ = _week()
+    expected = expected_request_ids(clusters, classifiers, "multi_classifier", preanswered={("c1", "topic")})
+    row = expected.filter(pl.col("representative_id") == "c1", pl.col("classifier") == "topic").row(0, named=True)
+    assert row["request_id"] == row["single_request_id"] == request_id(["c1"], ["topic"], classifiers["topic"].version)
+    assert expected.height == 9
+
+
+def test_tasks_of_whole_chunks_plan_the_weeks_units(classifiers):
+    """What the Spark engine relies on: a task holding any set of whole chunks (the last, short one
+    included) cuts exactly the units of the week, pre-answered pairs or not."""
+    reps = [f"r{i:02d}" for i in range(23)]  # chunks of 4: 0..4 full, 5 holds the 3 largest ids
+    preanswered = {("r05", "topic"), ("r21", "intent"), ("r22", "satisfaction")}
+    week = plan_units(reps, classifiers, "multi_conversation", 4, preanswered)
+    tasks = [[0, 3, 5], [1, 2], [4]]
+    per_task = [
+        unit
+        for chunks in tasks
+        for unit in plan_units([r for i, r in enumerate(reps) if i // 4 in chunks], classifiers, "multi_conversation", 4, preanswered)
+    ]
+    assert sorted(u.request_id for u in per_task) == sorted(u.request_id for u in week)
+
+
+def test_labels_count_under_every_version_of_the_current_prompt(classifiers):
+    versions = label_versions(classifiers)["topic"]
+    topic, satisfaction, intent = classifiers.values()
+    assert versions == {
+        topic.version,
+        multi_conversation_version(topic),
+        multi_classifier_version([topic, satisfaction]),
+        multi_classifier_version([topic, intent]),
+        multi_classifier_version([topic, satisfaction, intent]),
+    }
+
+
+def test_merge_stats_adds_rounds_and_takes_the_slowest_task():
+    one = {"requests": 2, "prompt_tokens": 10, "wall_seconds": 1.5, "endpoints": {"a": {"ok": 2}}}
+    two = {"requests": 3, "prompt_tokens": 5, "wall_seconds": 2.0, "endpoints": {"a": {"ok": 1}, "b": {"ok": 2}}}
+    rounds, tasks = merge_stats([one, two], WALL_SEQUENTIAL), merge_stats([one, two], WALL_PARALLEL)
+    assert rounds["wall_seconds"] == 3.5 and tasks["wall_seconds"] == 2.0
+    for total in (rounds, tasks):
+        assert total["requests"] == 5 and total["prompt_tokens"] == 15
+        assert total["endpoints"] == {"a": {"ok": 3}, "b": {"ok": 2}}
+    with pytest.raises(ValueError):
+        merge_stats([one], "sum")
 
 
 def test_followups_and_resume(classifiers):

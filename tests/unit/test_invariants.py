@@ -23,14 +23,14 @@ def classifiers():
 
 def test_covers_flags_missing_and_extra_ids():
     produced = pl.DataFrame({"conversation_id": ["a", "b", "z"], "x": [1, 2, 3]})
-    frame = invariants.covers(pl.Series(["a", "b", "c", "a"]), produced)
+    frame = invariants.covers(pl.DataFrame({"conversation_id": ["a", "b", "c", "a"]}), produced)
     flags = {r["conversation_id"]: (r["expected"], r["produced"]) for r in frame.iter_rows(named=True)}
     assert flags == {"a": (True, True), "b": (True, True), "c": (True, False), "z": (False, True)}
     assert frame.filter(pl.col("conversation_id") == "a").get_column("x").to_list() == [1]
 
 
 def test_covers_all_good_and_custom_key():
-    frame = invariants.covers(pl.Series(["r1", "r2"]), pl.DataFrame({"request_id": ["r2", "r1"]}), key="request_id")
+    frame = invariants.covers(pl.DataFrame({"request_id": ["r1", "r2"]}), pl.DataFrame({"request_id": ["r2", "r1"]}), key="request_id")
     assert frame.get_column("expected").all() and frame.get_column("produced").all()
     assert frame.height == 2
 
@@ -56,7 +56,7 @@ def _rejects(rows):
 
 def test_label_coverage(classifiers):
     frame = invariants.label_coverage(
-        pl.Series(["a", "b", "c"]),
+        pl.DataFrame({"conversation_id": ["a", "b", "c"]}),
         _labels([("a", "topic", "math"), ("a", "satisfaction", "7"), ("b", "topic", "politics"),
                  ("b", "satisfaction", "3"), ("ghost", "topic", "math")]),
         _rejects([("c", "topic")]),
@@ -76,7 +76,7 @@ def test_label_coverage(classifiers):
 
 def test_label_coverage_clean_week(classifiers):
     frame = invariants.label_coverage(
-        pl.Series(["a"]), _labels([("a", "topic", "other")]), _rejects([("a", "satisfaction")]), classifiers
+        pl.DataFrame({"conversation_id": ["a"]}), _labels([("a", "topic", "other")]), _rejects([("a", "satisfaction")]), classifiers
     )
     assert frame.get_column("expected").all()
     assert frame.get_column("label_in_set").all()
@@ -92,3 +92,17 @@ def test_insight_totals():
     frame = invariants.insight_totals(insights, labels)
     got = {r["classifier"]: (r["counts_match"], r["shares_sum_to_one"]) for r in frame.iter_rows(named=True)}
     assert got == {"topic": (True, True), "satisfaction": (False, True)}
+
+
+def test_truncation_coverage_flags_budget_and_growth():
+    conversations = pl.DataFrame({"conversation_id": ["a", "b", "c"]})
+    truncated = pl.DataFrame({"conversation_id": ["a", "b"], "tokens_before": [50, 10], "tokens_after": [50, 30]})
+    frame = invariants.truncation_coverage(conversations, truncated, max_tokens=40, slack=2)
+    rows = {r["conversation_id"]: (r["produced"], r["within_budget"], r["not_grown"]) for r in frame.iter_rows(named=True)}
+    assert rows == {"a": (True, False, True), "b": (True, True, False), "c": (False, None, None)}
+
+
+def test_representatives_known_is_false_for_unknown_and_missing_representatives():
+    clusters = pl.DataFrame({"conversation_id": ["a", "b", "c", "d"], "representative_id": ["a", "a", "zz", None]})
+    frame = invariants.representatives_known(clusters)
+    assert dict(frame.select("conversation_id", "representative_known").iter_rows()) == {"a": True, "b": True, "c": False, "d": False}

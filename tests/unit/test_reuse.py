@@ -8,14 +8,14 @@ import polars as pl
 
 from semtel_dagster.core.dispatch import request_id
 from semtel_dagster.core.prompts import load_classifiers
-from semtel_dagster.core.reuse import ENDPOINT, reused_answers
+from semtel_dagster.core.reuse import ENDPOINT, candidates, reused_answers
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 LAST, THIS = dt.date(2026, 11, 9), dt.date(2026, 11, 16)
 
 
 def _history(rows):
-    clusters = pl.DataFrame({"conversation_id": [r[0] for r in rows], "text_hash": [r[1] for r in rows]})
+    clusters = pl.DataFrame({"conversation_id": [r[0] for r in rows], "week_start": [r[2] for r in rows], "text_hash": [r[1] for r in rows]})
     labels = pl.DataFrame(
         [(r[0], r[2], "topic", r[3], r[4], r[5]) for r in rows],
         schema=["conversation_id", "week_start", "classifier", "label", "prompt_version", "model"],
@@ -37,10 +37,11 @@ def test_only_labels_of_the_current_prompt_version_and_a_pool_model_are_reused()
         ("o4", "h4", LAST - dt.timedelta(weeks=1), "travel", version, "gpt"),
         ("o5", "h4", LAST, "science", version, "gpt"),  # the most recent week wins
     ])
-    rows = reused_answers(this_week, *history, classifiers, {"gpt"}, THIS)
+    found = candidates(this_week, *history)
+    rows = reused_answers(found, classifiers, {"gpt"}, THIS)
     got = {r["conversation_ids"][0]: json.loads(r["raw_text"])["label"] for r in rows.iter_rows(named=True)}
     assert got == {"n1": "math", "n4": "science"}
     assert set(rows["endpoint"]) == {ENDPOINT} and set(rows["model"]) == {"gpt"}
     assert set(rows["request_id"]) == {request_id(["n1"], ["topic"], version), request_id(["n4"], ["topic"], version)}
-    again = reused_answers(this_week, *history, classifiers, {"gpt"}, THIS, answered_ids=set(rows["request_id"]))
+    again = reused_answers(found, classifiers, {"gpt"}, THIS, answered_ids=set(rows["request_id"]))
     assert again.height == 0  # a rerun adds nothing
