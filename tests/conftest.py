@@ -29,3 +29,19 @@ def local_embedder():
     from semtel_dagster.core.embeddings import LocalEmbedder
 
     return LocalEmbedder(progress=False)
+
+
+SIM_MODEL = "sim-model"
+
+
+@pytest.fixture(scope="module")
+def clean_and_messy_sim():
+    """A simulator with a clean endpoint and one whose batched answers miss ids or go out of set half the time."""
+    from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
+
+    config = SimConfig(endpoints=[
+        SimEndpointConfig(name="clean", model=SIM_MODEL),
+        SimEndpointConfig(name="messy", model=SIM_MODEL, anomaly_rate=0.5, anomalies=["missing_id", "out_of_set"]),
+    ])
+    with SimulatorThread(config) as running:
+        yield running

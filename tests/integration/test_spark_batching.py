@@ -31,7 +31,6 @@ from semtel_dagster.resources import (
     LakeResource,
     PipelineSettings,
 )
-from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +43,8 @@ MODEL = "sim-model"
 
 
 @pytest.fixture(scope="module")
-def sim():
-    config = SimConfig(endpoints=[
-        SimEndpointConfig(name="clean", model=MODEL),
-        SimEndpointConfig(name="messy", model=MODEL, anomaly_rate=0.5, anomalies=["missing_id", "out_of_set"]),
-    ])
-    with SimulatorThread(config) as running:
-        yield running
+def sim(clean_and_messy_sim):
+    return clean_and_messy_sim
 
 
 def _materialize(home, lake, sim, keys, week, *, endpoint="messy", engine=None, **settings):

@@ -26,7 +26,6 @@ from semtel_dagster.core.parse import parse_week
 from semtel_dagster.core.prompts import load_classifiers
 from semtel_dagster.core.sample import write_week
 from semtel_dagster.core.truncate import TruncationConfig, truncate_conversations
-from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 WEEK_A, WEEK_B = dt.date(2026, 11, 9), dt.date(2026, 11, 16)
@@ -45,13 +44,8 @@ def _week(landing: Path, week: dt.date, seed: int, repeats: pl.DataFrame | None 
 
 
 @pytest.fixture(scope="module")
-def sim():
-    config = SimConfig(endpoints=[
-        SimEndpointConfig(name="clean", model=MODEL),
-        SimEndpointConfig(name="messy", model=MODEL, anomaly_rate=0.5, anomalies=["missing_id", "out_of_set"]),
-    ])
-    with SimulatorThread(config) as running:
-        yield running
+def sim(clean_and_messy_sim):
+    return clean_and_messy_sim
 
 
 def _run(config, clusters, truncated, stored, found, endpoint, embed=None):
