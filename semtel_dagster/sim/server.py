@@ -577,10 +577,6 @@ class SimulatorThread:
         """OpenAI ``base_url`` of an endpoint (first endpoint by default): ``http://127.0.0.1:PORT/<name>/v1``."""
         return f"{self.url}/{self.config.endpoint(name).name}/v1"
 
-    def azure_endpoint(self, name: str | None = None) -> str:
-        """``azure_endpoint`` for ``openai.AzureOpenAI`` (deployment = endpoint name or model)."""
-        return f"{self.url}/{self.config.endpoint(name).name}"
-
     # ---- control
     def stats(self) -> dict[str, Any]:
         import urllib.request
