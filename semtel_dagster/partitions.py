@@ -17,13 +17,11 @@ import os
 
 from dagster import BackfillPolicy, WeeklyPartitionsDefinition
 
-from semtel_dagster.core.weeks import parse_week
+from semtel_dagster.core.lake.weeks import parse_week
 
 FIRST_WEEK = os.environ.get("SEMTEL_FIRST_WEEK", "2025-01-06")
 
-weekly_partitions = WeeklyPartitionsDefinition(
-    start_date=FIRST_WEEK, day_offset=1, timezone="UTC", fmt="%Y-%m-%d"
-)
+weekly_partitions = WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset=1, timezone="UTC", fmt="%Y-%m-%d")
 
 weekly_backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=1)
 

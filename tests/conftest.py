@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def spark():
 @pytest.fixture(scope="session")
 def local_embedder():
     """The real all-MiniLM-L6-v2, loaded once per session (about 10 s on two cores)."""
-    from semtel_dagster.core.embeddings import LocalEmbedder
+    from semtel_dagster.core.prepare.embeddings import LocalEmbedder
 
     return LocalEmbedder(progress=False)
 
@@ -39,9 +39,11 @@ def clean_and_messy_sim():
     """A simulator with a clean endpoint and one whose batched answers miss ids or go out of set half the time."""
     from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
-    config = SimConfig(endpoints=[
-        SimEndpointConfig(name="clean", model=SIM_MODEL),
-        SimEndpointConfig(name="messy", model=SIM_MODEL, anomaly_rate=0.5, anomalies=["missing_id", "out_of_set"]),
-    ])
+    config = SimConfig(
+        endpoints=[
+            SimEndpointConfig(name="clean", model=SIM_MODEL),
+            SimEndpointConfig(name="messy", model=SIM_MODEL, anomaly_rate=0.5, anomalies=["missing_id", "out_of_set"]),
+        ]
+    )
     with SimulatorThread(config) as running:
         yield running

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from semtel_dagster.core.classify import STRATEGIES
-from semtel_dagster.core.dispatch import STATUS_OK
-from semtel_dagster.core.experiment import RunConfig, compare_runs, run_configuration, sample_set
-from semtel_dagster.core.parse import ParseFailure, parse_batched
+from semtel_dagster.core.classify.parse import ParseFailure, parse_batched
+from semtel_dagster.core.classify.plan import STRATEGIES
+from semtel_dagster.core.evaluation.experiment import RunConfig, compare_runs, run_configuration, sample_set
+from semtel_dagster.core.llm.requests import STATUS_OK
 from semtel_dagster.resources.endpoint_pool import EMBEDDED_SIMULATOR, simulator_endpoints
 from semtel_dagster.sim import SimulatorThread
 
@@ -30,7 +30,9 @@ def answer_recovery(run) -> dict:
     labels = rejects = dropped = 0
     for row in run.responses.filter(pl.col("status") == STATUS_OK).iter_rows(named=True):
         pairs = {(c, n) for c in row["conversation_ids"] for n in row["classifiers"]}
-        outcome = parse_batched(row["raw_text"], row["conversation_ids"], row["classifiers"], run.classifiers, row["finish_reason"])
+        outcome = parse_batched(
+            row["raw_text"], row["conversation_ids"], row["classifiers"], run.classifiers, row["finish_reason"]
+        )
         dropped += len(pairs - set(outcome))
         for result in outcome.values():
             if isinstance(result, ParseFailure):
@@ -39,8 +41,14 @@ def answer_recovery(run) -> dict:
             else:
                 labels += 1
     total = labels + rejects + dropped
-    return {"answer_pairs": total, "valid_label": labels, "precise_reject": rejects, "silent_drop": dropped,
-            "recovery_rate": (labels + rejects) / total if total else 1.0, "label_rate": labels / total if total else 1.0}
+    return {
+        "answer_pairs": total,
+        "valid_label": labels,
+        "precise_reject": rejects,
+        "silent_drop": dropped,
+        "recovery_rate": (labels + rejects) / total if total else 1.0,
+        "label_rate": labels / total if total else 1.0,
+    }
 
 
 def main() -> None:
@@ -51,7 +59,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     sim_config = EMBEDDED_SIMULATOR.model_copy(
-        update={"endpoints": [e.model_copy(update={"anomaly_rate": args.anomaly_rate, "latency_ms": 60.0}) for e in EMBEDDED_SIMULATOR.endpoints]}
+        update={
+            "endpoints": [
+                e.model_copy(update={"anomaly_rate": args.anomaly_rate, "latency_ms": 60.0}) for e in EMBEDDED_SIMULATOR.endpoints
+            ]
+        }
     )
     results = {}
     with SimulatorThread(sim_config) as simulator:
@@ -111,10 +123,19 @@ def write_markdown(meta: dict, results: dict) -> None:
             f"{r['precise_reject'] / r['answer_pairs']:.2%} | {r['silent_drop']} | {r['recovery_rate']:.2%} | "
             f"{r['rejected_pairs']} ({r['reject_share']:.2%}) | {mean_agreement:.3f} |"
         )
-    lines += ["", "Agreement with the one-by-one baseline per classifier (raw agreement / Cohen's kappa):", "",
-              "| strategy | " + " | ".join(meta["classifiers"]) + " |", "|---" * (len(meta["classifiers"]) + 1) + "|"]
+    lines += [
+        "",
+        "Agreement with the one-by-one baseline per classifier (raw agreement / Cohen's kappa):",
+        "",
+        "| strategy | " + " | ".join(meta["classifiers"]) + " |",
+        "|---" * (len(meta["classifiers"]) + 1) + "|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['agreement_with_single'][c]:.3f} / {r['kappa_with_single'][c]:.3f}" for c in meta["classifiers"]) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{r['agreement_with_single'][c]:.3f} / {r['kappa_with_single'][c]:.3f}" for c in meta["classifiers"])
+            + " |"
+        )
     lines += [
         "",
         "Reading it: *answers* counts every (answer, conversation x classifier) pair the parser saw; a pair yields a label "

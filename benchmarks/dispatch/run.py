@@ -33,9 +33,11 @@ from pathlib import Path
 
 import yaml
 
-from semtel_dagster.core.dispatch import Dispatcher, DispatchSettings, LLMRequest, request_id
-from semtel_dagster.core.endpoints import Endpoint
-from semtel_dagster.core.tokens import count_tokens
+from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint
+from semtel_dagster.core.llm.requests import LLMRequest, request_id
+from semtel_dagster.core.llm.settings import DispatchSettings
+from semtel_dagster.core.prepare.tokens import count_tokens
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -44,11 +46,42 @@ WARMUP_S = 20.0
 MEASURE_S = 60.0
 # 2M, 500k and 150k TPM deployments scaled down 10x (RPM as Azure grants it: 6 per 1,000 TPM).
 QUOTAS = {"large": 200_000, "medium": 50_000, "small": 15_000}
-LATENCY = dict(latency_ms=350.0, latency_per_token_ms=8.0, latency_per_prompt_token_ms=0.2, load_latency_ms=4.0,
-               jitter=0.3, tail_prob=0.05, tail_alpha=1.5)
-WORDS = ("model data user python error query table budget weather recipe travel poem contract invoice cluster "
-         "kernel latency pipeline history physics lesson garden market vector").split()
-SYSTEM = "Classify the conversation's topic. Answer with JSON {\"label\": ...}. Labels: coding, writing, travel, other."
+LATENCY = dict(
+    latency_ms=350.0,
+    latency_per_token_ms=8.0,
+    latency_per_prompt_token_ms=0.2,
+    load_latency_ms=4.0,
+    jitter=0.3,
+    tail_prob=0.05,
+    tail_alpha=1.5,
+)
+WORDS = [
+    "model",
+    "data",
+    "user",
+    "python",
+    "error",
+    "query",
+    "table",
+    "budget",
+    "weather",
+    "recipe",
+    "travel",
+    "poem",
+    "contract",
+    "invoice",
+    "cluster",
+    "kernel",
+    "latency",
+    "pipeline",
+    "history",
+    "physics",
+    "lesson",
+    "garden",
+    "market",
+    "vector",
+]
+SYSTEM = 'Classify the conversation\'s topic. Answer with JSON {"label": ...}. Labels: coding, writing, travel, other.'
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -69,10 +102,11 @@ class Simulator:
         self.config.write_text(yaml.safe_dump({"port": self.port, "endpoints": endpoints}))
         self.names = [e["name"] for e in endpoints]
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "semtel_dagster.cli", "sim", "serve", "--config", str(self.config), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -100,8 +134,15 @@ class Simulator:
 
 
 def sim_endpoint(name: str, tpm: int | None, **extra) -> dict:
-    return {"name": name, "model": "gpt-4o-mini", "tpm": tpm, "rpm": tpm * 6 // 1000 if tpm else None, "seed": sum(map(ord, name)),
-            **LATENCY, **extra}
+    return {
+        "name": name,
+        "model": "gpt-4o-mini",
+        "tpm": tpm,
+        "rpm": tpm * 6 // 1000 if tpm else None,
+        "seed": sum(map(ord, name)),
+        **LATENCY,
+        **extra,
+    }
 
 
 def texts(n: int = 64, words: int = 300, seed: int = 1) -> list[tuple[str, int]]:
@@ -121,10 +162,17 @@ def requests(n: int | None, tag: str, max_tokens: int = 100, pool: list[tuple[st
         text, tokens = pool[i % len(pool)]
         cid = f"{tag}-{i}"
         yield LLMRequest(
-            request_id=request_id([cid], ["topic"], "bench"), week_start=WEEK, conversation_ids=(cid,), classifiers=("topic",),
-            prompt_name="topic", prompt_version="bench",
+            request_id=request_id([cid], ["topic"], "bench"),
+            week_start=WEEK,
+            conversation_ids=(cid,),
+            classifiers=("topic",),
+            prompt_name="topic",
+            prompt_version="bench",
             messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
-            response_format=None, max_tokens=max_tokens, temperature=0.0, prompt_tokens=tokens,
+            response_format=None,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            prompt_tokens=tokens,
         )
         i += 1
 
@@ -169,7 +217,9 @@ async def baseline(sim: Simulator, endpoints: list[Endpoint], n: int | None, tag
             if stopped:
                 return
             try:
-                answer = await client.chat.completions.create(model=model, messages=request.messages, max_tokens=request.max_tokens)
+                answer = await client.chat.completions.create(
+                    model=model, messages=request.messages, max_tokens=request.max_tokens
+                )
                 rows.append(answer.choices[0].message.content)
             except openai.OpenAIError:
                 failures += 1
@@ -188,8 +238,15 @@ async def baseline(sim: Simulator, endpoints: list[Endpoint], n: int | None, tag
 
 def declared(sim: Simulator, names: list[str], with_quotas: bool, **kw) -> list[Endpoint]:
     return [
-        Endpoint(name=n, base_url=sim.url(n), model="gpt-4o-mini", max_concurrency=64,
-                 tpm=QUOTAS[n] if with_quotas else None, rpm=QUOTAS[n] * 6 // 1000 if with_quotas else None, **kw)
+        Endpoint(
+            name=n,
+            base_url=sim.url(n),
+            model="gpt-4o-mini",
+            max_concurrency=64,
+            tpm=QUOTAS[n] if with_quotas else None,
+            rpm=QUOTAS[n] * 6 // 1000 if with_quotas else None,
+            **kw,
+        )
         for n in names
     ]
 
@@ -284,13 +341,14 @@ async def _to_completion(sim: Simulator, label: str, endpoints: list[Endpoint], 
         async def worker(client):
             for request in source:
                 try:
-                    answer = await client.chat.completions.create(model="gpt-4o-mini", messages=request.messages,
-                                                                  max_tokens=request.max_tokens)
+                    answer = await client.chat.completions.create(
+                        model="gpt-4o-mini", messages=request.messages, max_tokens=request.max_tokens
+                    )
                     rows.append({"status": "ok", "raw_text": answer.choices[0].message.content})
                 except openai.OpenAIError:
                     rows.append({"status": "error"})
 
-        task = asyncio.ensure_future(asyncio.gather(*(worker(c) for c in clients for _ in range(8))))
+        task = asyncio.ensure_future(asyncio.gather(*(worker(c) for c in clients for _ in range(8))))  # noqa: RUF006 (awaited below)
     await asyncio.sleep(FAULTS_WARMUP_S)
     before = await asyncio.to_thread(sim.stats)
     await asyncio.sleep(MEASURE_S)
@@ -298,8 +356,11 @@ async def _to_completion(sim: Simulator, label: str, endpoints: list[Endpoint], 
     await task
     after = await asyncio.to_thread(sim.stats) | {"totals": after["totals"]}  # faults met over the whole run
     result.update(
-        before_ok=before["totals"]["ok_charged_tokens"], after_ok=after["totals"]["ok_charged_tokens"], after=after,
-        classified=sum(1 for r in rows if r["status"] == "ok"), wall=round(time.monotonic() - started, 1),
+        before_ok=before["totals"]["ok_charged_tokens"],
+        after_ok=after["totals"]["ok_charged_tokens"],
+        after=after,
+        classified=sum(1 for r in rows if r["status"] == "ok"),
+        wall=round(time.monotonic() - started, 1),
     )
     if label == "ours":
         result["stats"] = dispatcher.stats.as_dict()
@@ -314,15 +375,33 @@ async def _to_completion(sim: Simulator, label: str, endpoints: list[Endpoint], 
 
 def bench_overhead() -> dict:
     with Simulator([{"name": "zero", "model": "gpt-4o-mini", "latency_ms": 0.0}]) as sim:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.dispatch.run", "_overhead", sim.url("zero")],
-                              capture_output=True, text=True, cwd=ROOT, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.dispatch.run", "_overhead", sim.url("zero")],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
         overhead = json.loads(proc.stdout.strip().splitlines()[-1])
-        streamed = subprocess.run([sys.executable, "-m", "benchmarks.dispatch.run", "_memory", sim.url("zero"), "stream"],
-                                  capture_output=True, text=True, cwd=ROOT, check=True)
-        listed = subprocess.run([sys.executable, "-m", "benchmarks.dispatch.run", "_memory", sim.url("zero"), "list"],
-                                capture_output=True, text=True, cwd=ROOT, check=True)
-    out = {**overhead, "memory_stream": json.loads(streamed.stdout.strip().splitlines()[-1]),
-           "memory_list": json.loads(listed.stdout.strip().splitlines()[-1])}
+        streamed = subprocess.run(
+            [sys.executable, "-m", "benchmarks.dispatch.run", "_memory", sim.url("zero"), "stream"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+        listed = subprocess.run(
+            [sys.executable, "-m", "benchmarks.dispatch.run", "_memory", sim.url("zero"), "list"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+    out = {
+        **overhead,
+        "memory_stream": json.loads(streamed.stdout.strip().splitlines()[-1]),
+        "memory_list": json.loads(listed.stdout.strip().splitlines()[-1]),
+    }
     print("overhead", out, flush=True)
     return out
 
@@ -336,8 +415,16 @@ def _overhead(url: str) -> None:
     cpu = time.process_time()
     stats = asyncio.run(dispatcher.run(requests(n, "o", max_tokens=8, pool=pool), lambda row: None))
     wall = time.monotonic() - started
-    print(json.dumps({"requests": n, "ok": stats.ok, "requests_per_s": round(n / wall, 1),
-                      "client_cpu_ms_per_request": round((time.process_time() - cpu) / n * 1000, 3)}))
+    print(
+        json.dumps(
+            {
+                "requests": n,
+                "ok": stats.ok,
+                "requests_per_s": round(n / wall, 1),
+                "client_cpu_ms_per_request": round((time.process_time() - cpu) / n * 1000, 3),
+            }
+        )
+    )
 
 
 def _memory(url: str, mode: str) -> None:
@@ -348,8 +435,19 @@ def _memory(url: str, mode: str) -> None:
     def queue():
         for i in range(n):
             cid = f"m-{i}"
-            yield LLMRequest(request_id([cid], ["topic"], "bench"), WEEK, (cid,), ("topic",), "topic", "bench",
-                             [{"role": "user", "content": f"{base} #{i}"}], None, 8, 0.0, 300)
+            yield LLMRequest(
+                request_id([cid], ["topic"], "bench"),
+                WEEK,
+                (cid,),
+                ("topic",),
+                "topic",
+                "bench",
+                [{"role": "user", "content": f"{base} #{i}"}],
+                None,
+                8,
+                0.0,
+                300,
+            )
 
     source = list(queue()) if mode == "list" else queue()
     endpoint = Endpoint(name="zero", base_url=url, model="gpt-4o-mini", max_concurrency=64)
@@ -367,8 +465,16 @@ def _memory(url: str, mode: str) -> None:
         await task
 
     asyncio.run(main())
-    print(json.dumps({"mode": mode, "queued": n, "answered_in_10s": rows,
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "queued": n,
+                "answered_in_10s": rows,
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- 4. fairness
@@ -396,8 +502,11 @@ def _fairness(stagger_s: float) -> dict:
         for i, f in enumerate(files):
             if i and stagger_s:
                 time.sleep(stagger_s)
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.dispatch.run", "_fair_client", sim.url("shared"), str(f), str(i)], cwd=ROOT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.dispatch.run", "_fair_client", sim.url("shared"), str(f), str(i)], cwd=ROOT
+                )
+            )
         time.sleep(WARMUP_S + 5)  # both processes are up and past their own warm-up
         before, window_start = sim.stats(), time.time()
         time.sleep(MEASURE_S)
@@ -448,7 +557,7 @@ def bench_crash() -> dict:
     import polars as pl
     from deltalake import DeltaTable
 
-    from semtel_dagster.core.sample import write_week
+    from semtel_dagster.sim.sample import write_week
 
     work = Path(tempfile.mkdtemp())
     landing, _ = write_week(work / "landing", work / "truth", WEEK, n=500, seed=11)
@@ -456,11 +565,29 @@ def bench_crash() -> dict:
     flush_rows, flush_seconds = 50, 1.0
     with Simulator([sim_endpoint("east", 400_000), sim_endpoint("west", 200_000)]) as sim:
         endpoints_file = work / "endpoints.yaml"
-        endpoints_file.write_text(yaml.safe_dump({"endpoints": [
-            {"name": n, "base_url": sim.url(n), "model": "gpt-4o-mini"} for n in ("east", "west")]}))
-        cmd = [sys.executable, "-m", "semtel_dagster.cli", "classify", "--input", str(landing), "--output", str(work / "out"),
-               "--endpoints", str(endpoints_file), "--classifiers", classifiers, "--flush-rows", str(flush_rows),
-               "--flush-seconds", str(flush_seconds), "--summary-json", str(work / "summary.json")]
+        endpoints_file.write_text(
+            yaml.safe_dump({"endpoints": [{"name": n, "base_url": sim.url(n), "model": "gpt-4o-mini"} for n in ("east", "west")]})
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "semtel_dagster.cli",
+            "classify",
+            "--input",
+            str(landing),
+            "--output",
+            str(work / "out"),
+            "--endpoints",
+            str(endpoints_file),
+            "--classifiers",
+            classifiers,
+            "--flush-rows",
+            str(flush_rows),
+            "--flush-seconds",
+            str(flush_seconds),
+            "--summary-json",
+            str(work / "summary.json"),
+        ]
         first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         uri = str(work / "out" / "llm_responses")
         while True:  # kill once some answers are committed and many are still to come
@@ -479,7 +606,9 @@ def bench_crash() -> dict:
     summary = json.loads((work / "summary.json").read_text())
     table = DeltaTable(uri)
     history = table.history()
-    last_append = max(h["version"] for h in history if h["operation"] == "WRITE" and h["operationParameters"].get("mode") == "Append")
+    last_append = max(
+        h["version"] for h in history if h["operation"] == "WRITE" and h["operationParameters"].get("mode") == "Append"
+    )
     raw = pl.from_arrow(DeltaTable(uri, version=last_append).to_pyarrow_table())
     classifications = pl.read_delta(str(work / "out" / "classifications"))
     rejects = pl.read_delta(str(work / "out" / "classification_rejects"))
@@ -508,8 +637,12 @@ def bench_crash() -> dict:
 def write_results(results: dict) -> None:
     previous = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
     previous.update(results)
-    previous["_machine"] = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                            "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    previous["_machine"] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
     (HERE / "results.json").write_text(json.dumps(previous, indent=2))
     (HERE / "RESULTS.md").write_text(render(previous))
 
@@ -527,71 +660,117 @@ def render(r: dict) -> str:
     ]
     if "goodput" in r:
         g = r["goodput"]
-        lines += ["## 1. Goodput: three endpoints, 200k / 50k / 15k TPM (2M / 500k / 150k scaled 10x), tailed latency", "",
-                  "| client | goodput | 429s / requests (server) | |", "|---|---|---|---|"]
+        lines += [
+            "## 1. Goodput: three endpoints, 200k / 50k / 15k TPM (2M / 500k / 150k scaled 10x), tailed latency",
+            "",
+            "| client | goodput | 429s / requests (server) | |",
+            "|---|---|---|---|",
+        ]
         for k in ("declared", "undeclared", "baseline"):
             e = g[k]
-            note = f"per endpoint ok: {e['per_endpoint_ok']}" if "per_endpoint_ok" in e else f"failed requests: {e['failed_requests']}"
+            note = (
+                f"per endpoint ok: {e['per_endpoint_ok']}"
+                if "per_endpoint_ok" in e
+                else f"failed requests: {e['failed_requests']}"
+            )
             lines.append(f"| {k} | {e['goodput']:.3f} | {e['server_429_share']:.2%} | {note} |")
-        lines += ["", f"Declared / baseline goodput: **{g['ratio_declared_vs_baseline']}x**; 429s: "
-                  f"{g['declared']['server_429_share']:.2%} (declared) and {g['undeclared']['server_429_share']:.2%} (undeclared) "
-                  f"against {g['baseline']['server_429_share']:.2%} for the baseline, whose client retries every 429 after its "
-                  "`Retry-After`. Goals: >= 0.95 declared, >= 0.90 undeclared, 429s <= 2%. On this simulator a fixed-concurrency "
-                  "loop that honors `Retry-After` also fills a sliding-minute quota; what it pays is the 429s.", ""]
+        lines += [
+            "",
+            f"Declared / baseline goodput: **{g['ratio_declared_vs_baseline']}x**; 429s: "
+            f"{g['declared']['server_429_share']:.2%} (declared) and {g['undeclared']['server_429_share']:.2%} (undeclared) "
+            f"against {g['baseline']['server_429_share']:.2%} for the baseline, whose client retries every 429 after its "
+            "`Retry-After`. Goals: >= 0.95 declared, >= 0.90 undeclared, 429s <= 2%. On this simulator a fixed-concurrency "
+            "loop that honors `Retry-After` also fills a sliding-minute quota; what it pays is the 429s.",
+            "",
+        ]
     if "faults" in r:
         f = r["faults"]
-        lines += ["## 2. Faults: `large` down a third of the window, 3 s of 5xx every 10 s on `medium` "
-                  f"(window after a {FAULTS_WARMUP_S:.0f} s warm-up; 1,300 rows of fixed work, run to the end)", "",
-                  "| client | rows classified | goodput / remaining capacity | wall s | |", "|---|---|---|---|---|"]
+        lines += [
+            "## 2. Faults: `large` down a third of the window, 3 s of 5xx every 10 s on `medium` "
+            f"(window after a {FAULTS_WARMUP_S:.0f} s warm-up; 1,300 rows of fixed work, run to the end)",
+            "",
+            "| client | rows classified | goodput / remaining capacity | wall s | |",
+            "|---|---|---|---|---|",
+        ]
         for k in ("ours", "baseline"):
             e = f[k]
             extra = {x: e[x] for x in ("retries", "timeouts", "hedges") if x in e}
-            lines.append(f"| {k} | {e['rows_classified']} / {e['rows']} | {e['goodput_vs_remaining']:.3f} | {e['wall_seconds']} | {extra} |")
-        lines += ["", "Remaining capacity = `large` quota x 2/3 + the others' full quota over the window. Goal: every row, >= 0.85. "
-                  "The ratio can pass 1: a sliding-minute quota left unused while `large` is down can be spent when it comes back. "
-                  "The baseline spends it faster (fixed concurrency, no breaker) but loses the rows whose retries ran out; "
-                  "ours probes `large` through a half-open breaker and slow-starts back, and classifies every row.", ""]
+            lines.append(
+                f"| {k} | {e['rows_classified']} / {e['rows']} | {e['goodput_vs_remaining']:.3f} | {e['wall_seconds']} | {extra} |"
+            )
+        lines += [
+            "",
+            "Remaining capacity = `large` quota x 2/3 + the others' full quota over the window. Goal: every row, >= 0.85. "
+            "The ratio can pass 1: a sliding-minute quota left unused while `large` is down can be spent when it comes back. "
+            "The baseline spends it faster (fixed concurrency, no breaker) but loses the rows whose retries ran out; "
+            "ours probes `large` through a half-open breaker and slow-starts back, and classifies every row.",
+            "",
+        ]
     if "overhead" in r:
         o = r["overhead"]
-        lines += ["## 3. Client overhead (zero-latency unlimited simulator, separate process)", "",
-                  f"- {o['requests_per_s']} requests/s from one process ({o['client_cpu_ms_per_request']} ms client CPU per request; goal >= 500)",
-                  f"- 1M conversations queued, streamed from a generator: peak RSS {o['memory_stream']['peak_rss_mb']} MB "
-                  f"({o['memory_stream']['answered_in_10s']} answered in 10 s)",
-                  f"- the same 1M materialized as a list first: peak RSS {o['memory_list']['peak_rss_mb']} MB", ""]
+        lines += [
+            "## 3. Client overhead (zero-latency unlimited simulator, separate process)",
+            "",
+            f"- {o['requests_per_s']} requests/s from one process ({o['client_cpu_ms_per_request']} ms client CPU per request; goal >= 500)",
+            f"- 1M conversations queued, streamed from a generator: peak RSS {o['memory_stream']['peak_rss_mb']} MB "
+            f"({o['memory_stream']['answered_in_10s']} answered in 10 s)",
+            f"- the same 1M materialized as a list first: peak RSS {o['memory_list']['peak_rss_mb']} MB",
+            "",
+        ]
     if "fairness" in r:
         fa = r["fairness"]
-        lines += ["## 4. Fairness: two dispatcher processes started together on one 100k TPM endpoint (quota undeclared)", "",
-                  f"- total goodput {fa['goodput_total']:.3f} (goal >= 0.9)",
-                  f"- each process's share of the window / half: {fa['share_of_half']} (goal: within 0.8-1.2)",
-                  f"- 429s per process: {fa['client_429s']} of {fa['client_requests']} requests", ""]
+        lines += [
+            "## 4. Fairness: two dispatcher processes started together on one 100k TPM endpoint (quota undeclared)",
+            "",
+            f"- total goodput {fa['goodput_total']:.3f} (goal >= 0.9)",
+            f"- each process's share of the window / half: {fa['share_of_half']} (goal: within 0.8-1.2)",
+            f"- 429s per process: {fa['client_429s']} of {fa['client_requests']} requests",
+            "",
+        ]
         if "staggered" in fa:
             st = fa["staggered"]
-            lines += [f"Staggered: the second process starts {fa['stagger_s']:.0f} s after the first, which holds the whole window by then.", "",
-                      f"- total goodput {st['goodput_total']:.3f}; shares of half: {st['share_of_half']}",
-                      f"- 429s per process: {st['client_429s']} of {st['client_requests']} requests", ""]
-        lines += ["Mechanism (no coordinator): each process knows its own charges in the provider's window and, from "
-                  "`x-ratelimit-remaining-*`, the others' (limit - remaining - own). While the window is nearly full (< 10 % left) "
-                  "and the others hold more than 1 % of it, a process caps itself at half of what the window holds + 5 %; above that it "
-                  "stops refilling its own expiring charges and the other takes them. The cap grows back 5 points/s once the window "
-                  "has room. A process refused with a 429 wakes at the provider's `Retry-After` (+ <= 0.1 s jitter) and slow-starts "
-                  "back, so it can take the capacity the other leaves when it frees. Headers cannot count the competitors: `DispatchSettings.quota_peers` (default 2) is the split; with more "
-                  "processes than that, each is only kept below 1/quota_peers of the window.", ""]
+            lines += [
+                f"Staggered: the second process starts {fa['stagger_s']:.0f} s after the first, which holds the whole window by then.",
+                "",
+                f"- total goodput {st['goodput_total']:.3f}; shares of half: {st['share_of_half']}",
+                f"- 429s per process: {st['client_429s']} of {st['client_requests']} requests",
+                "",
+            ]
+        lines += [
+            "Mechanism (no coordinator): each process knows its own charges in the provider's window and, from "
+            "`x-ratelimit-remaining-*`, the others' (limit - remaining - own). While the window is nearly full (< 10 % left) "
+            "and the others hold more than 1 % of it, a process caps itself at half of what the window holds + 5 %; above that it "
+            "stops refilling its own expiring charges and the other takes them. The cap grows back 5 points/s once the window "
+            "has room. A process refused with a 429 wakes at the provider's `Retry-After` (+ <= 0.1 s jitter) and slow-starts "
+            "back, so it can take the capacity the other leaves when it frees. Headers cannot count the competitors: `DispatchSettings.quota_peers` (default 2) is the split; with more "
+            "processes than that, each is only kept below 1/quota_peers of the window.",
+            "",
+        ]
     if "crash" in r:
         c = r["crash"]
-        lines += ["## 5. Crash and resume: `semtel classify` SIGKILLed mid-run, then run again into the same folder", "",
-                  f"- {c['requests_needed']} requests needed; at the kill the server had answered {c['answered_by_server_before_kill']}, "
-                  f"{c['saved_before_kill']} were committed",
-                  f"- rows lost: {c['rows_lost']}; duplicated rows in llm_responses before compaction: {c['duplicated_rows']}",
-                  f"- calls repeated because their answers were not yet committed: {c['answered_not_saved_at_kill']} "
-                  f"(one flush: {c['flush_rows']} rows or {c['flush_seconds']} s)",
-                  f"- all answers the server gave beyond the {c['requests_needed']} needed: {c['server_answers_beyond_needed']} "
-                  "(the above, requests in flight at the kill that the server finished for a dead client, hedged duplicates)",
-                  f"- classifications {c['classifications']}, rejects {c['rejects']}", ""]
+        lines += [
+            "## 5. Crash and resume: `semtel classify` SIGKILLed mid-run, then run again into the same folder",
+            "",
+            f"- {c['requests_needed']} requests needed; at the kill the server had answered {c['answered_by_server_before_kill']}, "
+            f"{c['saved_before_kill']} were committed",
+            f"- rows lost: {c['rows_lost']}; duplicated rows in llm_responses before compaction: {c['duplicated_rows']}",
+            f"- calls repeated because their answers were not yet committed: {c['answered_not_saved_at_kill']} "
+            f"(one flush: {c['flush_rows']} rows or {c['flush_seconds']} s)",
+            f"- all answers the server gave beyond the {c['requests_needed']} needed: {c['server_answers_beyond_needed']} "
+            "(the above, requests in flight at the kill that the server finished for a dead client, hedged duplicates)",
+            f"- classifications {c['classifications']}, rejects {c['rejects']}",
+            "",
+        ]
     return "\n".join(lines)
 
 
-BENCHES = {"goodput": bench_goodput, "faults": bench_faults, "overhead": bench_overhead, "fairness": bench_fairness,
-           "crash": bench_crash}
+BENCHES = {
+    "goodput": bench_goodput,
+    "faults": bench_faults,
+    "overhead": bench_overhead,
+    "fairness": bench_fairness,
+    "crash": bench_crash,
+}
 
 
 def main() -> None:

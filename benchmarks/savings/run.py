@@ -30,17 +30,17 @@ from openai import OpenAI
 from sklearn.metrics import cohen_kappa_score
 from tqdm.auto import tqdm
 
-from semtel_dagster.core.adapters import AdapterOptions
-from semtel_dagster.core.dedupe import cluster_embedding, cluster_exact, near_duplicates
-from semtel_dagster.core.embedding_classifier import train
-from semtel_dagster.core.embeddings import LocalEmbedder
-from semtel_dagster.core.ingest import read_landing
-from semtel_dagster.core.prompts import load_classifiers
-from semtel_dagster.core.sample import generate_week
-from semtel_dagster.core.tokens import count_tokens
-from semtel_dagster.core.truncate import TruncationConfig, render_transcript, truncate_messages
+from semtel_dagster.core.classify.embedding_classifier import train
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.ingest.adapters import AdapterOptions
+from semtel_dagster.core.ingest.landing import read_landing
+from semtel_dagster.core.prepare.dedupe import cluster_embedding, cluster_exact, near_duplicates
+from semtel_dagster.core.prepare.embeddings import LocalEmbedder
+from semtel_dagster.core.prepare.tokens import count_tokens
+from semtel_dagster.core.prepare.truncate import TruncationConfig, render_transcript, truncate_messages
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 from semtel_dagster.sim.embeddings import hashed_embedding
+from semtel_dagster.sim.sample import generate_week
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SEMTEL_SHARED_DATA", HERE.parents[2] / "shared" / "data"))
@@ -66,16 +66,18 @@ class SimLabels:
 
     def _ask(self, name: str, transcript: str) -> str:
         c = self.classifiers[name]
-        r = self.client.chat.completions.create(model="sim", messages=c.messages(transcript),
-                                                response_format=c.response_format(), max_tokens=c.max_tokens)
+        r = self.client.chat.completions.create(
+            model="sim", messages=c.messages(transcript), response_format=c.response_format(), max_tokens=c.max_tokens
+        )
         return json.loads(r.choices[0].message.content)["label"]
 
     def labels(self, name: str, transcripts: list[str]) -> list[str]:
         todo = sorted({t for t in transcripts if (name, t) not in self.cache})
         if todo:
             with ThreadPoolExecutor(16) as pool:
-                answers = list(tqdm(pool.map(lambda t: self._ask(name, t), todo), total=len(todo),
-                                    desc=f"sim labels {name}", leave=False))
+                answers = list(
+                    tqdm(pool.map(lambda t: self._ask(name, t), todo), total=len(todo), desc=f"sim labels {name}", leave=False)
+                )
             self.cache.update({(name, t): a for t, a in zip(todo, answers)})
         return [self.cache[(name, t)] for t in transcripts]
 
@@ -126,6 +128,7 @@ def sample_dataset() -> Dataset:
         folder = Path(tempfile.mkdtemp())
         (folder / "w.jsonl").write_bytes(b"\n".join(generate_week(w, 400).records))
         return read_landing(folder, w).conversations
+
     earlier = pl.concat([week(WEEK - dt.timedelta(weeks=k)) for k in (1, 2, 3)])
     return Dataset("generated sample (400 conversations)", week(WEEK), earlier)
 
@@ -134,15 +137,17 @@ def real_dataset(quick: bool) -> Dataset:
     """hh-rlhf (chosen), OpenAssistant root-to-leaf paths and arena-hard question+answer, shuffled."""
     parts = [
         read_landing(DATA / "hh-rlhf", WEEK, input_format="hh_rlhf", default_week=WEEK).conversations.head(900),
-        read_landing(DATA / "oasst", WEEK, input_format="oasst", adapter_options=AdapterOptions(oasst_mode="path"),
-                     default_week=WEEK).conversations,
+        read_landing(
+            DATA / "oasst", WEEK, input_format="oasst", adapter_options=AdapterOptions(oasst_mode="path"), default_week=WEEK
+        ).conversations,
         read_landing(DATA / "arena-hard", WEEK, input_format="arena_hard", default_week=WEEK).conversations,
     ]
     frame = pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=7)
     n_test = 300 if quick else 600
     n_train = 600 if quick else 1200
-    return Dataset(f"real: hh-rlhf + oasst + arena-hard ({n_test} test, {n_train} train)",
-                   frame.head(n_test), frame.slice(n_test, n_train))
+    return Dataset(
+        f"real: hh-rlhf + oasst + arena-hard ({n_test} test, {n_train} train)", frame.head(n_test), frame.slice(n_test, n_train)
+    )
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -179,8 +184,13 @@ class Evaluator:
         return self._cut[key]
 
     def truncated(self, spec: str) -> pl.DataFrame:
-        return pl.DataFrame({"conversation_id": self.ids, "week_start": [WEEK] * len(self.ids),
-                             "transcript": [self.cut(c, spec)[0] for c in self.ids]})
+        return pl.DataFrame(
+            {
+                "conversation_id": self.ids,
+                "week_start": [WEEK] * len(self.ids),
+                "transcript": [self.cut(c, spec)[0] for c in self.ids],
+            }
+        )
 
     def labels_for(self, name: str, ids: list[str], spec: str) -> list[str]:
         return self.oracle.labels(name, [self.cut(c, spec, name)[0] for c in ids])
@@ -189,8 +199,7 @@ class Evaluator:
         if threshold is None:
             frame = self.exact
         else:
-            frame = cluster_embedding(self.exact, self.truncated(BASELINE),
-                                      lambda texts: self.embedder.embed(texts), threshold)
+            frame = cluster_embedding(self.exact, self.truncated(BASELINE), lambda texts: self.embedder.embed(texts), threshold)
         return dict(zip(frame["conversation_id"], frame["representative_id"]))
 
     def train_models(self, target: float) -> None:
@@ -203,11 +212,25 @@ class Evaluator:
             labels = self.oracle.labels(name, transcripts)
             if len(set(labels)) < 2:
                 continue
-            self.models[name] = train(name, vectors, labels, prompt_version=self.oracle.classifiers[name].version,
-                                      llm_model="sim", embedder="all-MiniLM-L6-v2", target_agreement=target)
+            self.models[name] = train(
+                name,
+                vectors,
+                labels,
+                prompt_version=self.oracle.classifiers[name].version,
+                llm_model="sim",
+                embedder="all-MiniLM-L6-v2",
+                target_agreement=target,
+            )
 
-    def run(self, label: str, *, dedupe: str = "none", threshold: float | None = None,
-            budgets: dict[str, str] | str = BASELINE, confidence: float | str | None = None) -> dict:
+    def run(
+        self,
+        label: str,
+        *,
+        dedupe: str = "none",
+        threshold: float | None = None,
+        budgets: dict[str, str] | str = BASELINE,
+        confidence: float | str | None = None,
+    ) -> dict:
         reps = {c: c for c in self.ids} if dedupe == "none" else self.clusters(threshold)
         rep_ids = sorted(set(reps.values()))
         calls = tokens = 0
@@ -227,8 +250,14 @@ class Evaluator:
             tokens += sum(self.base[name] + self.cut(r, spec, name)[1] for r in to_llm)
             labels = [rep_label[reps[c]] for c in self.ids]
             kappas[name] = _kappa(self.baseline[name], labels)
-        return {"setting": label, "calls": calls, "tokens": tokens, "kappa_mean": float(np.mean(list(kappas.values()))),
-                "kappa_min": float(min(kappas.values())), "kappa": kappas}
+        return {
+            "setting": label,
+            "calls": calls,
+            "tokens": tokens,
+            "kappa_mean": float(np.mean(list(kappas.values()))),
+            "kappa_min": float(min(kappas.values())),
+            "kappa": kappas,
+        }
 
 
 def _kappa(a: list[str], b: list[str]) -> float:
@@ -242,26 +271,65 @@ def savings_table(ev: Evaluator) -> list[dict]:
     ev.train_models(target=0.95)
     rows = [ev.run("baseline (no savings)"), ev.run("exact dedupe", dedupe="exact")]
     rows += [ev.run(f"embedding dedupe @{t}", dedupe="embedding", threshold=t) for t in (0.98, 0.95, 0.92, 0.9, 0.85)]
-    for spec in ("head_tail:1024", "head_tail:512", "head_tail:256", "head:256", "tail:256", "turns:256", "turns:512",
-                 "head_tail:3000+compress", "turns:512+compress"):
+    for spec in (
+        "head_tail:1024",
+        "head_tail:512",
+        "head_tail:256",
+        "head:256",
+        "tail:256",
+        "turns:256",
+        "turns:512",
+        "head_tail:3000+compress",
+        "turns:512+compress",
+    ):
         rows.append(ev.run(f"truncate {spec}", budgets=spec))
     rows.append(ev.run("per-classifier budgets " + json.dumps(PER_CLASSIFIER), budgets=PER_CLASSIFIER))
     for c in (0.99, 0.95, 0.9, 0.8, 0.7, "calibrated"):
         rows.append(ev.run(f"embedding classifier conf>={c}", confidence=c))
     rows.append(ev.run("prompt-file budgets (shipped)", budgets=PROMPT_FILE_BUDGETS))
     per_clf_compressed = {k: v + "+compress" for k, v in PER_CLASSIFIER.items()}
-    rows.append(ev.run("exact + per-classifier budgets + compression", dedupe="exact",
-                       budgets=per_clf_compressed))
-    rows.append(ev.run("exact + emb@0.95 + per-classifier budgets + compression + classifier calibrated",
-                       dedupe="embedding", threshold=0.95, budgets=per_clf_compressed, confidence="calibrated"))
-    for dedupe, threshold, name in (("exact", None, "exact"), ("embedding", 0.95, "exact + emb@0.95"),
-                                    ("embedding", 0.92, "exact + emb@0.92")):
-        rows.append(ev.run(f"{name} + prompt-file budgets + classifier calibrated", dedupe=dedupe,
-                           threshold=threshold, budgets=PROMPT_FILE_BUDGETS, confidence="calibrated"))
-    rows.append(ev.run("exact + emb@0.95 + head_tail:1024 + classifier calibrated", dedupe="embedding",
-                       threshold=0.95, budgets="head_tail:1024", confidence="calibrated"))
-    rows.append(ev.run("exact + emb@0.95 + prompt-file budgets + classifier conf>=0.9", dedupe="embedding",
-                       threshold=0.95, budgets=PROMPT_FILE_BUDGETS, confidence=0.9))
+    rows.append(ev.run("exact + per-classifier budgets + compression", dedupe="exact", budgets=per_clf_compressed))
+    rows.append(
+        ev.run(
+            "exact + emb@0.95 + per-classifier budgets + compression + classifier calibrated",
+            dedupe="embedding",
+            threshold=0.95,
+            budgets=per_clf_compressed,
+            confidence="calibrated",
+        )
+    )
+    for dedupe, threshold, name in (
+        ("exact", None, "exact"),
+        ("embedding", 0.95, "exact + emb@0.95"),
+        ("embedding", 0.92, "exact + emb@0.92"),
+    ):
+        rows.append(
+            ev.run(
+                f"{name} + prompt-file budgets + classifier calibrated",
+                dedupe=dedupe,
+                threshold=threshold,
+                budgets=PROMPT_FILE_BUDGETS,
+                confidence="calibrated",
+            )
+        )
+    rows.append(
+        ev.run(
+            "exact + emb@0.95 + head_tail:1024 + classifier calibrated",
+            dedupe="embedding",
+            threshold=0.95,
+            budgets="head_tail:1024",
+            confidence="calibrated",
+        )
+    )
+    rows.append(
+        ev.run(
+            "exact + emb@0.95 + prompt-file budgets + classifier conf>=0.9",
+            dedupe="embedding",
+            threshold=0.95,
+            budgets=PROMPT_FILE_BUDGETS,
+            confidence=0.9,
+        )
+    )
     base = rows[0]
     for row in rows:
         row["calls_avoided"] = 1 - row["calls"] / base["calls"]
@@ -281,14 +349,23 @@ def human_label_eval(embedder: CachedEmbedder, quick: bool) -> dict:
     if quick:
         tr, te, oos = tr[::5], te[::5], oos[::5]
     xtr, xte, xoos = (embedder.embed([t for t, _ in part]) for part in (tr, te, oos))
-    model = train("clinc_intent", xtr, [i for _, i in tr], prompt_version="human", llm_model="human",
-                  embedder="all-MiniLM-L6-v2", target_agreement=0.95)
+    model = train(
+        "clinc_intent",
+        xtr,
+        [i for _, i in tr],
+        prompt_version="human",
+        llm_model="human",
+        embedder="all-MiniLM-L6-v2",
+        target_agreement=0.95,
+    )
     pred, conf = model.predict(xte)
     truth = np.array([i for _, i in te])
     _, oconf = model.predict(xoos)
     t = model.card.threshold
     out["clinc150"] = {
-        "train": len(tr), "test_in_scope": len(te), "test_oos": len(oos),
+        "train": len(tr),
+        "test_in_scope": len(te),
+        "test_oos": len(oos),
         "intent_accuracy": float((pred == truth).mean()),
         "domain_accuracy": float(np.mean([domains[p] == domains[g] for p, g in zip(pred, truth)])),
         "calibrated_threshold": t,
@@ -301,14 +378,26 @@ def human_label_eval(embedder: CachedEmbedder, quick: bool) -> dict:
         if quick:
             train_df, test_df = train_df.gather_every(5), test_df.gather_every(5)
         xtr, xte = embedder.embed(train_df["text"].to_list()), embedder.embed(test_df["text"].to_list())
-        model = train(name, xtr, train_df["category"].to_list(), prompt_version="human", llm_model="human",
-                      embedder="all-MiniLM-L6-v2", target_agreement=0.95)
+        model = train(
+            name,
+            xtr,
+            train_df["category"].to_list(),
+            prompt_version="human",
+            llm_model="human",
+            embedder="all-MiniLM-L6-v2",
+            target_agreement=0.95,
+        )
         pred, conf = model.predict(xte)
         truth = test_df["category"].to_numpy()
         t = model.card.threshold
-        out[name] = {"train": train_df.height, "test": test_df.height, "accuracy": float((pred == truth).mean()),
-                     "calibrated_threshold": t, "coverage_at_threshold": float((conf >= t).mean()),
-                     "accuracy_at_threshold": float((pred[conf >= t] == truth[conf >= t]).mean())}
+        out[name] = {
+            "train": train_df.height,
+            "test": test_df.height,
+            "accuracy": float((pred == truth).mean()),
+            "calibrated_threshold": t,
+            "coverage_at_threshold": float((conf >= t).mean()),
+            "accuracy_at_threshold": float((pred[conf >= t] == truth[conf >= t]).mean()),
+        }
     return out
 
 
@@ -339,10 +428,17 @@ def dedupe_scaling(sizes: list[int]) -> list[dict]:
         index = {c: i for i, c in enumerate(ids)}
         moved = near_duplicates(reps["conversation_id"], vectors[[index[c] for c in reps["conversation_id"]]], 0.95)
         end = time.perf_counter()
-        rows.append({"conversations": len(ids), "seconds": round(end - start, 2),
-                     "conversations_per_second": round(len(ids) / (end - start)),
-                     "exact_seconds": round(hashed - start, 2), "near_duplicate_seconds": round(end - hashed, 2),
-                     "exact_representatives": reps.height, "embedding_representatives": reps.height - moved.height})
+        rows.append(
+            {
+                "conversations": len(ids),
+                "seconds": round(end - start, 2),
+                "conversations_per_second": round(len(ids) / (end - start)),
+                "exact_seconds": round(hashed - start, 2),
+                "near_duplicate_seconds": round(end - hashed, 2),
+                "exact_representatives": reps.height,
+                "embedding_representatives": reps.height - moved.height,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -377,8 +473,13 @@ def plot(results: dict, path: Path) -> None:
             x = r["tokens"] / base
             marker = "*" if r["setting"] == recommend(rows)["setting"] else "o"
             ax.scatter(x, r["kappa_min"], s=140 if marker == "*" else 30, marker=marker)
-            ax.annotate(r["setting"].replace("truncate ", "").replace("embedding ", "emb ")[:34], (x, r["kappa_min"]),
-                        fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.annotate(
+                r["setting"].replace("truncate ", "").replace("embedding ", "emb ")[:34],
+                (x, r["kappa_min"]),
+                fontsize=6,
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
         ax.axhline(KAPPA_GOAL, ls="--", lw=0.8, color="grey")
         ax.axvline(0.5, ls=":", lw=0.8, color="grey")
         ax.set_xlabel("prompt tokens sent (share of baseline) = cost")
@@ -392,39 +493,57 @@ def plot(results: dict, path: Path) -> None:
 
 def markdown(results: dict) -> str:
     lines = [
-        "# Savings benchmark: fewer calls, fewer tokens, same labels", "",
+        "# Savings benchmark: fewer calls, fewer tokens, same labels",
+        "",
         f"Machine: {results['machine']}. Date: {results['date']}. Mode: {results.get('mode', 'full')}. "
         f"Reproduce: `python -m benchmarks.savings.run{' --quick' if results.get('mode', '').startswith('quick') else ''}`"
-        f" ({results['wall_seconds']:.0f} s wall, embeddings cached under .semtel/bench-cache).", "",
+        f" ({results['wall_seconds']:.0f} s wall, embeddings cached under .semtel/bench-cache).",
+        "",
         "Labels: the simulator over HTTP (deterministic from content; a stand-in for an LLM). Baseline: every "
         "conversation sent, head_tail at 3000 tokens, no compression. kappa: Cohen's kappa of each setting's "
-        "labels against the baseline's, per classifier (all six prompts in prompts/); the goal is every classifier at kappa >= 0.9.", "",
-        "![cost-quality curve](cost_quality.png)", "",
+        "labels against the baseline's, per classifier (all six prompts in prompts/); the goal is every classifier at kappa >= 0.9.",
+        "",
+        "![cost-quality curve](cost_quality.png)",
+        "",
     ]
     for key in ("sample", "real"):
-        lines += [f"## {results['datasets'][key]}", "",
-                  "| setting | LLM calls | calls avoided | prompt tokens | tokens avoided | kappa mean | kappa min |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {results['datasets'][key]}",
+            "",
+            "| setting | LLM calls | calls avoided | prompt tokens | tokens avoided | kappa mean | kappa min |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in results[key]:
             if "setting" in r:
-                lines.append(f"| {r['setting']} | {r['calls']:,} | {r['calls_avoided']:.1%} | {r['tokens']:,} | "
-                             f"{r['tokens_avoided']:.1%} | {r['kappa_mean']:.3f} | {r['kappa_min']:.3f} |")
+                lines.append(
+                    f"| {r['setting']} | {r['calls']:,} | {r['calls_avoided']:.1%} | {r['tokens']:,} | "
+                    f"{r['tokens_avoided']:.1%} | {r['kappa_mean']:.3f} | {r['kappa_min']:.3f} |"
+                )
         best = recommend(results[key])
-        lines += ["", f"Recommended here (cheapest with every classifier's kappa >= {KAPPA_GOAL}): **{best['setting']}**: "
-                  f"{best['calls_avoided']:.1%} of calls and {best['tokens_avoided']:.1%} of prompt tokens avoided, "
-                  f"kappa mean {best['kappa_mean']:.3f} (min {best['kappa_min']:.3f})."]
+        lines += [
+            "",
+            f"Recommended here (cheapest with every classifier's kappa >= {KAPPA_GOAL}): **{best['setting']}**: "
+            f"{best['calls_avoided']:.1%} of calls and {best['tokens_avoided']:.1%} of prompt tokens avoided, "
+            f"kappa mean {best['kappa_mean']:.3f} (min {best['kappa_min']:.3f}).",
+        ]
         models = next((r["models"] for r in results[key] if "models" in r), {})
         if models:
-            lines += ["", "Embedding classifiers (trained on the LLM's labels of earlier weeks, threshold for 95% "
-                      "held-out agreement):", ""]
+            lines += [
+                "",
+                "Embedding classifiers (trained on the LLM's labels of earlier weeks, threshold for 95% held-out agreement):",
+                "",
+            ]
             for n, m in models.items():
-                lines.append(f"- {n}: trained on {m['trained_on']}, threshold {m['threshold']:.3f}, held-out "
-                             f"agreement {m['heldout_agreement']:.3f} at coverage {m['heldout_coverage']:.1%}")
+                lines.append(
+                    f"- {n}: trained on {m['trained_on']}, threshold {m['threshold']:.3f}, held-out "
+                    f"agreement {m['heldout_agreement']:.3f} at coverage {m['heldout_coverage']:.1%}"
+                )
         lines.append("")
     h = results["human"]
     c, b = h["clinc150"], h["banking77"]
     lines += [
-        "## Embedding classifier against human labels", "",
+        "## Embedding classifier against human labels",
+        "",
         f"- CLINC150 (train {c['train']:,}, test {c['test_in_scope']:,} in scope + {c['test_oos']:,} out of scope): "
         f"intent accuracy {c['intent_accuracy']:.3f}, domain accuracy {c['domain_accuracy']:.3f}. At the calibrated "
         f"threshold {c['calibrated_threshold']:.3f}: {c['in_scope_coverage_at_threshold']:.1%} of in-scope test "
@@ -432,27 +551,36 @@ def markdown(results: dict) -> str:
         "of out-of-scope utterances abstain (go to the LLM instead of getting a wrong intent).",
         f"- banking77 (train {b['train']:,}, test {b['test']:,}): accuracy {b['accuracy']:.3f}; at the calibrated "
         f"threshold {b['calibrated_threshold']:.3f}: coverage {b['coverage_at_threshold']:.1%}, accuracy "
-        f"{b['accuracy_at_threshold']:.3f}.", "",
+        f"{b['accuracy_at_threshold']:.3f}.",
+        "",
         *scaling_markdown(results),
     ]
     e = results["embedding_model"]
-    lines += ["", f"Embedding model (all-MiniLM-L6-v2, CPU, this machine): load {e['load_seconds']:.1f} s, "
-              f"{e['texts_per_second']:.1f} transcripts/s on conversations of the generated sample "
-              f"({e['texts']} texts, up to 256 word pieces each).", ""]
+    lines += [
+        "",
+        f"Embedding model (all-MiniLM-L6-v2, CPU, this machine): load {e['load_seconds']:.1f} s, "
+        f"{e['texts_per_second']:.1f} transcripts/s on conversations of the generated sample "
+        f"({e['texts']} texts, up to 256 word pieces each).",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def scaling_markdown(results: dict) -> list[str]:
     lines = [
-        "## Dedupe stage throughput (exact hash + LSH near-duplicates, threshold 0.95)", "",
-        f"Measured {results['scaling_measured']}; reproduce alone with `python -m benchmarks.savings.run --scaling`.", "",
+        "## Dedupe stage throughput (exact hash + LSH near-duplicates, threshold 0.95)",
+        "",
+        f"Measured {results['scaling_measured']}; reproduce alone with `python -m benchmarks.savings.run --scaling`.",
+        "",
         "| conversations | seconds | conversations/s | exact hash s | near-duplicates s | exact representatives | after embedding |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["scaling"]:
-        lines.append(f"| {r['conversations']:,} | {r['seconds']} | {r['conversations_per_second']:,} | "
-                     f"{r['exact_seconds']} | {r['near_duplicate_seconds']} | "
-                     f"{r['exact_representatives']:,} | {r['embedding_representatives']:,} |")
+        lines.append(
+            f"| {r['conversations']:,} | {r['seconds']} | {r['conversations_per_second']:,} | "
+            f"{r['exact_seconds']} | {r['near_duplicate_seconds']} | "
+            f"{r['exact_representatives']:,} | {r['embedding_representatives']:,} |"
+        )
     return lines
 
 
@@ -464,7 +592,7 @@ def rescale() -> None:
     (HERE / "results.json").write_text(json.dumps(results, indent=2, default=str))
     report = (HERE / "RESULTS.md").read_text()
     head, _, rest = report.partition(scaling_markdown(results)[0])
-    tail = rest[rest.index("\nEmbedding model ("):]
+    tail = rest[rest.index("\nEmbedding model (") :]
     (HERE / "RESULTS.md").write_text(head + "\n".join(scaling_markdown(results)) + "\n" + tail)
     print("\n".join(scaling_markdown(results)))
 

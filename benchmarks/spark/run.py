@@ -26,7 +26,7 @@ HERE = Path(__file__).parent
 
 
 def generate(landing: Path, n: int, files: int) -> None:
-    from semtel_dagster.core.sample import generate_week
+    from semtel_dagster.sim.sample import generate_week
 
     records = generate_week(WEEK, n=n, seed=1).records
     landing.mkdir(parents=True, exist_ok=True)
@@ -37,19 +37,25 @@ def generate(landing: Path, n: int, files: int) -> None:
 
 def stages(engine: str, landing: str, lake: str) -> dict:
     """One configuration, in this process: seconds per stage and rows."""
-    from semtel_dagster.core.ingest import read_landing
-    from semtel_dagster.core.truncate import TruncationConfig, truncate_conversations
+    from semtel_dagster.core.ingest.landing import read_landing
+    from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
     from semtel_dagster.resources import EngineResource
 
     kind, _, master = engine.partition(":")
-    resource = EngineResource(kind=kind, spark_master=master or "local[*]", spark_conf={"spark.driver.memory": "8g", "spark.ui.enabled": "false"})
+    resource = EngineResource(
+        kind=kind, spark_master=master or "local[*]", spark_conf={"spark.driver.memory": "8g", "spark.ui.enabled": "false"}
+    )
     started = time.monotonic()
     stage = resource.for_lake(lake)
     seconds = {"session": time.monotonic() - started}
     steps = [
         ("ingest", lambda: stage.ingest(WEEK, landing, partial(read_landing, week_start=WEEK))[0]),
-        ("truncate", lambda: stage.map_week("conversations", "conversations_truncated", WEEK,
-                                           partial(truncate_conversations, config=TruncationConfig()))),
+        (
+            "truncate",
+            lambda: stage.map_week(
+                "conversations", "conversations_truncated", WEEK, partial(truncate_conversations, config=TruncationConfig())
+            ),
+        ),
         ("dedupe", lambda: stage.cluster_exact(WEEK)),
     ]
     rows = {}
@@ -109,7 +115,7 @@ def main() -> None:
         generated = time.monotonic() - t
         runs = [measure(e, landing, Path(tmp) / f"lake-{i}") for i, e in enumerate(args.engines.split(","))]
     report = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {round(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30)} GiB, shared",
         "conversations": args.n,
         "files": args.files,

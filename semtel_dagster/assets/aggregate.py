@@ -2,7 +2,7 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from semtel_dagster.assets.metadata import markdown_table, table_metadata
-from semtel_dagster.core.frames import collect_small
+from semtel_dagster.core.lake.frames import collect_small
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource
 

@@ -7,11 +7,12 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
 from semtel_dagster.assets.spark_classify import classify_on_spark
-from semtel_dagster.core import embedding_classifier as ec
-from semtel_dagster.core import reuse, tables
-from semtel_dagster.core.answering import Answered, Answering, answer, logged_send
-from semtel_dagster.core.classify import label_versions, latest_per_request
-from semtel_dagster.core.frames import value_counts
+from semtel_dagster.core.classify import embedding_classifier as ec
+from semtel_dagster.core.classify import reuse
+from semtel_dagster.core.classify.answering import Answered, Answering, answer, logged_send
+from semtel_dagster.core.classify.plan import label_versions, latest_per_request
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.engines import Written
 from semtel_dagster.partitions import (
     partition_week,
@@ -27,8 +28,15 @@ from semtel_dagster.resources import (
 )
 
 
-def _embedding_classifiers(context, week: dt.date, classifiers, lake: LakeResource, settings: PipelineSettings,
-                           embedder: EmbedderResource, models: frozenset[str]) -> tuple[tuple[ec.EmbeddingClassifier, ...], dict]:
+def _embedding_classifiers(
+    context,
+    week: dt.date,
+    classifiers,
+    lake: LakeResource,
+    settings: PipelineSettings,
+    embedder: EmbedderResource,
+    models: frozenset[str],
+) -> tuple[tuple[ec.EmbeddingClassifier, ...], dict]:
     """Per classifier, an embedding classifier trained here (the driver, on Spark) on the LLM's labels of
     the ``embedding_classifier_train_weeks`` weeks strictly before this one, once ``min_labels`` exist.
 
@@ -45,11 +53,21 @@ def _embedding_classifiers(context, week: dt.date, classifiers, lake: LakeResour
     versions = label_versions(classifiers)
     trained, cards = [], {}
     for name, classifier in classifiers.items():
-        model, why = ec.train_from_history(
-            name, classifier.version, history, history_text, set(models), embedder.embedder, versions=versions[name],
-            min_labels=settings.embedding_classifier_min_labels,
-            target_agreement=settings.embedding_classifier_target_agreement,
-        ) if history.height else (None, "no earlier labels")
+        model, why = (
+            ec.train_from_history(
+                name,
+                classifier.version,
+                history,
+                history_text,
+                set(models),
+                embedder.embedder,
+                versions=versions[name],
+                min_labels=settings.embedding_classifier_min_labels,
+                target_agreement=settings.embedding_classifier_target_agreement,
+            )
+            if history.height
+            else (None, "no earlier labels")
+        )
         if model is None:
             cards[name] = {"used": False, "reason": why}
             continue
@@ -57,15 +75,27 @@ def _embedding_classifiers(context, week: dt.date, classifiers, lake: LakeResour
             ec.save(model, lake.root)
         trained.append(model)
         card = model.card
-        cards[name] = {"used": True, "reason": why, "version": card.version,
-                       "threshold": card.threshold if math.isfinite(card.threshold) else None,
-                       "heldout_agreement": card.heldout_agreement, "heldout_coverage": card.heldout_coverage}
+        cards[name] = {
+            "used": True,
+            "reason": why,
+            "version": card.version,
+            "threshold": card.threshold if math.isfinite(card.threshold) else None,
+            "heldout_agreement": card.heldout_agreement,
+            "heldout_coverage": card.heldout_coverage,
+        }
         context.log.info(f"{name}: embedding classifier {card.version} ({why})")
     return tuple(trained), cards
 
 
-def _classify_on_polars(context, answering: Answering, lake: LakeResource, endpoint_pool: EndpointPoolResource,
-                        embedder: EmbedderResource, reuse_weeks: list[dt.date], match_threshold: float | None) -> tuple[Written, Answered]:
+def _classify_on_polars(
+    context,
+    answering: Answering,
+    lake: LakeResource,
+    endpoint_pool: EndpointPoolResource,
+    embedder: EmbedderResource,
+    reuse_weeks: list[dt.date],
+    match_threshold: float | None,
+) -> tuple[Written, Answered]:
     """The whole week in this process; answers are committed in small appends while calls are in flight."""
     week = answering.week
     clusters = lake.read_week("conversation_clusters", week)
@@ -75,18 +105,34 @@ def _classify_on_polars(context, answering: Answering, lake: LakeResource, endpo
         earlier_labels = lake.read_weeks("classifications", reuse_weeks)
         found = reuse.candidates(clusters, lake.read_weeks("conversation_clusters", reuse_weeks), earlier_labels)
     if reuse_weeks and match_threshold is not None:
-        found = pl.concat([found, reuse.embedding_candidates(
-            found, lake.read_week("conversation_embeddings", week), lake.read_weeks("conversation_embeddings", reuse_weeks),
-            earlier_labels, match_threshold,
-        )])
+        found = pl.concat(
+            [
+                found,
+                reuse.embedding_candidates(
+                    found,
+                    lake.read_week("conversation_embeddings", week),
+                    lake.read_weeks("conversation_embeddings", reuse_weeks),
+                    earlier_labels,
+                    match_threshold,
+                ),
+            ]
+        )
 
     send = logged_send(
-        endpoint_pool.dispatcher, flush_rows=endpoint_pool.flush_rows, flush_seconds=endpoint_pool.flush_seconds,
-        log=context.log.info, where=f"week {week} ({answering.strategy}, to {[e.name for e in endpoint_pool.endpoints]})",
+        endpoint_pool.dispatcher,
+        flush_rows=endpoint_pool.flush_rows,
+        flush_seconds=endpoint_pool.flush_seconds,
+        log=context.log.info,
+        where=f"week {week} ({answering.strategy}, to {[e.name for e in endpoint_pool.endpoints]})",
     )
     report = answer(
-        answering, clusters, truncated, lake.read_week("llm_responses", week), found,
-        send=send, write=partial(lake.append, "llm_responses"),
+        answering,
+        clusters,
+        truncated,
+        lake.read_week("llm_responses", week),
+        found,
+        send=send,
+        write=partial(lake.append, "llm_responses"),
         embed=embedder.embedder().embed if answering.embedding else None,
     )
     responses = latest_per_request(lake.read_week("llm_responses", week))
@@ -124,7 +170,9 @@ def llm_responses(
     reuse_weeks = [week - dt.timedelta(weeks=k) for k in range(1, settings.reuse_labels_weeks + 1)]
     match_threshold = settings.reuse_threshold if settings.reuse_match == "embedding" else None
     if engine.kind == "spark":
-        written, report = classify_on_spark(context, answering, lake, endpoint_pool, engine, embedder, reuse_weeks, match_threshold)
+        written, report = classify_on_spark(
+            context, answering, lake, endpoint_pool, engine, embedder, reuse_weeks, match_threshold
+        )
     else:
         written, report = _classify_on_polars(context, answering, lake, endpoint_pool, embedder, reuse_weeks, match_threshold)
     totals = report.stats

@@ -8,8 +8,8 @@ from dagster import (
 )
 
 from semtel_dagster.assets.metadata import table_metadata
-from semtel_dagster.core import tables
-from semtel_dagster.core.frames import summary
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.lake.frames import summary
 from semtel_dagster.engines import Written
 from semtel_dagster.partitions import (
     partition_week,
@@ -29,11 +29,15 @@ GROUP = "weekly_pipeline"
 @multi_asset(
     specs=[
         AssetSpec(
-            "conversation_clusters", deps=["conversations_truncated"], group_name=GROUP,
+            "conversation_clusters",
+            deps=["conversations_truncated"],
+            group_name=GROUP,
             description="Maps every conversation to a representative; only representatives are sent to the LLM.",
         ),
         AssetSpec(
-            "conversation_embeddings", deps=["conversations_truncated"], group_name=GROUP,
+            "conversation_embeddings",
+            deps=["conversations_truncated"],
+            group_name=GROUP,
             description="Vectors of the week's final representatives (embedding dedupe; empty under exact), "
             "which later weeks match to reuse labels (reuse_match: embedding).",
         ),

@@ -8,9 +8,16 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.core.endpoints import load_endpoints
-from semtel_dagster.core.eval_report import write_report
-from semtel_dagster.core.experiment import GOLDEN_DESCRIPTIONS, SAMPLE_WEEK, evaluate, load_golden, parse_config, sample_set
+from semtel_dagster.core.evaluation.experiment import (
+    GOLDEN_DESCRIPTIONS,
+    SAMPLE_WEEK,
+    evaluate,
+    load_golden,
+    parse_config,
+    sample_set,
+)
+from semtel_dagster.core.evaluation.report import write_report
+from semtel_dagster.core.llm.endpoints import load_endpoints
 from semtel_dagster.resources import EndpointPoolResource
 
 
@@ -35,21 +42,38 @@ def classifier_evaluation(context: AssetExecutionContext, config: EvaluationConf
     sample = sample_set(config.n, config.seed, sorted(config_a.load()))
     golden = load_golden(config.golden, Path(config.data_dir), config.golden_n, config.seed, context.log.warning)
     result = evaluate(
-        config_a, config_b, endpoints_a, endpoints_b, sample,
-        f"seeded generator week {SAMPLE_WEEK}, stratified by true topic", config.seed, golden, GOLDEN_DESCRIPTIONS,
+        config_a,
+        config_b,
+        endpoints_a,
+        endpoints_b,
+        sample,
+        f"seeded generator week {SAMPLE_WEEK}, stratified by true topic",
+        config.seed,
+        golden,
+        GOLDEN_DESCRIPTIONS,
     )
     report = write_report(Path(config.out_dir), result)
     return MaterializeResult(
         metadata={
             "report": MetadataValue.path(str(report.resolve())),
             "agreement": MetadataValue.json(
-                {name: {"kappa": round(c["cohen_kappa"], 4), "raw": round(c["raw_agreement"], 4), "js": round(c["js_divergence"], 4)}
-                 for name, c in result["comparison"].items()}
+                {
+                    name: {
+                        "kappa": round(c["cohen_kappa"], 4),
+                        "raw": round(c["raw_agreement"], 4),
+                        "js": round(c["js_divergence"], 4),
+                    }
+                    for name, c in result["comparison"].items()
+                }
             ),
             "costs": MetadataValue.json({run["name"]: run["costs"] for run in (result["a"], result["b"])}),
             "golden": MetadataValue.json(
-                {f"{s}/{cfg}/{name}": {"accuracy": round(v["accuracy"], 4), "macro_f1": round(v["macro_f1"], 4)}
-                 for s, by_cfg in result["golden"].items() for cfg, scores in by_cfg.items() for name, v in scores.items()}
+                {
+                    f"{s}/{cfg}/{name}": {"accuracy": round(v["accuracy"], 4), "macro_f1": round(v["macro_f1"], 4)}
+                    for s, by_cfg in result["golden"].items()
+                    for cfg, scores in by_cfg.items()
+                    for name, v in scores.items()
+                }
             ),
             "report_markdown": MetadataValue.md(report.read_text(encoding="utf-8")),
         }

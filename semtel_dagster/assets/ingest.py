@@ -4,16 +4,14 @@ import narwhals.stable.v2 as nw
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from semtel_dagster.assets.metadata import table_metadata
-from semtel_dagster.core.frames import value_counts
-from semtel_dagster.core.ingest import read_landing
+from semtel_dagster.core.ingest.landing import read_landing
+from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 GROUP = "weekly_pipeline"
 # A reject reason's kind: the text before its first ':' or '(' ("duplicate id: x" -> "duplicate id").
-_REASON_KIND = nw.when(nw.col("reason").str.contains(r"^[^:(]")).then(
-    nw.col("reason").str.replace_all(r"(?s)^([^:(]+).*$", "$1")
-)
+_REASON_KIND = nw.when(nw.col("reason").str.contains(r"^[^:(]")).then(nw.col("reason").str.replace_all(r"(?s)^([^:(]+).*$", "$1"))
 
 
 @multi_asset(
@@ -37,8 +35,7 @@ def ingest(context: AssetExecutionContext, lake: LakeResource, settings: Pipelin
     )
     conversations, rejects, files_read = engine.for_lake(lake.root).ingest(week, settings.landing_dir, read)
     context.log.info(
-        f"week {week}: {conversations.rows} conversations, {rejects.rows} rejects "
-        f"from {files_read} files ({engine.kind} engine)"
+        f"week {week}: {conversations.rows} conversations, {rejects.rows} rejects from {files_read} files ({engine.kind} engine)"
     )
     for written in (conversations, rejects):
         metadata = table_metadata(written, lake.uri(written.table))

@@ -3,8 +3,8 @@
 import polars as pl
 from dagster import MetadataValue, TableColumn, TableSchema
 
-from semtel_dagster.core.dispatch import budget_summary
-from semtel_dagster.core.frames import value_counts
+from semtel_dagster.core.lake.frames import value_counts
+from semtel_dagster.core.llm.budget import budget_summary
 from semtel_dagster.engines import Written
 
 _CELL_CHARS = 80

@@ -3,8 +3,8 @@ from functools import partial
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from semtel_dagster.assets.metadata import label_distribution, table_metadata
-from semtel_dagster.core.frames import value_counts
-from semtel_dagster.core.parse import parse_week
+from semtel_dagster.core.classify.parse import parse_week
+from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 

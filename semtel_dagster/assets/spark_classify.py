@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext
 
-from semtel_dagster.core.answering import Answered, Answering
+from semtel_dagster.core.classify.answering import Answered, Answering
 from semtel_dagster.engines import Written
 from semtel_dagster.resources import EmbedderResource, EndpointPoolResource, EngineResource, LakeResource
 

@@ -4,8 +4,8 @@ import narwhals.stable.v2 as nw
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from semtel_dagster.assets.metadata import table_metadata
-from semtel_dagster.core.frames import summary
-from semtel_dagster.core.truncate import truncate_conversations
+from semtel_dagster.core.lake.frames import summary
+from semtel_dagster.core.prepare.truncate import truncate_conversations
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 

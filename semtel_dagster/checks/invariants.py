@@ -14,9 +14,9 @@ from functools import partial
 import narwhals.stable.v2 as nw
 import polars as pl
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.classify import batch_width, expected_request_ids, preanswered_pairs
-from semtel_dagster.core.prompts import Classifier
+from semtel_dagster.core.classify.plan import batch_width, expected_request_ids, preanswered_pairs
+from semtel_dagster.core.classify.prompts import Classifier
+from semtel_dagster.core.lake import tables
 
 
 def covers(expected, produced, key: str = "conversation_id"):

@@ -8,7 +8,6 @@ Each gate reads the week from the run's engine: a Polars frame, or on Spark a Da
 committed files that the invariants and GX process on the cluster. The suites are defined once, here.
 """
 
-
 import datetime as dt
 
 import great_expectations as gx
@@ -16,8 +15,8 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 
 from semtel_dagster.checks import invariants
 from semtel_dagster.checks.gx_suites import validate
-from semtel_dagster.core.dispatch import STATUS_ERROR, STATUS_OK
-from semtel_dagster.core.evaluate import label_drift, label_quality
+from semtel_dagster.core.evaluation.metrics import label_drift, label_quality
+from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK
 from semtel_dagster.engines import Engine
 from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
@@ -130,7 +129,8 @@ def embeddings_gate(
 ) -> AssetCheckResult:
     week, source = _week(context, lake, engine)
     frame = invariants.embedding_coverage(
-        source.read("conversation_clusters", week), source.read("conversation_embeddings", week),
+        source.read("conversation_clusters", week),
+        source.read("conversation_embeddings", week),
         settings.dedupe_method == "embedding",
     )
     return _result(
@@ -235,7 +235,9 @@ def classification_quality_gate(
         frame,
         "classification_quality",
         [
-            E.ExpectColumnValuesToBeBetween(column="parse_failure_rate", min_value=0.0, max_value=settings.max_parse_failure_rate),
+            E.ExpectColumnValuesToBeBetween(
+                column="parse_failure_rate", min_value=0.0, max_value=settings.max_parse_failure_rate
+            ),
             E.ExpectColumnValuesToBeBetween(column="reject_share", min_value=0.0, max_value=settings.max_reject_share),
         ],
     )

@@ -38,10 +38,10 @@ def classify_file(
     log=print,
 ) -> dict:
     """Run the classify path over every week of ``input_path`` into ``output``; returns the summary."""
-    from semtel_dagster.core.answering import Answered, Answering
-    from semtel_dagster.core.classify import WALL_SEQUENTIAL
-    from semtel_dagster.core.dispatch import budget_summary
-    from semtel_dagster.core.ingest import read_file
+    from semtel_dagster.core.classify.answering import Answered, Answering
+    from semtel_dagster.core.classify.plan import WALL_SEQUENTIAL
+    from semtel_dagster.core.ingest.landing import read_file
+    from semtel_dagster.core.llm.budget import budget_summary
     from semtel_dagster.resources import EndpointPoolResource, PipelineSettings
 
     started = time.monotonic()
@@ -59,11 +59,16 @@ def classify_file(
     )
     with pool.opened():
         answering = partial(
-            Answering, classifiers=chosen, models=frozenset(e.model for e in pool.endpoints),
-            strategy=settings.batching_strategy, batch_size=settings.batch_size,
+            Answering,
+            classifiers=chosen,
+            models=frozenset(e.model for e in pool.endpoints),
+            strategy=settings.batching_strategy,
+            batch_size=settings.batch_size,
         )
-        log(f"semtel classify: {conversations.height} conversations in {len(weeks)} week(s), {engine} engine, "
-            f"endpoints {[e.name for e in pool.endpoints]}")
+        log(
+            f"semtel classify: {conversations.height} conversations in {len(weeks)} week(s), {engine} engine, "
+            f"endpoints {[e.name for e in pool.endpoints]}"
+        )
         if engine == "spark":
             reports, rows = _on_spark(conversations, weeks, output, settings, chosen, answering, pool, spark_master, log)
         else:
@@ -93,8 +98,10 @@ def classify_file(
         "wall_seconds": round(time.monotonic() - started, 3),
     }
     if summary["budget"]["exhausted"]:
-        log(f"budget reached ({totals['budget_spent_tokens']:,} tokens, cost {totals['budget_spent_cost']:.4f}): dispatch "
-            f"stopped cleanly with every answer saved; run the same command again to continue")
+        log(
+            f"budget reached ({totals['budget_spent_tokens']:,} tokens, cost {totals['budget_spent_cost']:.4f}): dispatch "
+            f"stopped cleanly with every answer saved; run the same command again to continue"
+        )
     return summary
 
 
@@ -102,12 +109,13 @@ def _on_polars(conversations, weeks, output: Path, settings, chosen, answering, 
     """Each week in this process: truncate and dedupe in memory, answer, compact, parse."""
     import polars as pl
 
-    from semtel_dagster.core import delta, reuse, tables
-    from semtel_dagster.core.answering import answer, logged_send
-    from semtel_dagster.core.classify import latest_per_request
-    from semtel_dagster.core.dedupe import cluster_exact
-    from semtel_dagster.core.parse import parse_week
-    from semtel_dagster.core.truncate import truncate_conversations
+    from semtel_dagster.core.classify import reuse
+    from semtel_dagster.core.classify.answering import answer, logged_send
+    from semtel_dagster.core.classify.parse import parse_week
+    from semtel_dagster.core.classify.plan import latest_per_request
+    from semtel_dagster.core.lake import delta, tables
+    from semtel_dagster.core.prepare.dedupe import cluster_exact
+    from semtel_dagster.core.prepare.truncate import truncate_conversations
 
     uri = {name: delta.table_uri(str(output), name) for name in OUTPUTS}
     stored = delta.read_weeks(uri["llm_responses"], tables.LLM_RESPONSES, weeks)
@@ -115,13 +123,24 @@ def _on_polars(conversations, weeks, output: Path, settings, chosen, answering, 
     for week in weeks:
         truncated = truncate_conversations(conversations.filter(pl.col("week_start") == week), settings.truncation())
         clusters = cluster_exact(truncated)
-        send = logged_send(pool.dispatcher, flush_rows=pool.flush_rows, flush_seconds=pool.flush_seconds, log=log,
-                           where=f"week {week} (already answered: in {output})")
-        reports.append(answer(
-            answering(week=week), clusters, truncated, stored.filter(pl.col("week_start") == week),
-            tables.empty(reuse.CANDIDATES), send=send,
-            write=lambda frame: delta.append(uri["llm_responses"], frame, tables.LLM_RESPONSES),
-        ))
+        send = logged_send(
+            pool.dispatcher,
+            flush_rows=pool.flush_rows,
+            flush_seconds=pool.flush_seconds,
+            log=log,
+            where=f"week {week} (already answered: in {output})",
+        )
+        reports.append(
+            answer(
+                answering(week=week),
+                clusters,
+                truncated,
+                stored.filter(pl.col("week_start") == week),
+                tables.empty(reuse.CANDIDATES),
+                send=send,
+                write=lambda frame: delta.append(uri["llm_responses"], frame, tables.LLM_RESPONSES),
+            )
+        )
         responses = latest_per_request(delta.read_weeks(uri["llm_responses"], tables.LLM_RESPONSES, [week]))
         delta.overwrite_weeks(uri["llm_responses"], responses, tables.LLM_RESPONSES, [week])
         parsed = parse_week(clusters, responses, chosen, settings.batching_strategy, settings.batch_size)
@@ -131,13 +150,15 @@ def _on_polars(conversations, weeks, output: Path, settings, chosen, answering, 
     return reports, rows
 
 
-def _on_spark(conversations, weeks, output: Path, settings, chosen, answering, pool, spark_master: str | None, log) -> tuple[list, dict[str, int]]:
+def _on_spark(
+    conversations, weeks, output: Path, settings, chosen, answering, pool, spark_master: str | None, log
+) -> tuple[list, dict[str, int]]:
     """Each week through the Spark engine: the pipeline's truncate, exact dedupe, classify and parse steps."""
     import polars as pl
 
-    from semtel_dagster.core import delta, tables
-    from semtel_dagster.core.parse import parse_week
-    from semtel_dagster.core.truncate import truncate_conversations
+    from semtel_dagster.core.classify.parse import parse_week
+    from semtel_dagster.core.lake import delta, tables
+    from semtel_dagster.core.prepare.truncate import truncate_conversations
     from semtel_dagster.resources import EngineResource
 
     engine = EngineResource(kind="spark", **({"spark_master": spark_master} if spark_master else {})).for_lake(str(output))
@@ -150,8 +171,15 @@ def _on_spark(conversations, weeks, output: Path, settings, chosen, answering, p
         engine.map_week("conversations", "conversations_truncated", week, truncate)
         engine.cluster_exact(week)
         classified = engine.classify(
-            week, answering(week=week), pool.endpoints, pool.dispatch_settings(), reuse_weeks=[], embedder=None,
-            flush_rows=pool.flush_rows, flush_seconds=pool.flush_seconds, log=log,
+            week,
+            answering(week=week),
+            pool.endpoints,
+            pool.dispatch_settings(),
+            reuse_weeks=[],
+            embedder=None,
+            flush_rows=pool.flush_rows,
+            flush_seconds=pool.flush_seconds,
+            log=log,
         )
         reports.append(classified.report)
         for written in engine.parse(week, parse):
@@ -160,7 +188,7 @@ def _on_spark(conversations, weeks, output: Path, settings, chosen, answering, p
 
 
 def _run(args: argparse.Namespace) -> int:
-    from semtel_dagster.core.endpoints import EndpointsFileError
+    from semtel_dagster.core.llm.endpoints import EndpointsFileError
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -202,8 +230,14 @@ def register(commands) -> None:
     cmd.add_argument("--budget-cost", type=float, help="stop before this cost (prices per model in the endpoints file)")
     cmd.add_argument("--flush-rows", type=int, default=200, help="commit answers every N responses ...")
     cmd.add_argument("--flush-seconds", type=float, default=2.0, help="... or every T seconds")
-    cmd.add_argument("--engine", choices=["polars", "spark"], default="polars",
-                     help="polars (default, this process) or spark (tasks of whole batches, one dispatcher each)")
-    cmd.add_argument("--spark-master", help="with --engine spark: the master (default SEMTEL_SPARK_MASTER or local[*]; "
-                                            "SEMTEL_SPARK_REMOTE for Spark Connect)")
+    cmd.add_argument(
+        "--engine",
+        choices=["polars", "spark"],
+        default="polars",
+        help="polars (default, this process) or spark (tasks of whole batches, one dispatcher each)",
+    )
+    cmd.add_argument(
+        "--spark-master",
+        help="with --engine spark: the master (default SEMTEL_SPARK_MASTER or local[*]; SEMTEL_SPARK_REMOTE for Spark Connect)",
+    )
     cmd.set_defaults(func=_run)

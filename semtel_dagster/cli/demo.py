@@ -10,7 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
-from semtel_dagster.core.weeks import last_complete_week, parse_week
+from semtel_dagster.core.lake.weeks import last_complete_week, parse_week
 
 DEFAULT_HOME = Path(".semtel")
 
@@ -29,10 +29,10 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars
     warnings.filterwarnings("ignore")  # Dagster beta/preview notices are not for demo users
     from dagster import DagsterInstance
 
-    from semtel_dagster.core.sample import write_week
-    from semtel_dagster.core.summary import pipeline_summary
+    from semtel_dagster.core.insights.summary import pipeline_summary
     from semtel_dagster.definitions import build_definitions
     from semtel_dagster.resources import EndpointPoolResource, EngineResource, LakeResource, PipelineSettings
+    from semtel_dagster.sim.sample import write_week
 
     started = time.monotonic()
     paths = home_paths(home.resolve())
@@ -69,8 +69,10 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars
 
 
 def _print_summary(summary: dict) -> None:
-    print(f"\nsemtel demo: week {summary['week_start']} ({'ok' if summary['success'] else 'FAILED'}, "
-          f"{summary['wall_seconds']} s, Dagster run {summary['dagster_run_id']})")
+    print(
+        f"\nsemtel demo: week {summary['week_start']} ({'ok' if summary['success'] else 'FAILED'}, "
+        f"{summary['wall_seconds']} s, Dagster run {summary['dagster_run_id']})"
+    )
     print("\nrows per table:")
     for table, rows in summary["rows"].items():
         print(f"  {table:<24} {rows:>8,}")
@@ -97,8 +99,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary["success"] else 1
 
 
-
-
 def register(commands) -> None:
     demo = commands.add_parser("demo", help="generate a sample week and run the whole pipeline on embedded defaults")
     demo.add_argument("--week", help="week_start (a Monday, YYYY-MM-DD); default: the last complete week")
@@ -106,6 +106,10 @@ def register(commands) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--home", default=str(DEFAULT_HOME), help="folder for landing files, lake and Dagster runs")
     demo.add_argument("--summary-json", help="also write the summary to this file")
-    demo.add_argument("--engine", choices=["polars", "spark"], default="polars",
-                      help="polars (default) or spark (local[*], or SEMTEL_SPARK_MASTER / SEMTEL_SPARK_REMOTE)")
+    demo.add_argument(
+        "--engine",
+        choices=["polars", "spark"],
+        default="polars",
+        help="polars (default) or spark (local[*], or SEMTEL_SPARK_MASTER / SEMTEL_SPARK_REMOTE)",
+    )
     demo.set_defaults(func=_run)

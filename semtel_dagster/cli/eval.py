@@ -11,13 +11,13 @@ import argparse
 from contextlib import ExitStack
 from pathlib import Path
 
-from semtel_dagster.core.endpoints import load_endpoints
-from semtel_dagster.core.experiment import GOLDEN_DESCRIPTIONS, SAMPLE_WEEK, load_golden, parse_config, sample_set
+from semtel_dagster.core.evaluation.experiment import GOLDEN_DESCRIPTIONS, SAMPLE_WEEK, load_golden, parse_config, sample_set
+from semtel_dagster.core.llm.endpoints import load_endpoints
 
 
 def run_eval(args: argparse.Namespace) -> Path:
-    from semtel_dagster.core.eval_report import write_report
-    from semtel_dagster.core.experiment import evaluate
+    from semtel_dagster.core.evaluation.experiment import evaluate
+    from semtel_dagster.core.evaluation.report import write_report
     from semtel_dagster.resources.endpoint_pool import EMBEDDED_SIMULATOR, simulator_endpoints
     from semtel_dagster.sim import SimulatorThread
 
@@ -27,7 +27,9 @@ def run_eval(args: argparse.Namespace) -> Path:
         simulated = None
         if not (file_a and file_b):
             sim_config = EMBEDDED_SIMULATOR.model_copy(
-                update={"endpoints": [e.model_copy(update={"anomaly_rate": args.anomaly_rate}) for e in EMBEDDED_SIMULATOR.endpoints]}
+                update={
+                    "endpoints": [e.model_copy(update={"anomaly_rate": args.anomaly_rate}) for e in EMBEDDED_SIMULATOR.endpoints]
+                }
             )
             simulated = simulator_endpoints(stack.enter_context(SimulatorThread(sim_config)), sim_config)
         endpoints_a = load_endpoints(file_a).endpoints if file_a else simulated
@@ -36,8 +38,15 @@ def run_eval(args: argparse.Namespace) -> Path:
         sample = sample_set(args.n, args.seed, classifiers)
         golden = load_golden(args.golden, Path(args.data), args.golden_n, args.seed, print)
         result = evaluate(
-            config_a, config_b, endpoints_a, endpoints_b, sample,
-            f"seeded generator week {SAMPLE_WEEK}, stratified by true topic", args.seed, golden, GOLDEN_DESCRIPTIONS,
+            config_a,
+            config_b,
+            endpoints_a,
+            endpoints_b,
+            sample,
+            f"seeded generator week {SAMPLE_WEEK}, stratified by true topic",
+            args.seed,
+            golden,
+            GOLDEN_DESCRIPTIONS,
         )
     return write_report(Path(args.out), result)
 

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from semtel_dagster.cli.demo import DEFAULT_HOME, home_paths
-from semtel_dagster.core.weeks import parse_week
+from semtel_dagster.core.lake.weeks import parse_week
 
 
 def _write(args: argparse.Namespace) -> int:
-    from semtel_dagster.core.sample import write_week
+    from semtel_dagster.sim.sample import write_week
 
     home = home_paths(Path(args.home))
     landing = Path(args.landing) if args.landing else home["landing"]

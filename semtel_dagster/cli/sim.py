@@ -9,8 +9,13 @@ def _serve(args: argparse.Namespace) -> int:
     from semtel_dagster.sim.server import main_serve
 
     main_serve(
-        port=args.port, host=args.host, tpm=args.tpm, rpm=args.rpm, latency_ms=args.latency_ms,
-        endpoints_yaml=args.config, model=args.model,
+        port=args.port,
+        host=args.host,
+        tpm=args.tpm,
+        rpm=args.rpm,
+        latency_ms=args.latency_ms,
+        endpoints_yaml=args.config,
+        model=args.model,
     )
     return 0
 

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import narwhals.stable.v2 as nw
 import polars as pl
 
-from semtel_dagster.core.answering import Answered
-from semtel_dagster.core.embeddings import Embedder
-from semtel_dagster.core.frames import collect_small, summary
-from semtel_dagster.core.ingest import IngestResult
+from semtel_dagster.core.classify.answering import Answered
+from semtel_dagster.core.ingest.landing import IngestResult
+from semtel_dagster.core.lake.frames import collect_small, summary
+from semtel_dagster.core.prepare.embeddings import Embedder
 
 Stage = Callable[[pl.DataFrame], pl.DataFrame]
 Reader = Callable[[str], IngestResult]  # landing dir -> the week's conversations and rejects
@@ -68,7 +68,9 @@ class Engine(Protocol):
 
     def cluster_exact(self, week: dt.date) -> Written: ...
 
-    def cluster_embedding(self, week: dt.date, embedder: Callable[[], Embedder], threshold: float) -> tuple[Written, Written, dict]:
+    def cluster_embedding(
+        self, week: dt.date, embedder: Callable[[], Embedder], threshold: float
+    ) -> tuple[Written, Written, dict]:
         """Exact clusters merged by embedding cosine, and the final representatives' vectors
         (``conversation_embeddings``); ``embedder`` must pickle. Also returns embedding stats."""
         ...

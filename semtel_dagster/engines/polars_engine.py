@@ -7,10 +7,15 @@ from collections.abc import Callable
 
 import polars as pl
 
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.aggregate import weekly_insights
-from semtel_dagster.core.dedupe import cluster_exact, embed_representatives, merge_near_duplicates, representative_embeddings
-from semtel_dagster.core.embeddings import Embedder
+from semtel_dagster.core.insights.aggregate import weekly_insights
+from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.prepare.dedupe import (
+    cluster_exact,
+    embed_representatives,
+    merge_near_duplicates,
+    representative_embeddings,
+)
+from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Parser, Reader, Stage, Written
 
 
@@ -43,7 +48,9 @@ class PolarsEngine:
     def cluster_exact(self, week: dt.date) -> Written:
         return self.map_week("conversations_truncated", "conversation_clusters", week, cluster_exact)
 
-    def cluster_embedding(self, week: dt.date, embedder: Callable[[], Embedder], threshold: float) -> tuple[Written, Written, dict]:
+    def cluster_embedding(
+        self, week: dt.date, embedder: Callable[[], Embedder], threshold: float
+    ) -> tuple[Written, Written, dict]:
         truncated = self.read("conversations_truncated", week)
         model = embedder()
         exact = cluster_exact(truncated)

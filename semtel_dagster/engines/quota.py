@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from semtel_dagster.core.dispatch import DispatchSettings
-from semtel_dagster.core.endpoints import Endpoint
+from semtel_dagster.core.llm.endpoints import Endpoint
+from semtel_dagster.core.llm.settings import DispatchSettings
 
 
 def share_endpoints(endpoints: list[Endpoint], tasks: int) -> list[Endpoint]:
@@ -25,12 +25,9 @@ def share_endpoints(endpoints: list[Endpoint], tasks: int) -> list[Endpoint]:
         return max(1, math.ceil(value / tasks) if round_up else value // tasks)
 
     return [
-        e.model_copy(
-            update={"tpm": part(e.tpm), "rpm": part(e.rpm), "max_concurrency": part(e.max_concurrency, round_up=True)}
-        )
+        e.model_copy(update={"tpm": part(e.tpm), "rpm": part(e.rpm), "max_concurrency": part(e.max_concurrency, round_up=True)})
         for e in endpoints
     ]
-
 
 
 def share_settings(settings: DispatchSettings, tasks: int) -> DispatchSettings:

@@ -22,16 +22,23 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.dedupe import EDGES, METHOD_EMBEDDING, MOVES, lsh_keys, near_duplicate_edges, resolve_edges
-from semtel_dagster.core.embeddings import Embedder, EmbeddingStats
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.prepare.dedupe import EDGES, METHOD_EMBEDDING, MOVES, lsh_keys, near_duplicate_edges, resolve_edges
+from semtel_dagster.core.prepare.embeddings import Embedder, EmbeddingStats
 from semtel_dagster.engines import Written
 from semtel_dagster.engines.spark_delta import collect_frame, spark_schema, to_spark_arrow
 
-_EMBEDDED_ROW = pl.Schema({
-    "conversation_id": pl.String, "vector": pl.List(pl.Float32), "keys": pl.List(pl.Int64),
-    "name": pl.String, "texts": pl.Int64, "seconds": pl.Float64, "load_seconds": pl.Float64,  # one stats row per task
-})
+_EMBEDDED_ROW = pl.Schema(
+    {
+        "conversation_id": pl.String,
+        "vector": pl.List(pl.Float32),
+        "keys": pl.List(pl.Int64),
+        "name": pl.String,
+        "texts": pl.Int64,
+        "seconds": pl.Float64,
+        "load_seconds": pl.Float64,  # one stats row per task
+    }
+)
 _EMBEDDED = spark_schema(_EMBEDDED_ROW)
 _EDGES = spark_schema(EDGES)
 _MOVED = spark_schema(MOVES)
@@ -45,15 +52,24 @@ def cluster_embedding(engine, week: dt.date, embedder: Callable[[], Embedder], t
     exact = engine.exact_clusters(week).persist()
     truncated = engine.read("conversations_truncated", week).select("conversation_id", "transcript")
     reps = (
-        exact.where("is_representative").select("conversation_id").join(truncated, "conversation_id")
+        exact.where("is_representative")
+        .select("conversation_id")
+        .join(truncated, "conversation_id")
         .repartition(engine.tasks)  # the model is the slow step: every core embeds
     )
     embedded = reps.mapInArrow(partial(_embed_partition, embedder=embedder), _EMBEDDED).persist()  # embed once
     try:
-        stats = embedded.where(F.col("conversation_id").isNull()).agg(
-            F.max("name").alias("name"), F.sum("texts").alias("texts"), F.sum("seconds").alias("seconds"),
-            F.max("load_seconds").alias("load_seconds"), F.count(F.lit(1)).alias("tasks"),
-        ).first()
+        stats = (
+            embedded.where(F.col("conversation_id").isNull())
+            .agg(
+                F.max("name").alias("name"),
+                F.sum("texts").alias("texts"),
+                F.sum("seconds").alias("seconds"),
+                F.max("load_seconds").alias("load_seconds"),
+                F.count(F.lit(1)).alias("tasks"),
+            )
+            .first()
+        )
         vectors = embedded.where(F.col("conversation_id").isNotNull())
         edges = (
             vectors.select("conversation_id", F.explode("keys").alias("key"), "vector")
@@ -78,8 +94,11 @@ def cluster_embedding(engine, week: dt.date, embedder: Callable[[], Embedder], t
         embedded.unpersist()
         exact.unpersist()
     model = EmbeddingStats(stats.texts or 0, stats.seconds or 0.0, stats.load_seconds or 0.0)
-    return written, embeddings, {"embedder": stats.name, **model.as_dict(), "tasks": stats.tasks, "edges": n_edges,
-                                 "component_rounds": rounds}
+    return (
+        written,
+        embeddings,
+        {"embedder": stats.name, **model.as_dict(), "tasks": stats.tasks, "edges": n_edges, "component_rounds": rounds},
+    )
 
 
 def connected_components(edges: DataFrame) -> tuple[DataFrame, int]:
@@ -158,15 +177,21 @@ def _embed_partition(batches: Iterator[pa.RecordBatch], *, embedder: Callable[[]
             continue
         frame = pl.from_arrow(pa.Table.from_batches([batch]))
         vectors = model.embed(frame["transcript"].fill_null("").to_list())
-        yield from _embedded_rows({
-            "conversation_id": frame["conversation_id"],
-            "vector": pl.Series(vectors).cast(pl.List(pl.Float32)),
-            "keys": pl.Series(lsh_keys(vectors)).cast(pl.List(pl.Int64)),
-        })
-    yield from _embedded_rows({
-        "name": [model.name], "texts": [model.stats.texts - texts], "seconds": [model.stats.seconds - seconds],
-        "load_seconds": [model.stats.load_seconds if built else 0.0],
-    })
+        yield from _embedded_rows(
+            {
+                "conversation_id": frame["conversation_id"],
+                "vector": pl.Series(vectors).cast(pl.List(pl.Float32)),
+                "keys": pl.Series(lsh_keys(vectors)).cast(pl.List(pl.Int64)),
+            }
+        )
+    yield from _embedded_rows(
+        {
+            "name": [model.name],
+            "texts": [model.stats.texts - texts],
+            "seconds": [model.stats.seconds - seconds],
+            "load_seconds": [model.stats.load_seconds if built else 0.0],
+        }
+    )
 
 
 def _embedded_rows(columns: dict) -> list[pa.RecordBatch]:

@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
-from semtel_dagster.core import delta, tables
+from semtel_dagster.core.lake import delta, tables
 
 PARTITION = delta.PARTITION_COLUMN
 _FILES = "path string, size long, rows long"

@@ -22,9 +22,9 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from semtel_dagster.core import delta, reuse, tables
-from semtel_dagster.core.answering import Answered, Answering, answer
-from semtel_dagster.core.classify import (
+from semtel_dagster.core.classify import reuse
+from semtel_dagster.core.classify.answering import Answered, Answering, answer
+from semtel_dagster.core.classify.plan import (
     DEFAULT_BATCH_SIZE,
     STRATEGY_SINGLE,
     WALL_PARALLEL,
@@ -32,11 +32,13 @@ from semtel_dagster.core.classify import (
     latest_per_request,
     run_dispatch,
 )
-from semtel_dagster.core.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
-from semtel_dagster.core.dispatch import Dispatcher, DispatchSettings
-from semtel_dagster.core.embeddings import Embedder
-from semtel_dagster.core.endpoints import Endpoint
-from semtel_dagster.core.ingest import landing_files
+from semtel_dagster.core.ingest.landing import landing_files
+from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint
+from semtel_dagster.core.llm.settings import DispatchSettings
+from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
+from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written, spark_dedupe
 from semtel_dagster.engines.quota import share_endpoints, share_settings
 from semtel_dagster.engines.spark_delta import collect_frame, overwrite_week, read_week, spark_schema, to_spark_arrow
@@ -45,7 +47,13 @@ _INGESTED = pl.Schema({**tables.CONVERSATIONS, **tables.INGEST_REJECTS, "table":
 _PARSED = pl.Schema({**tables.CLASSIFICATIONS, **tables.CLASSIFICATION_REJECTS, "table": pl.String})
 _KEYED = pl.Schema({**tables.CONVERSATION_CLUSTERS, **tables.LLM_RESPONSES, "kind": pl.String, "batch": pl.Int64})
 _REPS = pl.Schema(
-    {"conversation_id": pl.String, "week_start": pl.Date, "is_representative": pl.Boolean, "transcript": pl.String, "tokens_after": pl.Int64}
+    {
+        "conversation_id": pl.String,
+        "week_start": pl.Date,
+        "is_representative": pl.Boolean,
+        "transcript": pl.String,
+        "tokens_after": pl.Int64,
+    }
 )
 _TO_ANSWER = pl.Schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
 _HASHED = "conversation_id string, week_start date, text_hash string"
@@ -113,7 +121,9 @@ class SparkEngine:
     def cluster_exact(self, week: dt.date) -> Written:
         return self.write("conversation_clusters", self.exact_clusters(week), week)
 
-    def cluster_embedding(self, week: dt.date, embedder: Callable[[], Embedder], threshold: float) -> tuple[Written, Written, dict]:
+    def cluster_embedding(
+        self, week: dt.date, embedder: Callable[[], Embedder], threshold: float
+    ) -> tuple[Written, Written, dict]:
         return spark_dedupe.cluster_embedding(self, week, embedder, threshold)
 
     def exact_clusters(self, week: dt.date) -> DataFrame:
@@ -183,32 +193,49 @@ class SparkEngine:
         keyed = _keyed(parts, keys, spark_schema(_TO_ANSWER))
         per_task = keyed.repartition(self.tasks, "batch").mapInArrow(task, _TASK_REPORT).collect()
         report = Answered.merge([Answered(**json.loads(r.report)) for r in per_task], WALL_PARALLEL)
-        log(f"week {week}: {report.needed} requests needed, {report.resumed} already answered, {report.sent} sent "
+        log(
+            f"week {week}: {report.needed} requests needed, {report.resumed} already answered, {report.sent} sent "
             f"({report.followups_sent} follow-ups), {report.reused} labels reused, {sum(report.embedded.values())} "
-            f"answered by embedding classifiers")
-        latest = partial(_map_stage, stage=latest_per_request, source=tables.LLM_RESPONSES, target=spark_schema(tables.LLM_RESPONSES))
-        compacted = self.read("llm_responses", week).repartition(self.tasks, "request_id").mapInArrow(
-            latest, spark_schema(tables.LLM_RESPONSES)
+            f"answered by embedding classifiers"
+        )
+        latest = partial(
+            _map_stage, stage=latest_per_request, source=tables.LLM_RESPONSES, target=spark_schema(tables.LLM_RESPONSES)
+        )
+        compacted = (
+            self.read("llm_responses", week)
+            .repartition(self.tasks, "request_id")
+            .mapInArrow(latest, spark_schema(tables.LLM_RESPONSES))
         )
         return Classified(self.write("llm_responses", compacted, week), report)
 
-    def _reuse_candidates(self, week: dt.date, clusters: DataFrame, weeks: list[dt.date], match_threshold: float | None) -> DataFrame:
+    def _reuse_candidates(
+        self, week: dt.date, clusters: DataFrame, weeks: list[dt.date], match_threshold: float | None
+    ) -> DataFrame:
         """``core.reuse.candidates`` as Spark joins: stored labels of earlier weeks whose text a representative
         has; with ``match_threshold``, ``core.reuse.embedding_candidates`` for the others (``_embedding_matches``)."""
         earlier = reduce(DataFrame.unionByName, [self.read("conversation_clusters", w) for w in weeks])
         labels = reduce(DataFrame.unionByName, [self.read("classifications", w) for w in weeks]).select(
-            F.col("conversation_id").alias("source_id"), F.col("week_start").alias("source_week"),
-            "classifier", "label", "prompt_version", "model",
+            F.col("conversation_id").alias("source_id"),
+            F.col("week_start").alias("source_week"),
+            "classifier",
+            "label",
+            "prompt_version",
+            "model",
         )
-        stored = earlier.select(F.col("conversation_id").alias("source_id"), F.col("week_start").alias("source_week"),
-                                "text_hash").join(labels, ["source_id", "source_week"])
+        stored = earlier.select(
+            F.col("conversation_id").alias("source_id"), F.col("week_start").alias("source_week"), "text_hash"
+        ).join(labels, ["source_id", "source_week"])
         matched = clusters.where(F.col("is_representative")).select("conversation_id", "text_hash").join(stored, "text_hash")
         matched = matched.withColumn("similarity", F.lit(None).cast("double"))
         if match_threshold is not None:
-            queries = self.read("conversation_embeddings", week).join(matched.select("conversation_id"), "conversation_id", "left_anti")
+            queries = self.read("conversation_embeddings", week).join(
+                matched.select("conversation_id"), "conversation_id", "left_anti"
+            )
             matches = self._embedding_matches(queries, weeks, match_threshold)
             matched = matched.unionByName(matches.join(labels, ["source_id", "source_week"]), allowMissingColumns=True)
-        return matched.select(*reuse.CANDIDATES, F.col("conversation_id").alias("representative_id"), F.lit("reuse").alias("kind"))
+        return matched.select(
+            *reuse.CANDIDATES, F.col("conversation_id").alias("representative_id"), F.lit("reuse").alias("kind")
+        )
 
     def _embedding_matches(self, queries: DataFrame, weeks: list[dt.date], threshold: float) -> DataFrame:
         """``core.reuse.match_embeddings`` as shuffles: rows keyed on executors, one row per (row, LSH key)
@@ -223,8 +250,10 @@ class SparkEngine:
             .repartition("embedder", "key")
             .mapInArrow(partial(_matches_partition, threshold=threshold), spark_schema(reuse.MATCHES))
             .repartition("conversation_id")
-            .mapInArrow(partial(_map_stage, stage=reuse.best_matches, source=reuse.MATCHES, target=spark_schema(reuse.MATCHES)),
-                        spark_schema(reuse.MATCHES))
+            .mapInArrow(
+                partial(_map_stage, stage=reuse.best_matches, source=reuse.MATCHES, target=spark_schema(reuse.MATCHES)),
+                spark_schema(reuse.MATCHES),
+            )
         )
 
     def parse(self, week: dt.date, parse: Parser) -> tuple[Written, Written]:
@@ -244,8 +273,8 @@ class SparkEngine:
     def aggregate(self, week: dt.date) -> Written:
         """Spark group-bys; the result is small, so it is committed from the driver with delta-rs."""
         keys = ["week_start", "classifier"]
-        counts = self.read("classifications", week).groupBy(*keys, "label").agg(
-            F.count(F.lit(1)).cast("long").alias("conversations")
+        counts = (
+            self.read("classifications", week).groupBy(*keys, "label").agg(F.count(F.lit(1)).cast("long").alias("conversations"))
         )
         insights = (
             counts.withColumn("labeled_conversations", F.sum("conversations").over(Window.partitionBy(*keys)))
@@ -326,11 +355,16 @@ def _map_stage(batches, *, stage: Stage, source: pl.Schema, target):
 def _hash_partition(batches):
     for batch in batches:
         frame = pl.from_arrow(pa.Table.from_batches([batch]))
-        yield from frame.select(
-            "conversation_id",
-            "week_start",
-            pl.col("transcript").map_elements(text_hash, return_dtype=pl.String).alias("text_hash"),
-        ).to_arrow().cast(pa.schema([("conversation_id", pa.string()), ("week_start", pa.date32()), ("text_hash", pa.string())])).to_batches()
+        yield from (
+            frame.select(
+                "conversation_id",
+                "week_start",
+                pl.col("transcript").map_elements(text_hash, return_dtype=pl.String).alias("text_hash"),
+            )
+            .to_arrow()
+            .cast(pa.schema([("conversation_id", pa.string()), ("week_start", pa.date32()), ("text_hash", pa.string())]))
+            .to_batches()
+        )
 
 
 def _keys_partition(batches):
@@ -350,8 +384,11 @@ def _matches_partition(batches, *, threshold: float):
         return
     for _, group in frame.group_by("embedder"):
         rows = group.select(*tables.CONVERSATION_EMBEDDINGS, "query").unique(["conversation_id", "week_start"], keep="first")
-        positions = group.join(rows.with_row_index("_row").select("conversation_id", "week_start", "_row"),
-                               on=["conversation_id", "week_start"], how="left")
+        positions = group.join(
+            rows.with_row_index("_row").select("conversation_id", "week_start", "_row"),
+            on=["conversation_id", "week_start"],
+            how="left",
+        )
         matches = reuse.bucket_matches(rows, positions["key"].to_numpy(), positions["_row"].to_numpy(), threshold)
         yield from to_spark_arrow(matches, spark_schema(reuse.MATCHES)).to_batches()
 
@@ -377,7 +414,9 @@ def _by_first_conversation(responses: DataFrame) -> DataFrame:
 def _keyed(parts: list[DataFrame], keys: DataFrame, struct) -> DataFrame:
     """Rows of several kinds, each with its representative's batch key, in one schema (tasks split by ``kind``)."""
     rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts).join(keys, "representative_id")
-    return rows.select([(F.col(f.name) if f.name in rows.columns else F.lit(None)).cast(f.dataType).alias(f.name) for f in struct.fields])
+    return rows.select(
+        [(F.col(f.name) if f.name in rows.columns else F.lit(None)).cast(f.dataType).alias(f.name) for f in struct.fields]
+    )
 
 
 def _classify_partition(batches, *, answering, endpoints, settings, uri, embedder, flush_rows, flush_seconds):
@@ -387,7 +426,9 @@ def _classify_partition(batches, *, answering, endpoints, settings, uri, embedde
         return
 
     def send(plan, write_batch):
-        return run_dispatch(plan, Dispatcher(endpoints, settings), write_batch, flush_rows=flush_rows, flush_seconds=flush_seconds)
+        return run_dispatch(
+            plan, Dispatcher(endpoints, settings), write_batch, flush_rows=flush_rows, flush_seconds=flush_seconds
+        )
 
     reps = tables.conform(frame.filter(pl.col("kind") == "rep"), _REPS)
     report = answer(

@@ -12,7 +12,7 @@ from typing import Literal
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from semtel_dagster.core.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
+from semtel_dagster.core.prepare.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
 
 
 class EmbedderResource(ConfigurableResource):

@@ -5,7 +5,6 @@ without one it starts the embedded simulator on loopback for the duration of the
 makes the project work on a laptop out of the box. Keys come from the environment only.
 """
 
-
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -13,8 +12,9 @@ from contextlib import ExitStack, contextmanager
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from semtel_dagster.core.dispatch import Dispatcher, DispatchSettings
-from semtel_dagster.core.endpoints import Endpoint, ModelPrice, load_endpoints
+from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint, ModelPrice, load_endpoints
+from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
 # Two simulated deployments with different quotas, like a large and a small regional deployment.
@@ -29,8 +29,7 @@ EMBEDDED_SIMULATOR = SimConfig(
 def simulator_endpoints(simulator: SimulatorThread, config: SimConfig = EMBEDDED_SIMULATOR) -> list[Endpoint]:
     """Endpoints pointing at a running simulator, with the quotas it enforces declared."""
     return [
-        Endpoint(name=e.name, base_url=simulator.base_url(e.name), model=e.model, tpm=e.tpm, rpm=e.rpm)
-        for e in config.endpoints
+        Endpoint(name=e.name, base_url=simulator.base_url(e.name), model=e.model, tpm=e.tpm, rpm=e.rpm) for e in config.endpoints
     ]
 
 

@@ -1,6 +1,5 @@
 """The lake: where the weekly Delta tables live (a local folder or any URI delta-rs supports)."""
 
-
 import datetime as dt
 import os
 
@@ -8,7 +7,7 @@ import polars as pl
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from semtel_dagster.core import delta, tables
+from semtel_dagster.core.lake import delta, tables
 
 DEFAULT_LAKE = ".semtel/lake"
 

@@ -1,6 +1,5 @@
 """Pipeline settings shared by the stage assets (a resource, so schedules and backfills need no run config)."""
 
-
 import datetime as dt
 import os
 from pathlib import Path
@@ -9,10 +8,10 @@ from typing import Literal
 from dagster import ConfigurableResource
 from pydantic import Field, model_validator
 
-from semtel_dagster.core.adapters import AdapterOptions, InputFormat
-from semtel_dagster.core.classify import STRATEGIES
-from semtel_dagster.core.prompts import Classifier, load_classifiers
-from semtel_dagster.core.truncate import TruncationConfig
+from semtel_dagster.core.classify.plan import STRATEGIES
+from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
+from semtel_dagster.core.ingest.adapters import AdapterOptions, InputFormat
+from semtel_dagster.core.prepare.truncate import TruncationConfig
 
 
 class PipelineSettings(ConfigurableResource):
@@ -33,13 +32,16 @@ class PipelineSettings(ConfigurableResource):
     max_parse_failure_rate: float = Field(
         default=0.02, ge=0.0, le=1.0, description="Gate: most answered pairs whose answer yields no valid label."
     )
-    max_reject_share: float = Field(default=0.05, ge=0.0, le=1.0, description="Gate: most conversation x classifier pairs rejected.")
+    max_reject_share: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Gate: most conversation x classifier pairs rejected."
+    )
     drift_warn_js: float = Field(
-        default=0.1, ge=0.0, le=1.0, description="Warn when a label distribution moves more than this (Jensen-Shannon, bits) week on week."
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Warn when a label distribution moves more than this (Jensen-Shannon, bits) week on week.",
     )
-    input_format: InputFormat = Field(
-        default="canonical", description="Format of the landing files (core/adapters.py)."
-    )
+    input_format: InputFormat = Field(default="canonical", description="Format of the landing files (core/adapters.py).")
     column_mapping: dict[str, str] | None = Field(
         default=None,
         description="table: canonical field -> column (conversation_id, started_at, messages | user + assistant, source).",
@@ -58,7 +60,8 @@ class PipelineSettings(ConfigurableResource):
     )
     dedupe_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which conversations merge.")
     reuse_labels_weeks: int = Field(
-        default=0, ge=0,
+        default=0,
+        ge=0,
         description="Reuse labels of conversations with the same text from this many earlier weeks (same prompt version and a pool model). 0: off.",
     )
     reuse_match: Literal["exact", "embedding"] = Field(
@@ -66,13 +69,17 @@ class PipelineSettings(ConfigurableResource):
         description="exact: the same normalized text; embedding: also the most similar earlier representative "
         "(conversation_embeddings, same embedder) at cosine >= reuse_threshold. Needs dedupe_method embedding.",
     )
-    reuse_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which an earlier conversation's labels are reused.")
+    reuse_threshold: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="Cosine at which an earlier conversation's labels are reused."
+    )
     embedding_classifier: bool = Field(
         default=False,
         description="Representatives an embedding classifier (trained on earlier weeks' LLM labels) labels confidently skip the LLM.",
     )
     embedding_classifier_min_labels: int = Field(
-        default=500, ge=2, description="LLM labels of earlier weeks a classifier needs before its embedding model is trained and used."
+        default=500,
+        ge=2,
+        description="LLM labels of earlier weeks a classifier needs before its embedding model is trained and used.",
     )
     embedding_classifier_target_agreement: float = Field(
         default=0.95, gt=0.0, le=1.0, description="Held-out agreement with the LLM the confidence threshold is calibrated for."
@@ -90,8 +97,10 @@ class PipelineSettings(ConfigurableResource):
 
     def truncation(self) -> TruncationConfig:
         return TruncationConfig(
-            max_tokens=self.max_transcript_tokens, head_share=self.head_share,
-            strategy=self.truncation_strategy, compress=self.compress,
+            max_tokens=self.max_transcript_tokens,
+            head_share=self.head_share,
+            strategy=self.truncation_strategy,
+            compress=self.compress,
         )
 
     def adapter_options(self) -> AdapterOptions:

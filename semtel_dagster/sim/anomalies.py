@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from typing import Any, Callable, Literal, get_args
+from collections.abc import Callable
+from typing import Any, Literal, get_args
 
 AnomalyKind = Literal[
     "prose",  # JSON inside chatty prose
@@ -34,11 +35,26 @@ ANOMALIES: tuple[str, ...] = get_args(AnomalyKind)
 # Paraphrases models commonly give instead of the exact label (a stand-in for model habits; the
 # prompt files carry their own synonym tables, which need not match this one).
 _PARAPHRASES = {
-    "programming": "coding", "math": "mathematics", "cooking_food": "cooking", "travel": "travel planning",
-    "translation": "translate", "health_fitness": "health", "personal_finance": "finance",
-    "technology_support": "tech support", "writing_editing": "writing", "creative_writing": "fiction",
-    "novice": "newbie", "expert": "advanced", "beginner": "basic", "asking": "question", "doing": "task",
-    "expressing": "chit-chat", "yes": "true", "no": "false", "high": "complex", "low": "simple",
+    "programming": "coding",
+    "math": "mathematics",
+    "cooking_food": "cooking",
+    "travel": "travel planning",
+    "translation": "translate",
+    "health_fitness": "health",
+    "personal_finance": "finance",
+    "technology_support": "tech support",
+    "writing_editing": "writing",
+    "creative_writing": "fiction",
+    "novice": "newbie",
+    "expert": "advanced",
+    "beginner": "basic",
+    "asking": "question",
+    "doing": "task",
+    "expressing": "chit-chat",
+    "yes": "true",
+    "no": "false",
+    "high": "complex",
+    "low": "simple",
 }
 _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 _OUT_OF_SET = ["unknown", "N/A", "none of the above", "unclear"]
@@ -119,7 +135,9 @@ def misbehave(content: str, rate: float, kinds: list[str] | None, seed: int, key
         return _text_change(kind, content, rng), kind
     changes: dict[str, Callable[[], None]] = {
         "missing_id": lambda: answer["answers"].pop(rng.randrange(len(answer["answers"]))),
-        "extra_id": lambda: answer["answers"].append({"id": f"conv-{rng.randrange(10**6)}", "label": answer["answers"][0].get("label")}),
+        "extra_id": lambda: answer["answers"].append(
+            {"id": f"conv-{rng.randrange(10**6)}", "label": answer["answers"][0].get("label")}
+        ),
     }
     if kind in changes:
         changes[kind]()

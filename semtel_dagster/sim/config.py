@@ -84,7 +84,7 @@ class SimConfig(BaseModel):
     endpoints: list[SimEndpointConfig] = Field(default_factory=lambda: [SimEndpointConfig()])
 
     @model_validator(mode="after")
-    def _check_endpoints(self) -> "SimConfig":
+    def _check_endpoints(self) -> SimConfig:
         if not self.endpoints:
             raise ValueError("SimConfig needs at least one endpoint")
         names = [e.name for e in self.endpoints]
@@ -102,7 +102,7 @@ class SimConfig(BaseModel):
         raise KeyError(f"no simulated endpoint named {name!r}; have {[e.name for e in self.endpoints]}")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "SimConfig":
+    def from_yaml(cls, path: str | Path) -> SimConfig:
         """Load ``host``, ``port``, ``endpoints: [...]`` from YAML.
 
         A top-level list is accepted as the endpoint list; a mapping without

@@ -50,12 +50,14 @@ async def embeddings(request: web.Request) -> web.Response:
     if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
         return _bad(f"dimensions must be a positive integer, got {dims!r}")
     tokens = sum(len(_WORDS.findall(t)) for t in inputs)
-    return web.json_response({
-        "object": "list",
-        "model": body.get("model") or "sim-hashed-bow",
-        "data": [{"object": "embedding", "index": i, "embedding": hashed_embedding(t, dims)} for i, t in enumerate(inputs)],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    return web.json_response(
+        {
+            "object": "list",
+            "model": body.get("model") or "sim-hashed-bow",
+            "data": [{"object": "embedding", "index": i, "embedding": hashed_embedding(t, dims)} for i, t in enumerate(inputs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 def _bad(message: str) -> web.Response:

@@ -26,9 +26,10 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 ASSISTANT_WEIGHT = 0.3
 USER_WEIGHT = 1.0
@@ -41,16 +42,167 @@ _CONVERSATION_RE = re.compile(r"^\s*conversation\s*:\s*(.*)$", re.IGNORECASE)
 # Small English stopword list.  Negations ("not", "no", "never") are kept on
 # purpose: they carry the signal in satisfaction-like classifiers.
 STOPWORDS = frozenset(
-    """
-    a an the and or but if then else of to in on at by for with from into onto about as is are was were
-    be been being am do does did doing have has had having i me my mine myself we us our ours you your
-    yours he him his she her hers it its they them their theirs this that these those there here what
-    which who whom whose when where why how all any both each few more most other some such only own same
-    so than too very can could will would shall should may might must just also s t d ll m re ve
-    up down out over under again further once while because until against between through during before
-    after above below off e g eg ie etc user assistant conversation example label one
-    make get want need please know let give tell say says said like thing something anything
-    """.split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "into",
+        "onto",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "have",
+        "has",
+        "had",
+        "having",
+        "i",
+        "me",
+        "my",
+        "mine",
+        "myself",
+        "we",
+        "us",
+        "our",
+        "ours",
+        "you",
+        "your",
+        "yours",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "hers",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "theirs",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "only",
+        "own",
+        "same",
+        "so",
+        "than",
+        "too",
+        "very",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+        "just",
+        "also",
+        "s",
+        "t",
+        "d",
+        "ll",
+        "m",
+        "re",
+        "ve",
+        "up",
+        "down",
+        "out",
+        "over",
+        "under",
+        "again",
+        "further",
+        "once",
+        "while",
+        "because",
+        "until",
+        "against",
+        "between",
+        "through",
+        "during",
+        "before",
+        "after",
+        "above",
+        "below",
+        "off",
+        "e",
+        "g",
+        "eg",
+        "ie",
+        "etc",
+        "user",
+        "assistant",
+        "conversation",
+        "example",
+        "label",
+        "one",
+        "make",
+        "get",
+        "want",
+        "need",
+        "please",
+        "know",
+        "let",
+        "give",
+        "tell",
+        "say",
+        "says",
+        "said",
+        "like",
+        "thing",
+        "something",
+        "anything",
+    ]
 )
 
 
@@ -65,16 +217,14 @@ def stem(word: str) -> str:
         return w
     if w.endswith("ies") and len(w) > 4:
         w = w[:-3] + "y"
-    elif w.endswith("sses"):
-        w = w[:-2]
-    elif w.endswith(("xes", "ches", "shes", "zes")):
+    elif w.endswith("sses") or w.endswith(("xes", "ches", "shes", "zes")):
         w = w[:-2]
     elif w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
     for suf in ("ingly", "edly", "ing", "ed", "ly"):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
             w = w[: -len(suf)]
-            if len(w) >= 4 and w[-1] == w[-2] and w[-1] not in "lsz" and not w[-1] in "aeiou":
+            if len(w) >= 4 and w[-1] == w[-2] and w[-1] not in "lsz" and w[-1] not in "aeiou":
                 w = w[:-1]
             break
     if len(w) >= 4 and w.endswith("e"):
@@ -182,9 +332,7 @@ def parse_definitions(system_text: str) -> tuple[tuple[str, str, int], ...]:
     return tuple(out)
 
 
-def definitions_for(
-    system_text: str, labels: Sequence[str] | None = None, heading: str | None = None
-) -> list[tuple[str, str]]:
+def definitions_for(system_text: str, labels: Sequence[str] | None = None, heading: str | None = None) -> list[tuple[str, str]]:
     """Label definitions from the system prompt.
 
     With ``labels``: only lines for those labels (first definition of each wins; labels without

@@ -23,6 +23,7 @@ loop) or :func:`main_serve` / :func:`run_forever` (CLI).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -30,19 +31,20 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 from aiohttp import web
 
+from semtel_dagster.sim.anomalies import misbehave
 from semtel_dagster.sim.config import SimConfig, SimEndpointConfig
 from semtel_dagster.sim.embeddings import embeddings
-from semtel_dagster.sim.anomalies import misbehave
 from semtel_dagster.sim.labeler import answer_content, message_text
 
 WINDOW_S = 60.0
-SIM_APP_KEY: "web.AppKey[SimApp]" = web.AppKey("semtel_sim_app")
+SIM_APP_KEY: web.AppKey[SimApp] = web.AppKey("semtel_sim_app")
 DEFAULT_MAX_TOKENS = 256
 
 # --------------------------------------------------------------------------- tokens
@@ -93,7 +95,7 @@ def format_reset(seconds: float) -> str:
     if seconds <= 0:
         return "0s"
     if seconds < 1.0:
-        return f"{max(1, int(math.ceil(seconds * 1000)))}ms"
+        return f"{max(1, math.ceil(seconds * 1000))}ms"
     if seconds < 60.0:
         s = round(seconds, 3)
         return f"{s:g}s"
@@ -206,8 +208,12 @@ class EndpointState:
     def latency_s(self, completion_tokens: int, prompt_tokens: int = 0) -> float:
         """Base + per token (prefill and decode) + load (requests in flight) with jitter and a Pareto tail."""
         c = self.cfg
-        ms = (c.latency_ms + c.latency_per_token_ms * completion_tokens + c.latency_per_prompt_token_ms * prompt_tokens
-              + c.load_latency_ms * max(0, self.in_flight - 1))
+        ms = (
+            c.latency_ms
+            + c.latency_per_token_ms * completion_tokens
+            + c.latency_per_prompt_token_ms * prompt_tokens
+            + c.load_latency_ms * max(0, self.in_flight - 1)
+        )
         if c.jitter:
             ms *= 1.0 + c.jitter * (2.0 * self.rng.random() - 1.0)
         if c.tail_prob and self.rng.random() < c.tail_prob:
@@ -224,8 +230,17 @@ class EndpointState:
                 kind = w.kind
                 break
         if kind is None:
-            rates = (("hang", f.hang_rate), ("timeout", f.timeout_rate), ("malformed", f.malformed_rate),
-                     ("length", f.length_rate), ("missing_usage", f.missing_usage_rate)) if admitted else (("5xx", f.error_rate),)
+            rates = (
+                (
+                    ("hang", f.hang_rate),
+                    ("timeout", f.timeout_rate),
+                    ("malformed", f.malformed_rate),
+                    ("length", f.length_rate),
+                    ("missing_usage", f.missing_usage_rate),
+                )
+                if admitted
+                else (("5xx", f.error_rate),)
+            )
             for name, rate in rates:
                 if rate and self.rng.random() < rate:
                     kind = name
@@ -298,8 +313,9 @@ class SimApp:
         if name is not None:
             st = self.states.get(name)
             if st is None:
-                return _error(404, f"Unknown simulated endpoint {name!r}; have {sorted(self.states)}",
-                              "invalid_request_error", "not_found")
+                return _error(
+                    404, f"Unknown simulated endpoint {name!r}; have {sorted(self.states)}", "invalid_request_error", "not_found"
+                )
             return st
         dep = request.match_info.get("deployment")
         if dep is not None:
@@ -310,8 +326,12 @@ class SimApp:
                 return by_model[0]
         if len(self.states) == 1:
             return next(iter(self.states.values()))
-        return _error(404, f"Several simulated endpoints; use /<name>/v1/... with one of {sorted(self.states)}",
-                      "invalid_request_error", "not_found")
+        return _error(
+            404,
+            f"Several simulated endpoints; use /<name>/v1/... with one of {sorted(self.states)}",
+            "invalid_request_error",
+            "not_found",
+        )
 
     # ---- handlers
     async def health(self, request: web.Request) -> web.Response:
@@ -336,8 +356,16 @@ class SimApp:
     async def stats(self, request: web.Request) -> web.Response:
         now = time.monotonic()
         eps = {n: s.stats(now) for n, s in self.states.items()}
-        keys = ("requests", "prompt_tokens", "completion_tokens", "charged_tokens", "rate_limited", "bad_requests",
-                "ok_requests", "ok_charged_tokens")
+        keys = (
+            "requests",
+            "prompt_tokens",
+            "completion_tokens",
+            "charged_tokens",
+            "rate_limited",
+            "bad_requests",
+            "ok_requests",
+            "ok_charged_tokens",
+        )
         totals = {k: sum(e[k] for e in eps.values()) for k in keys}
         return web.json_response({"endpoints": eps, "totals": totals})
 
@@ -373,7 +401,9 @@ class SimApp:
             max_tokens = DEFAULT_MAX_TOKENS
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             st.bad_requests += 1
-            return _error(400, f"max_tokens must be a positive integer, got {max_tokens!r}", "invalid_request_error", "invalid_value")
+            return _error(
+                400, f"max_tokens must be a positive integer, got {max_tokens!r}", "invalid_request_error", "invalid_value"
+            )
 
         try:
             n_prompt = prompt_tokens(messages)
@@ -388,20 +418,26 @@ class SimApp:
             return web.Response(status=503)
         if fault == "429":
             headers = {**st.headers(now), "Retry-After": "1", "retry-after-ms": "1000"}
-            return _error(429, f"Simulated 429 burst on {st.cfg.name!r}.", "rate_limit_error", "rate_limit_exceeded", headers=headers)
+            return _error(
+                429, f"Simulated 429 burst on {st.cfg.name!r}.", "rate_limit_error", "rate_limit_exceeded", headers=headers
+            )
         if fault == "5xx":
             return _error(503, f"Simulated server error on {st.cfg.name!r}.", "server_error", "service_unavailable")
         wait = st.try_admit(cost, n_prompt, now)
         if wait > 0.0:
             headers = st.headers(now)
-            headers["Retry-After"] = str(max(1, int(math.ceil(wait))))
-            headers["retry-after-ms"] = str(max(1, int(math.ceil(wait * 1000))))
+            headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
             if st.cfg.tpm is not None and cost > st.cfg.tpm:
-                msg = (f"Request of {cost} tokens (prompt {n_prompt} + max_tokens {max_tokens}) exceeds the "
-                       f"token rate limit of {st.cfg.tpm} tokens per minute of simulated endpoint {st.cfg.name!r}.")
+                msg = (
+                    f"Request of {cost} tokens (prompt {n_prompt} + max_tokens {max_tokens}) exceeds the "
+                    f"token rate limit of {st.cfg.tpm} tokens per minute of simulated endpoint {st.cfg.name!r}."
+                )
             else:
-                msg = (f"Requests to simulated endpoint {st.cfg.name!r} have exceeded the rate limit "
-                       f"(tpm={st.cfg.tpm}, rpm={st.cfg.rpm}). Please retry after {headers['Retry-After']} seconds.")
+                msg = (
+                    f"Requests to simulated endpoint {st.cfg.name!r} have exceeded the rate limit "
+                    f"(tpm={st.cfg.tpm}, rpm={st.cfg.rpm}). Please retry after {headers['Retry-After']} seconds."
+                )
             return _error(429, msg, "rate_limit_error", "rate_limit_exceeded", headers=headers)
 
         fault = st.fault(now, admitted=True)
@@ -441,14 +477,15 @@ class SimApp:
                     "finish_reason": finish,
                 }
             ],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
-                      "total_tokens": n_prompt + n_completion},
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion},
         }
         if fault == "missing_usage":
             del resp["usage"]
         headers = st.headers(time.monotonic())
         if fault == "malformed":
-            return web.Response(text=json.dumps(resp)[: len(json.dumps(resp)) // 2], content_type="application/json", headers=headers)
+            return web.Response(
+                text=json.dumps(resp)[: len(json.dumps(resp)) // 2], content_type="application/json", headers=headers
+            )
         st.ok_requests += 1
         st.ok_charged_tokens += cost
         return web.json_response(resp, headers=headers)
@@ -512,7 +549,7 @@ class SimulatorThread:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-    def start(self) -> "SimulatorThread":
+    def start(self) -> SimulatorThread:
         if self._thread is not None:
             return self
         self._thread = threading.Thread(target=self._run, name="semtel-sim", daemon=True)
@@ -552,14 +589,12 @@ class SimulatorThread:
         if self._thread is None:
             return
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:
-                pass
         self._thread.join(timeout)
         self._thread = None
 
-    def __enter__(self) -> "SimulatorThread":
+    def __enter__(self) -> SimulatorThread:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -613,10 +648,8 @@ async def _serve_until_cancelled(config: SimConfig, announce: bool = True) -> No
 
 def run_forever(config: SimConfig, announce: bool = True) -> None:
     """Serve until Ctrl-C (blocking); prints the base URL(s) on start."""
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_until_cancelled(config, announce))
-    except KeyboardInterrupt:
-        pass
 
 
 def make_config(
@@ -638,9 +671,20 @@ def make_config(
     With ``endpoints_yaml`` the YAML gives the endpoints; ``host``/``port`` given here override it and
     the per-endpoint options (tpm, rpm, latency...) given here override every endpoint.
     """
-    overrides = {k: v for k, v in dict(tpm=tpm, rpm=rpm, latency_ms=latency_ms, model=model, name=name,
-                                        latency_per_token_ms=latency_per_token_ms, jitter=jitter,
-                                        seed=seed).items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(
+            tpm=tpm,
+            rpm=rpm,
+            latency_ms=latency_ms,
+            model=model,
+            name=name,
+            latency_per_token_ms=latency_per_token_ms,
+            jitter=jitter,
+            seed=seed,
+        ).items()
+        if v is not None
+    }
     if endpoints_yaml:
         cfg = SimConfig.from_yaml(endpoints_yaml)
         eps = [e.model_copy(update={k: v for k, v in overrides.items() if k != "name"}) for e in cfg.endpoints]
@@ -660,4 +704,3 @@ def make_config(
 def main_serve(**options: Any) -> None:
     """CLI entry (``semtel sim serve``): build the config (see :func:`make_config`) and serve forever."""
     run_forever(make_config(**options))
-

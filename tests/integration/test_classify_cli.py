@@ -17,8 +17,8 @@ import yaml
 from deltalake import DeltaTable
 
 from semtel_dagster.cli import main
-from semtel_dagster.core.sample import write_week
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
+from semtel_dagster.sim.sample import write_week
 
 WEEK = dt.date(2026, 11, 16)
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +33,20 @@ def sample(tmp_path_factory) -> Path:
 
 def _classify(tmp_path: Path, sample: Path, out: Path, *extra: str) -> tuple[int, dict]:
     summary_file = tmp_path / f"summary-{time.monotonic_ns()}.json"
-    code = main(["classify", "--input", str(sample), "--output", str(out), "--classifiers", "topic,intent",
-                 "--summary-json", str(summary_file), *extra])
+    code = main(
+        [
+            "classify",
+            "--input",
+            str(sample),
+            "--output",
+            str(out),
+            "--classifiers",
+            "topic,intent",
+            "--summary-json",
+            str(summary_file),
+            *extra,
+        ]
+    )
     return code, json.loads(summary_file.read_text())
 
 
@@ -59,8 +71,10 @@ def test_classify_then_rerun_resumes_everything(tmp_path, sample):
     assert code == 0
     assert second["requests_sent"] == 0 and second["requests_resumed"] == first["requests"]
     assert second["http_requests"] == 0
-    assert pl.read_delta(str(out / "classifications")).sort("conversation_id", "classifier").equals(
-        labels.sort("conversation_id", "classifier")
+    assert (
+        pl.read_delta(str(out / "classifications"))
+        .sort("conversation_id", "classifier")
+        .equals(labels.sort("conversation_id", "classifier"))
     )
 
 
@@ -90,12 +104,32 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, sample):
     config = SimConfig(endpoints=[SimEndpointConfig(name="slow", latency_ms=60.0)])
     with SimulatorThread(config) as sim:
         endpoints = tmp_path / "endpoints.yaml"
-        endpoints.write_text(yaml.safe_dump({"endpoints": [
-            {"name": "slow", "base_url": sim.base_url("slow"), "model": "gpt-4o-mini", "max_concurrency": 4}]}))
+        endpoints.write_text(
+            yaml.safe_dump(
+                {"endpoints": [{"name": "slow", "base_url": sim.base_url("slow"), "model": "gpt-4o-mini", "max_concurrency": 4}]}
+            )
+        )
         out = tmp_path / "out"
-        cmd = [sys.executable, "-m", "semtel_dagster.cli", "classify", "--input", str(sample), "--output", str(out),
-               "--endpoints", str(endpoints), "--classifiers", "topic,intent", "--flush-rows", str(flush_rows),
-               "--flush-seconds", "30", "--summary-json", str(tmp_path / "summary.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "semtel_dagster.cli",
+            "classify",
+            "--input",
+            str(sample),
+            "--output",
+            str(out),
+            "--endpoints",
+            str(endpoints),
+            "--classifiers",
+            "topic,intent",
+            "--flush-rows",
+            str(flush_rows),
+            "--flush-seconds",
+            "30",
+            "--summary-json",
+            str(tmp_path / "summary.json"),
+        ]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         uri = str(out / "llm_responses")
         deadline = time.monotonic() + 60
@@ -114,7 +148,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path, sample):
         answered = sim.stats()["totals"]["ok_requests"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     table = DeltaTable(uri)
-    appends = [h["version"] for h in table.history() if h["operation"] == "WRITE" and h["operationParameters"].get("mode") == "Append"]
+    appends = [
+        h["version"] for h in table.history() if h["operation"] == "WRITE" and h["operationParameters"].get("mode") == "Append"
+    ]
     raw = pl.from_arrow(DeltaTable(uri, version=max(appends)).to_pyarrow_table())
     assert 0 < saved < summary["requests"] and summary["requests_resumed"] == saved
     assert raw.height == raw["request_id"].n_unique() == summary["requests"]  # nothing duplicated, nothing lost

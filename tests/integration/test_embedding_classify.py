@@ -6,11 +6,10 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance
 
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core import embedding_classifier as ec
-from semtel_dagster.core.classify import answered_request_ids, expected_request_ids
-from semtel_dagster.core.prompts import load_classifiers
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.classify import embedding_classifier as ec
+from semtel_dagster.core.classify.plan import answered_request_ids, expected_request_ids
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import (
     EmbedderResource,
@@ -18,6 +17,7 @@ from semtel_dagster.resources import (
     LakeResource,
     PipelineSettings,
 )
+from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,21 @@ def test_confident_rows_skip_the_llm_once_earlier_labels_exist(tmp_path, monkeyp
     defs = build_definitions(
         lake=LakeResource(root=str(lake)),
         settings=PipelineSettings(
-            landing_dir=str(tmp_path / "landing"), classifiers=CLASSIFIERS, embedding_classifier=True,
-            embedding_classifier_min_labels=30, embedding_classifier_target_agreement=0.8,
+            landing_dir=str(tmp_path / "landing"),
+            classifiers=CLASSIFIERS,
+            embedding_classifier=True,
+            embedding_classifier_min_labels=30,
+            embedding_classifier_target_agreement=0.8,
         ),
         endpoint_pool=EndpointPoolResource(endpoints_file=None, flush_rows=25),
     )
     with DagsterInstance.ephemeral() as instance:
-        runs = {week: defs.resolve_job_def("weekly_pipeline").execute_in_process(
-            partition_key=week.isoformat(), instance=instance, raise_on_error=False) for week in (WEEK_1, WEEK_2)}
+        runs = {
+            week: defs.resolve_job_def("weekly_pipeline").execute_in_process(
+                partition_key=week.isoformat(), instance=instance, raise_on_error=False
+            )
+            for week in (WEEK_1, WEEK_2)
+        }
     assert all(r.success for r in runs.values())  # every gate passed
 
     def read(table, week):

@@ -11,10 +11,10 @@ import pytest
 from dagster import DagsterInstance
 
 from semtel_dagster.cli.eval import run_eval
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
+from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +27,23 @@ def test_multi_conversation_week_through_dagster(tmp_path):
     defs = build_definitions(
         lake=LakeResource(root=str(tmp_path / "lake")),
         settings=PipelineSettings(
-            landing_dir=str(tmp_path / "landing"), classifiers=["topic", "satisfaction"], batching_strategy="multi_conversation", batch_size=5
+            landing_dir=str(tmp_path / "landing"),
+            classifiers=["topic", "satisfaction"],
+            batching_strategy="multi_conversation",
+            batch_size=5,
         ),
         endpoint_pool=EndpointPoolResource(endpoints_file=None),
     )
     with DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("weekly_pipeline").execute_in_process(partition_key=WEEK.isoformat(), instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def("weekly_pipeline").execute_in_process(
+            partition_key=WEEK.isoformat(), instance=instance, raise_on_error=False
+        )
     assert result.success
-    checks = {e.asset_check_evaluation_data.asset_check_key.name: e.asset_check_evaluation_data.passed
-              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    checks = {
+        e.asset_check_evaluation_data.asset_check_key.name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
     assert checks["classification_quality_gate"] and "label_drift_warning" in checks
     lake = str(tmp_path / "lake")
     responses = delta.read_weeks(delta.table_uri(lake, "llm_responses"), tables.LLM_RESPONSES, [WEEK])
@@ -49,8 +57,15 @@ def test_multi_conversation_week_through_dagster(tmp_path):
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"human-labeled data sets not found at {DATA} (../shared/data beside the checkout)")
 def test_eval_command_writes_report_with_golden_scores(tmp_path):
     args = argparse.Namespace(
-        a="name=single,strategy=single", b="name=combined,strategy=multi_classifier", n=24, seed=3,
-        golden="mt_bench,clinc150", golden_n=30, data=str(DATA), anomaly_rate=0.1, out=str(tmp_path / "eval"),
+        a="name=single,strategy=single",
+        b="name=combined,strategy=multi_classifier",
+        n=24,
+        seed=3,
+        golden="mt_bench,clinc150",
+        golden_n=30,
+        data=str(DATA),
+        anomaly_rate=0.1,
+        out=str(tmp_path / "eval"),
     )
     report = run_eval(args)
     text = report.read_text()

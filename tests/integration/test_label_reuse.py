@@ -7,11 +7,11 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance
 
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.reuse import ENDPOINT
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.classify.reuse import ENDPOINT
+from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
+from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,11 @@ def _read(home, table, week):
 def test_week_b_reuses_week_a_labels_for_repeated_texts(tmp_path):
     landing = tmp_path / "landing"
     write_week(landing, tmp_path / "truth", WEEK_A, n=60, seed=3)
-    week_a = [json.loads(line) for line in (landing / f"sample-{WEEK_A}.jsonl").read_bytes().splitlines()
-              if line.startswith(b"{") and b"-bad-" not in line][:REPEATED]
+    week_a = [
+        json.loads(line)
+        for line in (landing / f"sample-{WEEK_A}.jsonl").read_bytes().splitlines()
+        if line.startswith(b"{") and b"-bad-" not in line
+    ][:REPEATED]
     write_week(landing, tmp_path / "truth", WEEK_B, n=60, seed=3)
     # The same texts asked again next week by other users.
     with open(landing / "repeats.jsonl", "w") as out:
@@ -59,9 +62,11 @@ def test_week_b_reuses_week_a_labels_for_repeated_texts(tmp_path):
     labels_a = _read(tmp_path, "classifications", WEEK_A).select("conversation_id", "classifier", "label")
     labels_b = _read(tmp_path, "classifications", WEEK_B).select("conversation_id", "classifier", "label")
     originals = {f"again-{k}": record["conversation_id"] for k, record in enumerate(week_a)}
-    pairs = labels_b.filter(pl.col("conversation_id").is_in(sorted(repeated_ids))).with_columns(
-        pl.col("conversation_id").replace(originals).alias("original_id")
-    ).join(labels_a, left_on=["original_id", "classifier"], right_on=["conversation_id", "classifier"], suffix="_a")
+    pairs = (
+        labels_b.filter(pl.col("conversation_id").is_in(sorted(repeated_ids)))
+        .with_columns(pl.col("conversation_id").replace(originals).alias("original_id"))
+        .join(labels_a, left_on=["original_id", "classifier"], right_on=["conversation_id", "classifier"], suffix="_a")
+    )
     assert pairs.height == REPEATED * len(CLASSIFIERS)
     assert (pairs["label"] == pairs["label_a"]).all()
     # Row conservation still holds through the gates: every conversation x classifier has an outcome.

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, build_schedule_context
 
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
+from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
@@ -94,9 +94,7 @@ def test_failing_gate_stops_downstream_steps(home, monkeypatch):
         result = _run(_defs(home), WEEK_A, instance)
     assert not result.success
     assert _failed_checks(result) == ["clusters_gate"]
-    materialized = {
-        e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
-    }
+    materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert "conversation_clusters" in materialized
     assert materialized.isdisjoint({"llm_responses", "classifications", "weekly_insights"})
     assert not (home / "lake" / "llm_responses").exists()
@@ -117,7 +115,7 @@ def test_schedule_requests_the_week_that_just_ended():
     from semtel_dagster.definitions import defs
 
     schedule = defs.resolve_schedule_def("weekly_pipeline_schedule")
-    monday = dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.timezone.utc)
+    monday = dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.UTC)
     with DagsterInstance.ephemeral() as instance:
         result = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=monday))
     assert [r.partition_key for r in result.run_requests] == ["2026-11-16"]
@@ -127,9 +125,23 @@ def test_schedule_requests_the_week_that_just_ended():
 def test_demo_command_prints_a_summary(tmp_path):
     summary_file = tmp_path / "summary.json"
     done = subprocess.run(
-        [sys.executable, "-m", "semtel_dagster.cli", "demo", "--home", str(tmp_path / "home"),
-         "--week", "2026-11-16", "--n", "60", "--summary-json", str(summary_file)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "semtel_dagster.cli",
+            "demo",
+            "--home",
+            str(tmp_path / "home"),
+            "--week",
+            "2026-11-16",
+            "--n",
+            "60",
+            "--summary-json",
+            str(summary_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "rows per table" in done.stdout

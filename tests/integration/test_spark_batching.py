@@ -18,11 +18,10 @@ import yaml
 from dagster import AssetSelection, DagsterInstance, materialize
 
 from semtel_dagster.checks.invariants import request_coverage
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.classify import CALL_SAVING, STRATEGY_FOLLOWUP
-from semtel_dagster.core.frames import collect_small
-from semtel_dagster.core.prompts import load_classifiers
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.classify.plan import CALL_SAVING, STRATEGY_FOLLOWUP
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.lake.frames import collect_small
 from semtel_dagster.definitions import STAGE_ASSETS
 from semtel_dagster.resources import (
     EmbedderResource,
@@ -31,6 +30,7 @@ from semtel_dagster.resources import (
     LakeResource,
     PipelineSettings,
 )
+from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +58,13 @@ def _materialize(home, lake, sim, keys, week, *, endpoint="messy", engine=None, 
         "engine": engine or EngineResource(kind="polars"),
     }
     with DagsterInstance.ephemeral() as instance:
-        return materialize(STAGE_ASSETS, resources=resources, partition_key=week.isoformat(), instance=instance,
-                           selection=AssetSelection.assets(*keys))
+        return materialize(
+            STAGE_ASSETS,
+            resources=resources,
+            partition_key=week.isoformat(),
+            instance=instance,
+            selection=AssetSelection.assets(*keys),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +73,11 @@ def seeded(tmp_path_factory, sim):
     home = tmp_path_factory.mktemp("seed")
     landing = home / "landing"
     write_week(landing, home / "truth", WEEK_A, n=60, seed=3)
-    week_a = [json.loads(line) for line in (landing / f"sample-{WEEK_A}.jsonl").read_bytes().splitlines()
-              if line.startswith(b"{") and b"-bad-" not in line][:10]
+    week_a = [
+        json.loads(line)
+        for line in (landing / f"sample-{WEEK_A}.jsonl").read_bytes().splitlines()
+        if line.startswith(b"{") and b"-bad-" not in line
+    ][:10]
     write_week(landing, home / "truth", WEEK_B, n=60, seed=4)
     with open(landing / "repeats.jsonl", "w") as out:
         for k, record in enumerate(week_a):
@@ -89,18 +97,33 @@ def _table(lake, name):
 @pytest.mark.parametrize("strategy", ["multi_conversation", "multi_classifier"])
 def test_engines_agree_under_batching_with_reuse_and_embedding_classifier(seeded, sim, spark, tmp_path, strategy):
     settings = {
-        "batching_strategy": strategy, "batch_size": 4, "reuse_labels_weeks": 1, "embedding_classifier": True,
-        "embedding_classifier_min_labels": 20, "embedding_classifier_target_agreement": 0.9,
+        "batching_strategy": strategy,
+        "batch_size": 4,
+        "reuse_labels_weeks": 1,
+        "embedding_classifier": True,
+        "embedding_classifier_min_labels": 20,
+        "embedding_classifier_target_agreement": 0.9,
     }
-    lakes, engines = {}, {"polars": EngineResource(kind="polars"), "spark": EngineResource(kind="spark", spark_master="local[2]", classify_tasks=2)}
+    lakes, engines = (
+        {},
+        {
+            "polars": EngineResource(kind="polars"),
+            "spark": EngineResource(kind="spark", spark_master="local[2]", classify_tasks=2),
+        },
+    )
     for name, engine in engines.items():
         lakes[name] = tmp_path / name
         shutil.copytree(seeded / "lake", lakes[name])
         assert _materialize(seeded, lakes[name], sim, CLASSIFY, WEEK_B, engine=engine, **settings).success
         # the responses gate's invariant, computed where the week lives: every needed request answered
         source = engine.for_lake(str(lakes[name]))
-        coverage = request_coverage(source.read("conversation_clusters", WEEK_B), source.read("llm_responses", WEEK_B),
-                                    load_classifiers(None, CLASSIFIERS), strategy, 4)
+        coverage = request_coverage(
+            source.read("conversation_clusters", WEEK_B),
+            source.read("llm_responses", WEEK_B),
+            load_classifiers(None, CLASSIFIERS),
+            strategy,
+            4,
+        )
         assert collect_small(coverage)["produced"].all(), name
 
     responses = _table(lakes["polars"], "llm_responses")
@@ -108,7 +131,9 @@ def test_engines_agree_under_batching_with_reuse_and_embedding_classifier(seeded
     assert set(saved["strategy"]) == set(CALL_SAVING)  # both steps answered pairs
     preanswered = set(saved.select(pl.col("conversation_ids").list.first(), pl.col("classifiers").list.first()).iter_rows())
     llm = responses.filter(~pl.col("strategy").is_in(CALL_SAVING))
-    assert not preanswered & {(c, n) for ids, names in llm.select("conversation_ids", "classifiers").iter_rows() for c in ids for n in names}
+    assert not preanswered & {
+        (c, n) for ids, names in llm.select("conversation_ids", "classifiers").iter_rows() for c in ids for n in names
+    }
     assert llm.filter(pl.col("strategy") == STRATEGY_FOLLOWUP).height > 0  # a second round happened
     for name in CLASSIFY:
         expected, actual = _table(lakes["polars"], name), _table(lakes["spark"], name)

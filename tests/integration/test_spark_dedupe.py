@@ -12,12 +12,12 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.engines.spark_dedupe import connected_components
 from semtel_dagster.resources import EmbedderResource, EngineResource, LakeResource, PipelineSettings
 from semtel_dagster.sim import SimulatorThread
+from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +70,15 @@ def test_spark_embedding_dedupe_equals_polars(tmp_path, spark):
 
     expected, actual = _clusters(polars), _clusters(spark_lake)
     assert actual.equals(expected)
-    vectors = [delta.read_weeks(delta.table_uri(str(lake), "conversation_embeddings"), tables.CONVERSATION_EMBEDDINGS, [WEEK])
-               .sort("conversation_id") for lake in (polars, spark_lake)]
+    vectors = [
+        delta.read_weeks(delta.table_uri(str(lake), "conversation_embeddings"), tables.CONVERSATION_EMBEDDINGS, [WEEK]).sort(
+            "conversation_id"
+        )
+        for lake in (polars, spark_lake)
+    ]
     assert vectors[1].equals(vectors[0]) and vectors[0]["conversation_id"].to_list() == (
-        expected.filter(pl.col("is_representative"))["conversation_id"].to_list())
+        expected.filter(pl.col("is_representative"))["conversation_id"].to_list()
+    )
     merged = expected.filter(pl.col("method") == "embedding")
     assert merged.height >= 5 and (merged["similarity"] >= 0.95).all() and (merged["similarity"] < 1).all()
     assert on_spark["merged_by_embedding"].value == on_polars["merged_by_embedding"].value == merged.height

@@ -6,9 +6,9 @@ import os
 import pytest
 from deltalake import DeltaTable
 
-from semtel_dagster.core import delta, tables
+from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.engines.quota import share_endpoints
-from semtel_dagster.core.endpoints import Endpoint
 from semtel_dagster.engines.spark_delta import overwrite_week, read_week
 
 W1, W2 = dt.date(2026, 11, 9), dt.date(2026, 11, 16)
@@ -68,8 +68,10 @@ def test_native_delta_writer_on_a_spark_connect_server_with_delta(tmp_path):
 
 
 def test_each_task_gets_an_equal_share_of_every_quota():
-    pool = [Endpoint(name="a", base_url="http://x/v1", model="m", tpm=1000, rpm=10, max_concurrency=5),
-            Endpoint(name="b", base_url="http://y/v1", model="m")]
+    pool = [
+        Endpoint(name="a", base_url="http://x/v1", model="m", tpm=1000, rpm=10, max_concurrency=5),
+        Endpoint(name="b", base_url="http://y/v1", model="m"),
+    ]
     shared = share_endpoints(pool, 3)
     assert [(e.tpm, e.rpm, e.max_concurrency) for e in shared] == [(333, 3, 2), (None, None, 11)]
     assert sum(e.tpm for e in [shared[0]] * 3) <= 1000

@@ -13,7 +13,7 @@ import pytest
 from dagster import AssetSelection, DagsterInstance, Definitions, define_asset_job
 
 from semtel_dagster.checks.stage_checks import classifications_gate, conversations_gate, truncated_gate
-from semtel_dagster.core import delta, tables
+from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 

@@ -13,10 +13,10 @@ from dagster import DagsterInstance
 from deltalake import DeltaTable
 
 from semtel_dagster.checks.stage_checks import STAGE_GATES
-from semtel_dagster.core import delta, tables
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import EndpointPoolResource, EngineResource, LakeResource, PipelineSettings
+from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,8 @@ def test_polars_and_spark_engines_write_identical_tables(tmp_path, spark):
     assert duplicates.height >= 2
     for name in tables.TABLES:
         expected, actual = _table(tmp_path / "lake-polars", name), _table(tmp_path / "lake-spark", name)
-        assert expected.height > 0 or name in ("classification_rejects", "conversation_embeddings"), name  # exact dedupe: no vectors
+        assert expected.height > 0 or name in ("classification_rejects", "conversation_embeddings"), (
+            name
+        )  # exact dedupe: no vectors
         assert actual.schema == expected.schema, name
         assert actual.equals(expected), f"{name} differs between engines"

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from semtel_dagster.core.adapters import AdapterError, AdapterOptions, adapt, parse_hh_transcript
-from semtel_dagster.core.ingest import read_landing
+from semtel_dagster.core.ingest.adapters import AdapterError, AdapterOptions, adapt, parse_hh_transcript
+from semtel_dagster.core.ingest.landing import read_landing
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 W = dt.date(2026, 11, 16)
@@ -18,9 +18,18 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DA
 
 def test_sharegpt_and_openai_roles():
     share = adapt("sharegpt", {"id": "a", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]})
-    assert share == [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "conversation_id": "a"}]
-    openai = adapt("openai", {"messages": [{"role": "developer", "content": "be nice"},
-                                           {"role": "user", "content": [{"type": "text", "text": "part"}]}]})
+    assert share == [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "conversation_id": "a"}
+    ]
+    openai = adapt(
+        "openai",
+        {
+            "messages": [
+                {"role": "developer", "content": "be nice"},
+                {"role": "user", "content": [{"type": "text", "text": "part"}]},
+            ]
+        },
+    )
     assert [m["role"] for m in openai[0]["messages"]] == ["system", "user"]
     assert openai[0]["messages"][1]["content"] == "part"
     with pytest.raises(AdapterError, match="not a known speaker"):
@@ -30,8 +39,10 @@ def test_sharegpt_and_openai_roles():
 def test_hh_transcript_split_keeps_multiline_turns():
     text = "\n\nHuman: first\nline\n\nAssistant: reply\n\nHuman: again\n\nAssistant:"
     assert parse_hh_transcript(text) == [
-        {"role": "user", "content": "first\nline"}, {"role": "assistant", "content": "reply"},
-        {"role": "user", "content": "again"}, {"role": "assistant", "content": ""},
+        {"role": "user", "content": "first\nline"},
+        {"role": "assistant", "content": "reply"},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": ""},
     ]
     rec = {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}
     assert adapt("hh_rlhf", rec)[0]["messages"][-1]["content"] == "good"
@@ -39,11 +50,25 @@ def test_hh_transcript_split_keeps_multiline_turns():
 
 
 def test_oasst_paths_and_tree():
-    tree = {"message_tree_id": "t", "prompt": {"message_id": "r", "role": "prompter", "text": "q", "replies": [
-        {"message_id": "a1", "role": "assistant", "text": "x", "rank": 1, "replies": []},
-        {"message_id": "a2", "role": "assistant", "text": "y", "rank": 0, "replies": [
-            {"message_id": "p2", "role": "prompter", "text": "more", "replies": []}]},
-        {"message_id": "a3", "role": "assistant", "text": "gone", "deleted": True, "replies": []}]}}
+    tree = {
+        "message_tree_id": "t",
+        "prompt": {
+            "message_id": "r",
+            "role": "prompter",
+            "text": "q",
+            "replies": [
+                {"message_id": "a1", "role": "assistant", "text": "x", "rank": 1, "replies": []},
+                {
+                    "message_id": "a2",
+                    "role": "assistant",
+                    "text": "y",
+                    "rank": 0,
+                    "replies": [{"message_id": "p2", "role": "prompter", "text": "more", "replies": []}],
+                },
+                {"message_id": "a3", "role": "assistant", "text": "gone", "deleted": True, "replies": []},
+            ],
+        },
+    }
     paths = adapt("oasst", tree)
     assert [p["conversation_id"] for p in paths] == ["t:a1", "t:p2"]
     one = adapt("oasst", tree, AdapterOptions(oasst_mode="tree"))
@@ -51,8 +76,14 @@ def test_oasst_paths_and_tree():
 
 
 def test_table_mapping_from_parquet_rejects_bad_rows(tmp_path):
-    pl.DataFrame({"qid": ["1", "2", "3"], "prompt": ["hello there", None, "   "], "answer": ["hi", "x", None],
-                  "ts": ["2026-11-17T10:00:00Z"] * 3}).write_parquet(tmp_path / "t.parquet")
+    pl.DataFrame(
+        {
+            "qid": ["1", "2", "3"],
+            "prompt": ["hello there", None, "   "],
+            "answer": ["hi", "x", None],
+            "ts": ["2026-11-17T10:00:00Z"] * 3,
+        }
+    ).write_parquet(tmp_path / "t.parquet")
     mapping = {"conversation_id": "qid", "user": "prompt", "assistant": "answer", "started_at": "ts"}
     result = read_landing(tmp_path, W, input_format="table", adapter_options=AdapterOptions(column_mapping=mapping))
     assert result.conversations["conversation_id"].to_list() == ["1"]
@@ -66,15 +97,18 @@ def test_records_without_timestamp_use_default_week_and_ref_ids(tmp_path):
         fh.write(json.dumps({"chosen": "no markers at all"}) + "\n")
     result = read_landing(tmp_path, W, input_format="hh_rlhf", default_week=W)
     assert result.conversations["conversation_id"].to_list() == ["hh.jsonl.gz:1"]
-    assert result.conversations["started_at"][0] == dt.datetime(2026, 11, 16, tzinfo=dt.timezone.utc)
+    assert result.conversations["started_at"][0] == dt.datetime(2026, 11, 16, tzinfo=dt.UTC)
     assert "no '\\n\\nHuman:'" in result.rejects["reason"][0]
 
 
 @needs_data
 @pytest.mark.parametrize(
     ("folder", "fmt", "options", "expected"),
-    [("hh-rlhf", "hh_rlhf", AdapterOptions(), 2312), ("oasst", "oasst", AdapterOptions(oasst_mode="tree"), 100),
-     ("arena-hard", "arena_hard", AdapterOptions(), 500)],
+    [
+        ("hh-rlhf", "hh_rlhf", AdapterOptions(), 2312),
+        ("oasst", "oasst", AdapterOptions(oasst_mode="tree"), 100),
+        ("arena-hard", "arena_hard", AdapterOptions(), 500),
+    ],
 )
 def test_real_files_conserve_rows(folder, fmt, options, expected):
     result = read_landing(DATA / folder, W, input_format=fmt, adapter_options=options, default_week=W)

@@ -1,4 +1,4 @@
-"""Weekly insights (semtel_dagster.core.aggregate)."""
+"""Weekly insights (semtel_dagster.core.insights.aggregate)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import datetime as dt
 
 import polars as pl
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.aggregate import weekly_insights
+from semtel_dagster.core.insights.aggregate import weekly_insights
+from semtel_dagster.core.lake import tables
 
 W1 = dt.date(2024, 1, 1)
 W2 = dt.date(2024, 1, 8)
@@ -17,9 +17,16 @@ def _labels(rows):
     return pl.DataFrame(
         [
             {
-                "conversation_id": cid, "week_start": week, "classifier": clf, "label": label,
-                "raw_label": label, "cleaning": "exact", "prompt_version": "v", "model": "m",
-                "representative_id": cid, "request_id": "r" + cid + clf,
+                "conversation_id": cid,
+                "week_start": week,
+                "classifier": clf,
+                "label": label,
+                "raw_label": label,
+                "cleaning": "exact",
+                "prompt_version": "v",
+                "model": "m",
+                "representative_id": cid,
+                "request_id": "r" + cid + clf,
             }
             for cid, week, clf, label in rows
         ],
@@ -34,8 +41,10 @@ def test_weekly_insights_counts_and_shares():
     rows += [("w0", W2, "topic", "travel")]
     out = weekly_insights(_labels(rows))
     assert out.schema == tables.WEEKLY_INSIGHTS
-    got = {(r["week_start"], r["classifier"], r["label"]): (r["conversations"], r["share"], r["labeled_conversations"])
-           for r in out.iter_rows(named=True)}
+    got = {
+        (r["week_start"], r["classifier"], r["label"]): (r["conversations"], r["share"], r["labeled_conversations"])
+        for r in out.iter_rows(named=True)
+    }
     assert got == {
         (W1, "topic", "math"): (3, 0.75, 4),
         (W1, "topic", "travel"): (1, 0.25, 4),
@@ -43,7 +52,7 @@ def test_weekly_insights_counts_and_shares():
         (W2, "topic", "travel"): (1, 1.0, 1),
     }
     shares = out.group_by("week_start", "classifier").agg(pl.col("share").sum(), pl.col("conversations").sum())
-    for _, _, share, count in shares.iter_rows():
+    for _, _, share, _count in shares.iter_rows():
         assert abs(share - 1.0) < 1e-12
     assert out.get_column("conversations").sum() == len(rows)
     # most frequent label first within a week and classifier

@@ -13,19 +13,20 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from semtel_dagster.core import embedding_classifier as ec
-from semtel_dagster.core import reuse, tables
-from semtel_dagster.core.answering import Answering, answer, logged_send
-from semtel_dagster.core.classify import CALL_SAVING, STRATEGY_FOLLOWUP
-from semtel_dagster.core.dedupe import cluster_exact
-from semtel_dagster.core.dispatch import Dispatcher
-from semtel_dagster.core.embeddings import OpenAIEmbedder
-from semtel_dagster.core.endpoints import Endpoint
-from semtel_dagster.core.ingest import read_landing
-from semtel_dagster.core.parse import parse_week
-from semtel_dagster.core.prompts import load_classifiers
-from semtel_dagster.core.sample import write_week
-from semtel_dagster.core.truncate import TruncationConfig, truncate_conversations
+from semtel_dagster.core.classify import embedding_classifier as ec
+from semtel_dagster.core.classify import reuse
+from semtel_dagster.core.classify.answering import Answering, answer, logged_send
+from semtel_dagster.core.classify.parse import parse_week
+from semtel_dagster.core.classify.plan import CALL_SAVING, STRATEGY_FOLLOWUP
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.ingest.landing import read_landing
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint
+from semtel_dagster.core.prepare.dedupe import cluster_exact
+from semtel_dagster.core.prepare.embeddings import OpenAIEmbedder
+from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
+from semtel_dagster.sim.sample import write_week
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 WEEK_A, WEEK_B = dt.date(2026, 11, 9), dt.date(2026, 11, 16)
@@ -37,7 +38,9 @@ def _week(landing: Path, week: dt.date, seed: int, repeats: pl.DataFrame | None 
     write_week(landing, landing / "truth", week, n=40, seed=seed)
     conversations = read_landing(landing, week).conversations
     if repeats is not None:  # the same texts asked again by other users
-        again = repeats.with_columns(("again-" + pl.col("conversation_id")).alias("conversation_id"), pl.lit(week).alias("week_start"))
+        again = repeats.with_columns(
+            ("again-" + pl.col("conversation_id")).alias("conversation_id"), pl.lit(week).alias("week_start")
+        )
         conversations = pl.concat([conversations, again.select(conversations.columns)])
     truncated = truncate_conversations(conversations, TruncationConfig())
     return conversations, cluster_exact(truncated), truncated
@@ -62,16 +65,25 @@ def test_batched_week_after_reuse_and_embedding_answers_then_rerun(sim, tmp_path
     empty = tables.empty(tables.LLM_RESPONSES)
 
     conversations_a, clusters_a, truncated_a = _week(tmp_path / "a", WEEK_A, seed=1)
-    report_a, responses_a = _run(Answering(WEEK_A, classifiers, frozenset({MODEL})), clusters_a, truncated_a, empty,
-                                 tables.empty(reuse.CANDIDATES), clean)
+    report_a, responses_a = _run(
+        Answering(WEEK_A, classifiers, frozenset({MODEL})), clusters_a, truncated_a, empty, tables.empty(reuse.CANDIDATES), clean
+    )
     assert report_a.sent == report_a.needed == clusters_a["is_representative"].sum() * 2 and report_a.followups_sent == 0
     labels_a, _ = parse_week(clusters_a, responses_a, classifiers)
 
     _, clusters_b, truncated_b = _week(tmp_path / "b", WEEK_B, seed=2, repeats=conversations_a.head(5))
     found = reuse.candidates(clusters_b, clusters_a, labels_a)
     embedder = OpenAIEmbedder(sim.base_url("clean"), model="sim-hashed", progress=False)
-    model, why = ec.train_from_history("satisfaction", classifiers["satisfaction"].version, labels_a, truncated_a, {MODEL},
-                                       lambda: embedder, min_labels=20, target_agreement=0.5)
+    model, why = ec.train_from_history(
+        "satisfaction",
+        classifiers["satisfaction"].version,
+        labels_a,
+        truncated_a,
+        {MODEL},
+        lambda: embedder,
+        min_labels=20,
+        target_agreement=0.5,
+    )
     assert model is not None, why
     config = Answering(WEEK_B, classifiers, frozenset({MODEL}), "multi_conversation", 4, (model,))
     report, rows = _run(config, clusters_b, truncated_b, empty, found, messy, embed=embedder.embed)
@@ -81,7 +93,9 @@ def test_batched_week_after_reuse_and_embedding_answers_then_rerun(sim, tmp_path
     assert saved.height == report.reused + report.embedded["satisfaction"]
     preanswered = set(saved.select(pl.col("conversation_ids").list.first(), pl.col("classifiers").list.first()).iter_rows())
     llm = rows.filter(~pl.col("strategy").is_in(CALL_SAVING))
-    sent_pairs = {(cid, name) for ids, names in llm.select("conversation_ids", "classifiers").iter_rows() for cid in ids for name in names}
+    sent_pairs = {
+        (cid, name) for ids, names in llm.select("conversation_ids", "classifiers").iter_rows() for cid in ids for name in names
+    }
     assert not preanswered & sent_pairs  # what reuse or the embedding classifier answered is never asked
     assert report.followups_sent > 0 and llm.filter(pl.col("strategy") == STRATEGY_FOLLOWUP).height == report.followups_sent
     labels, rejects = parse_week(clusters_b, rows, classifiers, "multi_conversation", 4)
@@ -90,4 +104,3 @@ def test_batched_week_after_reuse_and_embedding_answers_then_rerun(sim, tmp_path
 
     again, more = _run(config, clusters_b, truncated_b, rows, found, messy, embed=embedder.embed)
     assert again.sent == 0 and more.height == 0 and again.resumed == again.needed >= report.needed
-

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.classify import (
+from semtel_dagster.core.classify.parse import parse_batched
+from semtel_dagster.core.classify.plan import (
     WALL_PARALLEL,
     WALL_SEQUENTIAL,
     expected_request_ids,
@@ -19,10 +19,9 @@ from semtel_dagster.core.classify import (
     plan_requests,
     plan_units,
 )
-from semtel_dagster.core.dispatch import request_id
-from semtel_dagster.core.prompts import multi_classifier_version, multi_conversation_version
-from semtel_dagster.core.parse import parse_batched
-from semtel_dagster.core.prompts import load_classifiers
+from semtel_dagster.core.classify.prompts import load_classifiers, multi_classifier_version, multi_conversation_version
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.llm.requests import request_id
 from semtel_dagster.sim.labeler import label_request
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -42,13 +41,28 @@ def classifiers():
 def _week():
     ids = sorted(TEXTS)
     clusters = pl.DataFrame(
-        {"conversation_id": ids, "week_start": [WEEK] * 3, "representative_id": ids, "is_representative": [True] * 3,
-         "cluster_size": [1] * 3, "method": ["exact"] * 3, "similarity": [1.0] * 3, "text_hash": ids},
+        {
+            "conversation_id": ids,
+            "week_start": [WEEK] * 3,
+            "representative_id": ids,
+            "is_representative": [True] * 3,
+            "cluster_size": [1] * 3,
+            "method": ["exact"] * 3,
+            "similarity": [1.0] * 3,
+            "text_hash": ids,
+        },
         schema=tables.CONVERSATION_CLUSTERS,
     )
     truncated = pl.DataFrame(
-        {"conversation_id": ids, "week_start": [WEEK] * 3, "transcript": [TEXTS[i] for i in ids], "tokens_before": [20] * 3,
-         "tokens_after": [20] * 3, "strategy": ["none"] * 3, "tokenizer": ["cl100k"] * 3},
+        {
+            "conversation_id": ids,
+            "week_start": [WEEK] * 3,
+            "transcript": [TEXTS[i] for i in ids],
+            "tokens_before": [20] * 3,
+            "tokens_after": [20] * 3,
+            "strategy": ["none"] * 3,
+            "tokenizer": ["cl100k"] * 3,
+        },
     )
     return clusters, truncated
 
@@ -98,7 +112,9 @@ def test_tasks_of_whole_chunks_plan_the_weeks_units(classifiers):
     per_task = [
         unit
         for chunks in tasks
-        for unit in plan_units([r for i, r in enumerate(reps) if i // 4 in chunks], classifiers, "multi_conversation", 4, preanswered)
+        for unit in plan_units(
+            [r for i, r in enumerate(reps) if i // 4 in chunks], classifiers, "multi_conversation", 4, preanswered
+        )
     ]
     assert sorted(u.request_id for u in per_task) == sorted(u.request_id for u in week)
 
@@ -155,11 +171,15 @@ def test_simulator_answers_every_shape_parseably(classifiers, strategy, structur
 
 def test_llm_responses_written_before_the_strategy_column_still_work(tmp_path):
     """The `strategy` column is additive: older tables read it as null and accept new rows."""
-    from semtel_dagster.core.delta import append, read_weeks
+    from semtel_dagster.core.lake.delta import append, read_weeks
 
     row = {name: None for name in tables.LLM_RESPONSES} | {"request_id": "r1", "week_start": WEEK, "status": "ok"}
     old_schema = pl.Schema({k: v for k, v in tables.LLM_RESPONSES.items() if k != "strategy"})
     append(str(tmp_path), pl.DataFrame([row], schema=tables.LLM_RESPONSES).drop("strategy"), old_schema)
-    append(str(tmp_path), pl.DataFrame([row | {"request_id": "r2", "strategy": "single"}], schema=tables.LLM_RESPONSES), tables.LLM_RESPONSES)
+    append(
+        str(tmp_path),
+        pl.DataFrame([row | {"request_id": "r2", "strategy": "single"}], schema=tables.LLM_RESPONSES),
+        tables.LLM_RESPONSES,
+    )
     frame = read_weeks(str(tmp_path), tables.LLM_RESPONSES, [WEEK]).sort("request_id")
     assert frame.get_column("strategy").to_list() == [None, "single"]

@@ -1,4 +1,4 @@
-"""Exact-duplicate clustering (semtel_dagster.core.dedupe)."""
+"""Exact-duplicate clustering (semtel_dagster.core.prepare.dedupe)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.dedupe import METHOD_EXACT, cluster_exact, normalize_text, text_hash
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, cluster_exact, normalize_text, text_hash
 
 W1 = dt.date(2024, 1, 1)
 W2 = dt.date(2024, 1, 8)
@@ -77,10 +77,22 @@ def test_cluster_exact():
     assert sorted(clusters.get_column("conversation_id")) == sorted(truncated.get_column("conversation_id"))
     by_id = {r["conversation_id"]: r for r in clusters.iter_rows(named=True)}
     assert {cid: by_id[cid]["representative_id"] for cid in by_id} == {
-        "c1": "c1", "c2": "c1", "c3": "c1", "c4": "c4", "c9": "c4", "c5": "c5", "c0": "c0",
+        "c1": "c1",
+        "c2": "c1",
+        "c3": "c1",
+        "c4": "c4",
+        "c9": "c4",
+        "c5": "c5",
+        "c0": "c0",
     }
     assert {cid: by_id[cid]["cluster_size"] for cid in by_id} == {
-        "c1": 3, "c2": 3, "c3": 3, "c4": 2, "c9": 2, "c5": 1, "c0": 1,
+        "c1": 3,
+        "c2": 3,
+        "c3": 3,
+        "c4": 2,
+        "c9": 2,
+        "c5": 1,
+        "c0": 1,
     }
     assert {cid for cid, r in by_id.items() if r["is_representative"]} == {"c1", "c4", "c5", "c0"}
     # every row maps to a representative that is itself in the input, in the same week

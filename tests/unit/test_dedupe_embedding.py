@@ -5,8 +5,8 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.dedupe import (
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.prepare.dedupe import (
     bucket_edges,
     cluster_embedding,
     cluster_exact,
@@ -21,8 +21,9 @@ W = dt.date(2026, 11, 16)
 
 
 def _frame(texts):
-    return pl.DataFrame({"conversation_id": [f"c{i}" for i in range(len(texts))], "week_start": [W] * len(texts),
-                         "transcript": texts})
+    return pl.DataFrame(
+        {"conversation_id": [f"c{i}" for i in range(len(texts))], "week_start": [W] * len(texts), "transcript": texts}
+    )
 
 
 def _unit(rows):
@@ -149,5 +150,8 @@ def test_cluster_embedding_merges_paraphrases_with_real_model(local_embedder):
 def test_cluster_embedding_threshold_one_equals_exact(local_embedder):
     truncated = _frame(["User: a b c", "User: A, b c!", "User: something else"])
     exact = cluster_exact(truncated)
-    assert cluster_embedding(exact, truncated, local_embedder.embed, 1.0).sort("conversation_id").equals(
-        exact.sort("conversation_id"))
+    assert (
+        cluster_embedding(exact, truncated, local_embedder.embed, 1.0)
+        .sort("conversation_id")
+        .equals(exact.sort("conversation_id"))
+    )

@@ -1,4 +1,4 @@
-"""Delta Lake I/O on real tables in tmp_path (semtel_dagster.core.delta)."""
+"""Delta Lake I/O on real tables in tmp_path (semtel_dagster.core.lake.delta)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.delta import append, overwrite_weeks, read_weeks, table_exists, table_uri, week_predicate
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.lake.delta import append, overwrite_weeks, read_weeks, table_exists, table_uri, week_predicate
 
 W1 = dt.date(2024, 1, 1)
 W2 = dt.date(2024, 1, 8)
@@ -21,8 +21,15 @@ SCHEMA = tables.CONVERSATIONS_TRUNCATED
 def _frame(rows):
     return pl.DataFrame(
         [
-            {"conversation_id": cid, "week_start": week, "transcript": text, "tokens_before": 1,
-             "tokens_after": 1, "strategy": "none", "tokenizer": "cl100k_base"}
+            {
+                "conversation_id": cid,
+                "week_start": week,
+                "transcript": text,
+                "tokens_before": 1,
+                "tokens_after": 1,
+                "strategy": "none",
+                "tokenizer": "cl100k_base",
+            }
             for cid, week, text in rows
         ],
         schema=SCHEMA,
@@ -126,11 +133,24 @@ def test_append_adds_rows(tmp_path):
 def test_nested_schema_roundtrip(tmp_path):
     uri = str(tmp_path / "responses")
     row = {
-        "request_id": "r1", "week_start": W1, "conversation_ids": ["a", "b"], "classifiers": ["topic"],
-        "prompt_name": "topic", "prompt_version": "v1", "model": "m", "endpoint": "e", "status": "ok",
-        "error": None, "finish_reason": "stop", "raw_text": '{"label": "math"}', "prompt_tokens": 5,
-        "completion_tokens": 2, "latency_ms": 1.5, "attempts": 1, "rate_limited": 0,
-        "created_at": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+        "request_id": "r1",
+        "week_start": W1,
+        "conversation_ids": ["a", "b"],
+        "classifiers": ["topic"],
+        "prompt_name": "topic",
+        "prompt_version": "v1",
+        "model": "m",
+        "endpoint": "e",
+        "status": "ok",
+        "error": None,
+        "finish_reason": "stop",
+        "raw_text": '{"label": "math"}',
+        "prompt_tokens": 5,
+        "completion_tokens": 2,
+        "latency_ms": 1.5,
+        "attempts": 1,
+        "rate_limited": 0,
+        "created_at": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
     }
     frame = pl.DataFrame([row], schema=tables.LLM_RESPONSES)
     append(uri, frame, tables.LLM_RESPONSES)

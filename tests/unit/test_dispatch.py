@@ -1,4 +1,4 @@
-"""The async dispatcher (semtel_dagster.core.dispatch) over real HTTP: the simulator, small scripted
+"""The async dispatcher (semtel_dagster.core.llm.dispatch) over real HTTP: the simulator, small scripted
 aiohttp servers for faults the simulator does not inject, and closed ports."""
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from semtel_dagster.core.classify import run_dispatch, ClassifyPlan
-from semtel_dagster.core.dispatch import (
-    STATUS_ERROR,
-    STATUS_OK,
-    Dispatcher,
-    DispatchSettings,
-    LLMRequest,
-    QuotaWindow,
-    parse_duration,
-    request_id,
-    retry_after_seconds,
-)
-from semtel_dagster.core.endpoints import Endpoint
-from semtel_dagster.core.parse import parse_answer
-from semtel_dagster.core.prompts import load_classifiers
+from semtel_dagster.core.classify.parse import parse_answer
+from semtel_dagster.core.classify.plan import ClassifyPlan, run_dispatch
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint
+from semtel_dagster.core.llm.quota import QuotaWindow, parse_duration, retry_after_seconds
+from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest, request_id
+from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -177,8 +170,18 @@ def test_request_id_stability():
 
 @pytest.mark.parametrize(
     "value,seconds",
-    [("6m0s", 360.0), ("250ms", 0.25), ("1.5s", 1.5), ("2", 2.0), ("0.5", 0.5), ("1m30s", 90.0), ("1h", 3600.0),
-     (None, None), ("", None), ("soon", None)],
+    [
+        ("6m0s", 360.0),
+        ("250ms", 0.25),
+        ("1.5s", 1.5),
+        ("2", 2.0),
+        ("0.5", 0.5),
+        ("1m30s", 90.0),
+        ("1h", 3600.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+    ],
 )
 def test_parse_duration(value, seconds):
     assert parse_duration(value) == seconds
@@ -318,7 +321,7 @@ def test_server_error_twice_then_success():
 
 def test_client_error_is_not_retried():
     with ScriptedServer(always=(400, {})) as server:
-        rows, stats = _run([_endpoint("strict", server.base_url)], _requests_plain(2))
+        rows, _stats = _run([_endpoint("strict", server.base_url)], _requests_plain(2))
         calls = len(server.arrivals)
     assert len(rows) == 2 and calls == 2
     for row in rows:
@@ -342,7 +345,9 @@ def test_closed_port_falls_back_to_good_endpoint(topic):
 
 
 def test_all_endpoints_failing_yields_error_rows():
-    settings = DispatchSettings(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.02, breaker_open_s=0.05, breaker_max_open_s=0.1)
+    settings = DispatchSettings(
+        max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.02, breaker_open_s=0.05, breaker_max_open_s=0.1
+    )
     requests = _requests_plain(5)
     with ScriptedServer(always=(500, {})) as server:
         endpoints = [_endpoint("dead", _closed_port_url()), _endpoint("broken", server.base_url)]

@@ -7,21 +7,18 @@ import math
 
 import pytest
 
-from semtel_dagster.core.dispatch import (
-    Budget,
-    Concurrency,
-    DispatchSettings,
-    EndpointState,
-    LLMRequest,
-    QuotaWindow,
-    fair_share,
-)
-from semtel_dagster.core.endpoints import (
+from semtel_dagster.core.llm.budget import Budget
+from semtel_dagster.core.llm.concurrency import Concurrency
+from semtel_dagster.core.llm.endpoint_state import EndpointState
+from semtel_dagster.core.llm.endpoints import (
     Endpoint,
     EndpointsFileError,
     ModelPrice,
     parse_endpoints,
 )
+from semtel_dagster.core.llm.quota import QuotaWindow, fair_share
+from semtel_dagster.core.llm.requests import LLMRequest
+from semtel_dagster.core.llm.settings import DispatchSettings
 
 
 def _request(prompt_tokens=100, max_tokens=50) -> LLMRequest:
@@ -103,9 +100,13 @@ def test_prices_in_endpoints_file():
     )
     assert parsed.prices["gpt-4o-mini"].cost(1_000_000, 0) == pytest.approx(0.15)
     assert parsed.endpoints[0].refund_unused
-    with pytest.raises(EndpointsFileError, match="prices.gpt-4o-mini.prompt_per_1m"):
-        parse_endpoints({"endpoints": [{"name": "a", "base_url": "http://x/v1", "model": "m"}],
-                         "prices": {"gpt-4o-mini": {"prompt_per_1m": -1, "completion_per_1m": 0}}})
+    with pytest.raises(EndpointsFileError, match=r"prices\.gpt-4o-mini\.prompt_per_1m"):
+        parse_endpoints(
+            {
+                "endpoints": [{"name": "a", "base_url": "http://x/v1", "model": "m"}],
+                "prices": {"gpt-4o-mini": {"prompt_per_1m": -1, "completion_per_1m": 0}},
+            }
+        )
 
 
 def test_timeout_scales_with_request_size_up_to_the_ceiling():

@@ -7,9 +7,11 @@ import datetime as dt
 
 import pytest
 
-from semtel_dagster.core.classify import ClassifyPlan, run_dispatch
-from semtel_dagster.core.dispatch import STATUS_OK, Dispatcher, DispatchSettings, LLMRequest, request_id
-from semtel_dagster.core.endpoints import Endpoint
+from semtel_dagster.core.classify.plan import ClassifyPlan, run_dispatch
+from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint
+from semtel_dagster.core.llm.requests import STATUS_OK, LLMRequest, request_id
+from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 from semtel_dagster.sim.server import prompt_tokens
 
@@ -22,8 +24,21 @@ def _requests(n: int, max_tokens: int = 40, tag: str = "q") -> list[LLMRequest]:
     for i in range(n):
         messages = [{"role": "user", "content": f"User: question number {i} about python errors"}]
         cid = f"{tag}{i}"
-        out.append(LLMRequest(request_id([cid], ["topic"], "v"), WEEK, (cid,), ("topic",), "topic", "v", messages, None,
-                              max_tokens, 0.0, prompt_tokens(messages)))
+        out.append(
+            LLMRequest(
+                request_id([cid], ["topic"], "v"),
+                WEEK,
+                (cid,),
+                ("topic",),
+                "topic",
+                "v",
+                messages,
+                None,
+                max_tokens,
+                0.0,
+                prompt_tokens(messages),
+            )
+        )
     return out
 
 
@@ -69,8 +84,10 @@ def test_busy_endpoint_share_follows_quota():
     """Headroom routing: the endpoint with four times the quota takes most of the work."""
     requests = _requests(60)
     cost = requests[0].cost
-    with _sim(SimEndpointConfig(name="big", tpm=cost * 40, latency_ms=10.0),
-              SimEndpointConfig(name="small", tpm=cost * 10, latency_ms=10.0)) as sim:
+    with _sim(
+        SimEndpointConfig(name="big", tpm=cost * 40, latency_ms=10.0),
+        SimEndpointConfig(name="small", tpm=cost * 10, latency_ms=10.0),
+    ) as sim:
         endpoints = [_endpoint(sim, "big", tpm=cost * 40), _endpoint(sim, "small", tpm=cost * 10)]
         dispatcher = Dispatcher(endpoints, DispatchSettings(**FAST))
         rows = asyncio.run(_run_for(dispatcher, requests, 1.5))
@@ -81,8 +98,12 @@ def test_busy_endpoint_share_follows_quota():
 
 
 def test_5xx_burst_and_dropped_connections_move_work_and_open_the_breaker():
-    cfg_down = SimEndpointConfig(name="down", latency_ms=5.0, faults={"windows": [{"kind": "down", "start_s": 0, "duration_s": 60}]})
-    cfg_5xx = SimEndpointConfig(name="flaky", latency_ms=5.0, faults={"windows": [{"kind": "5xx", "start_s": 0, "duration_s": 60}]})
+    cfg_down = SimEndpointConfig(
+        name="down", latency_ms=5.0, faults={"windows": [{"kind": "down", "start_s": 0, "duration_s": 60}]}
+    )
+    cfg_5xx = SimEndpointConfig(
+        name="flaky", latency_ms=5.0, faults={"windows": [{"kind": "5xx", "start_s": 0, "duration_s": 60}]}
+    )
     cfg_ok = SimEndpointConfig(name="ok", latency_ms=5.0)
     requests = _requests(40)
     with _sim(cfg_down, cfg_5xx, cfg_ok) as sim:
@@ -103,7 +124,9 @@ def test_malformed_bodies_missing_usage_and_truncated_answers():
     requests = _requests(30)
     with _sim(SimEndpointConfig(name="odd", latency_ms=2.0, seed=3, faults=faults)) as sim:
         rows: list[dict] = []
-        stats = asyncio.run(Dispatcher([_endpoint(sim, "odd")], DispatchSettings(**{**FAST, "max_attempts": 8})).run(requests, rows.append))
+        stats = asyncio.run(
+            Dispatcher([_endpoint(sim, "odd")], DispatchSettings(**{**FAST, "max_attempts": 8})).run(requests, rows.append)
+        )
         served = sim.stats()["endpoints"]["odd"]
     assert len(rows) == 30 and {r["status"] for r in rows} == {STATUS_OK}
     assert stats.retries == served["faults"]["malformed"] > 0  # a broken body is retried, never saved
@@ -133,7 +156,9 @@ def test_hangs_are_hedged_and_each_request_saved_once():
 
 
 def test_timeouts_are_retried_elsewhere():
-    stuck = SimEndpointConfig(name="stuck", latency_ms=1.0, faults={"windows": [{"kind": "hang", "start_s": 0, "duration_s": 60}]})
+    stuck = SimEndpointConfig(
+        name="stuck", latency_ms=1.0, faults={"windows": [{"kind": "hang", "start_s": 0, "duration_s": 60}]}
+    )
     good = SimEndpointConfig(name="good", latency_ms=1.0)
     requests = _requests(6)
     with _sim(stuck, good) as sim:
@@ -165,8 +190,13 @@ def test_streaming_commits_every_row_once_and_flushes_on_time():
     batches: list[list[dict]] = []
     with _sim(SimEndpointConfig(name="a", latency_ms=40.0)) as sim:
         endpoint = _endpoint(sim, "a", max_concurrency=2)
-        run_dispatch(ClassifyPlan(25, 0, iter(requests)), Dispatcher([endpoint], DispatchSettings(**FAST)), batches.append,
-                     flush_rows=1000, flush_seconds=0.1)
+        run_dispatch(
+            ClassifyPlan(25, 0, iter(requests)),
+            Dispatcher([endpoint], DispatchSettings(**FAST)),
+            batches.append,
+            flush_rows=1000,
+            flush_seconds=0.1,
+        )
     ids = [row["request_id"] for batch in batches for row in batch]
     assert sorted(ids) == sorted(r.request_id for r in requests)
     assert len(batches) >= 3  # the timer flushed while requests were in flight, not only at the end

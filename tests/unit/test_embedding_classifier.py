@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from semtel_dagster.core.embedding_classifier import (
-    calibrate_threshold, load_latest, save, split_by_confidence, train,
+from semtel_dagster.core.classify.embedding_classifier import (
+    calibrate_threshold,
+    load_latest,
+    save,
+    split_by_confidence,
+    train,
 )
 
 

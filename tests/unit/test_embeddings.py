@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from semtel_dagster.core.embeddings import OpenAIEmbedder
+from semtel_dagster.core.prepare.embeddings import OpenAIEmbedder
 from semtel_dagster.sim import SimulatorThread
 from semtel_dagster.sim.embeddings import hashed_embedding
 
 
 def test_local_model_puts_paraphrases_closer_than_unrelated(local_embedder):
-    v = local_embedder.embed(["How do I reset my password?", "I forgot my password, how can I change it?",
-                              "Write a poem about the sea."])
+    v = local_embedder.embed(
+        ["How do I reset my password?", "I forgot my password, how can I change it?", "Write a poem about the sea."]
+    )
     assert v.shape == (3, 384)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > 0.6 > v[0] @ v[2]

@@ -1,10 +1,10 @@
-"""The endpoints file (semtel_dagster.core.endpoints)."""
+"""The endpoints file (semtel_dagster.core.llm.endpoints)."""
 
 from __future__ import annotations
 
 import pytest
 
-from semtel_dagster.core.endpoints import NO_KEY, EndpointsFileError, load_endpoints, parse_endpoints
+from semtel_dagster.core.llm.endpoints import NO_KEY, EndpointsFileError, load_endpoints, parse_endpoints
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 

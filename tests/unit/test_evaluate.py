@@ -1,4 +1,4 @@
-"""Evaluation metrics (semtel_dagster.core.evaluate) against hand-computed values."""
+"""Evaluation metrics (semtel_dagster.core.evaluation.metrics) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from semtel_dagster.core.evaluate import (
+from semtel_dagster.core.evaluation.metrics import (
     cohen_kappa,
     confusion_matrix,
     jensen_shannon,

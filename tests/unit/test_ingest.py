@@ -6,17 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.ingest import read_landing
-from semtel_dagster.core.sample import write_week
+from semtel_dagster.core.ingest.landing import read_landing
+from semtel_dagster.core.lake import tables
+from semtel_dagster.sim.sample import write_week
 
 W1 = dt.date(2026, 11, 16)
 W2 = W1 + dt.timedelta(days=7)
 
 
 def _rec(cid: str, started_at: str = "2026-11-17T10:00:00Z", **extra) -> dict:
-    return {"conversation_id": cid, "started_at": started_at,
-            "messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"}], **extra}
+    return {
+        "conversation_id": cid,
+        "started_at": started_at,
+        "messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"}],
+        **extra,
+    }
 
 
 def _write(path: Path, lines: list) -> Path:
@@ -31,23 +35,26 @@ def _reasons(result) -> dict[str, str]:
 
 
 def test_each_malformed_kind_is_rejected_with_its_reason(tmp_path):
-    _write(tmp_path / "a.jsonl", [
-        _rec("ok"),                                                     # 1
-        '{"conversation_id": "x", "started_at": ',                      # 2 broken json
-        "[1, 2]",                                                       # 3 not an object
-        {k: v for k, v in _rec("m").items() if k != "messages"},        # 4 missing messages
-        _rec("e", messages=[]),                                         # 5 empty messages
-        _rec("b", messages=[{"role": "user", "content": "  "}]),        # 6 blank content
-        _rec("u", messages=[{"role": "assistant", "content": "hi"}]),   # 7 no user message
-        b'{"conversation_id": "caf\xe9"}',                              # 8 invalid utf-8
-        _rec("big", messages=[{"role": "user", "content": "x" * 500}]), # 9 oversized
-        _rec("d", started_at="last tuesday"),                           # 10 bad started_at
-        _rec("  "),                                                     # 11 blank id
-        _rec("r", messages=[{"role": "bot", "content": "hi"}]),         # 12 bad role
-        "",                                                             # 13 blank: not a record
-        "   ",                                                          # 14 blank: not a record
-        json.dumps(_rec("s", messages=[{"role": "user", "content": "\ud800"}])),  # 15 lone surrogate
-    ])
+    _write(
+        tmp_path / "a.jsonl",
+        [
+            _rec("ok"),  # 1
+            '{"conversation_id": "x", "started_at": ',  # 2 broken json
+            "[1, 2]",  # 3 not an object
+            {k: v for k, v in _rec("m").items() if k != "messages"},  # 4 missing messages
+            _rec("e", messages=[]),  # 5 empty messages
+            _rec("b", messages=[{"role": "user", "content": "  "}]),  # 6 blank content
+            _rec("u", messages=[{"role": "assistant", "content": "hi"}]),  # 7 no user message
+            b'{"conversation_id": "caf\xe9"}',  # 8 invalid utf-8
+            _rec("big", messages=[{"role": "user", "content": "x" * 500}]),  # 9 oversized
+            _rec("d", started_at="last tuesday"),  # 10 bad started_at
+            _rec("  "),  # 11 blank id
+            _rec("r", messages=[{"role": "bot", "content": "hi"}]),  # 12 bad role
+            "",  # 13 blank: not a record
+            "   ",  # 14 blank: not a record
+            json.dumps(_rec("s", messages=[{"role": "user", "content": "\ud800"}])),  # 15 lone surrogate
+        ],
+    )
     result = read_landing(tmp_path, W1, max_record_bytes=400, raw_chars=50)
     reasons = _reasons(result)
     assert result.conversations["conversation_id"].to_list() == ["ok"]
@@ -76,14 +83,17 @@ def test_int_past_pythons_digit_limit_is_malformed_json(tmp_path):
 
 
 def test_valid_records_are_normalised(tmp_path):
-    _write(tmp_path / "sub" / "f.jsonl", [
-        _rec("  a  ", started_at="2026-11-17T10:00:00", extra_field=1),
-        _rec("b", started_at="2026-11-17T12:00:00+02:00", source="app"),
-    ])
+    _write(
+        tmp_path / "sub" / "f.jsonl",
+        [
+            _rec("  a  ", started_at="2026-11-17T10:00:00", extra_field=1),
+            _rec("b", started_at="2026-11-17T12:00:00+02:00", source="app"),
+        ],
+    )
     df = read_landing(tmp_path, W1).conversations
     assert df.schema == tables.CONVERSATIONS
     a, b = df.to_dicts()
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert a["conversation_id"] == "a" and a["source"] == "sub/f.jsonl"
     assert a["started_at"] == dt.datetime(2026, 11, 17, 10, tzinfo=utc)
     assert b["started_at"] == dt.datetime(2026, 11, 17, 10, tzinfo=utc) and b["source"] == "app"
@@ -93,25 +103,33 @@ def test_valid_records_are_normalised(tmp_path):
 
 
 def test_week_assignment_across_two_weeks_in_one_file(tmp_path):
-    _write(tmp_path / "mixed.jsonl", [
-        _rec("w1", started_at="2026-11-22T23:59:59Z"),
-        _rec("w2", started_at="2026-11-22T23:30:00-02:00"),  # 2026-11-23 01:30 UTC
-        _rec("w2b", started_at="2026-11-25T08:00:00Z"),
-    ])
+    _write(
+        tmp_path / "mixed.jsonl",
+        [
+            _rec("w1", started_at="2026-11-22T23:59:59Z"),
+            _rec("w2", started_at="2026-11-22T23:30:00-02:00"),  # 2026-11-23 01:30 UTC
+            _rec("w2b", started_at="2026-11-25T08:00:00Z"),
+        ],
+    )
     assert read_landing(tmp_path, W1).conversations["conversation_id"].to_list() == ["w1"]
     assert read_landing(tmp_path, W2).conversations["conversation_id"].to_list() == ["w2", "w2b"]
 
 
 def test_rejects_land_in_exactly_one_week(tmp_path):
     w2 = "2026-11-24T10:00:00Z"
-    _write(tmp_path / "home.jsonl", [
-        _rec("a", started_at=w2), _rec("b", started_at=w2), _rec("c", started_at="2026-11-17T10:00:00Z"),
-        "{broken",                                   # undated: the file's home week (W2)
-        _rec("bad", started_at="2026-11-18T00:00:00Z", messages=[]),  # own started_at: W1
-    ])
+    _write(
+        tmp_path / "home.jsonl",
+        [
+            _rec("a", started_at=w2),
+            _rec("b", started_at=w2),
+            _rec("c", started_at="2026-11-17T10:00:00Z"),
+            "{broken",  # undated: the file's home week (W2)
+            _rec("bad", started_at="2026-11-18T00:00:00Z", messages=[]),  # own started_at: W1
+        ],
+    )
     _write(tmp_path / "2026-11-18" / "only-bad.jsonl", ["{nope"])  # week from the path: W1
     undated = _write(tmp_path / "nodate" / "only-bad.jsonl", ["{nope"])  # week from mtime: W2
-    mtime = dt.datetime(2026, 11, 25, 12, tzinfo=dt.timezone.utc).timestamp()
+    mtime = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC).timestamp()
     os.utime(undated, (mtime, mtime))
 
     refs = {week: set(read_landing(tmp_path, week).rejects["record_ref"]) for week in (W1, W2)}

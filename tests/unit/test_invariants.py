@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from semtel_dagster.checks import invariants
-from semtel_dagster.core import tables
-from semtel_dagster.core.prompts import load_classifiers
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.lake import tables
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 WEEK = dt.date(2024, 1, 1)
@@ -30,7 +30,9 @@ def test_covers_flags_missing_and_extra_ids():
 
 
 def test_covers_all_good_and_custom_key():
-    frame = invariants.covers(pl.DataFrame({"request_id": ["r1", "r2"]}), pl.DataFrame({"request_id": ["r2", "r1"]}), key="request_id")
+    frame = invariants.covers(
+        pl.DataFrame({"request_id": ["r1", "r2"]}), pl.DataFrame({"request_id": ["r2", "r1"]}), key="request_id"
+    )
     assert frame.get_column("expected").all() and frame.get_column("produced").all()
     assert frame.height == 2
 
@@ -38,8 +40,18 @@ def test_covers_all_good_and_custom_key():
 def _labels(rows):
     return pl.DataFrame(
         [
-            {"conversation_id": cid, "week_start": WEEK, "classifier": clf, "label": label, "raw_label": label,
-             "cleaning": "exact", "prompt_version": "v", "model": "m", "representative_id": cid, "request_id": "r"}
+            {
+                "conversation_id": cid,
+                "week_start": WEEK,
+                "classifier": clf,
+                "label": label,
+                "raw_label": label,
+                "cleaning": "exact",
+                "prompt_version": "v",
+                "model": "m",
+                "representative_id": cid,
+                "request_id": "r",
+            }
             for cid, clf, label in rows
         ],
         schema=tables.CLASSIFICATIONS,
@@ -48,8 +60,10 @@ def _labels(rows):
 
 def _rejects(rows):
     return pl.DataFrame(
-        [{"request_id": "r", "week_start": WEEK, "conversation_id": cid, "classifier": clf, "reason": "x", "raw_text": None}
-         for cid, clf in rows],
+        [
+            {"request_id": "r", "week_start": WEEK, "conversation_id": cid, "classifier": clf, "reason": "x", "raw_text": None}
+            for cid, clf in rows
+        ],
         schema=tables.CLASSIFICATION_REJECTS,
     )
 
@@ -57,8 +71,15 @@ def _rejects(rows):
 def test_label_coverage(classifiers):
     frame = invariants.label_coverage(
         pl.DataFrame({"conversation_id": ["a", "b", "c"]}),
-        _labels([("a", "topic", "math"), ("a", "satisfaction", "7"), ("b", "topic", "politics"),
-                 ("b", "satisfaction", "3"), ("ghost", "topic", "math")]),
+        _labels(
+            [
+                ("a", "topic", "math"),
+                ("a", "satisfaction", "7"),
+                ("b", "topic", "politics"),
+                ("b", "satisfaction", "3"),
+                ("ghost", "topic", "math"),
+            ]
+        ),
         _rejects([("c", "topic")]),
         classifiers,
     )
@@ -76,7 +97,10 @@ def test_label_coverage(classifiers):
 
 def test_label_coverage_clean_week(classifiers):
     frame = invariants.label_coverage(
-        pl.DataFrame({"conversation_id": ["a"]}), _labels([("a", "topic", "other")]), _rejects([("a", "satisfaction")]), classifiers
+        pl.DataFrame({"conversation_id": ["a"]}),
+        _labels([("a", "topic", "other")]),
+        _rejects([("a", "satisfaction")]),
+        classifiers,
     )
     assert frame.get_column("expected").all()
     assert frame.get_column("label_in_set").all()
@@ -105,4 +129,9 @@ def test_truncation_coverage_flags_budget_and_growth():
 def test_representatives_known_is_false_for_unknown_and_missing_representatives():
     clusters = pl.DataFrame({"conversation_id": ["a", "b", "c", "d"], "representative_id": ["a", "a", "zz", None]})
     frame = invariants.representatives_known(clusters)
-    assert dict(frame.select("conversation_id", "representative_known").iter_rows()) == {"a": True, "b": True, "c": False, "d": False}
+    assert dict(frame.select("conversation_id", "representative_known").iter_rows()) == {
+        "a": True,
+        "b": True,
+        "c": False,
+        "d": False,
+    }

@@ -1,4 +1,4 @@
-"""Parsing answers into labels and fanning them out (semtel_dagster.core.parse)."""
+"""Parsing answers into labels and fanning them out (semtel_dagster.core.classify.parse)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.dispatch import STATUS_ERROR, STATUS_OK, request_id
-from semtel_dagster.core.parse import (
+from semtel_dagster.core.classify.parse import (
     CLEAN_EXACT,
     CLEAN_NORMALIZED,
     ParseFailure,
@@ -18,7 +16,9 @@ from semtel_dagster.core.parse import (
     parse_answer,
     parse_week,
 )
-from semtel_dagster.core.prompts import load_classifiers
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, request_id
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 WEEK = dt.date(2024, 1, 1)
@@ -122,7 +122,7 @@ def _response(classifiers, rep, name, status=STATUS_OK, raw_text=None, error=Non
         "latency_ms": 1.0,
         "attempts": 1,
         "rate_limited": 0,
-        "created_at": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc),
+        "created_at": dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
     }
 
 
@@ -153,9 +153,14 @@ def test_parse_week_fan_out_and_reasons(classifiers):
 
     got = {(r["conversation_id"], r["classifier"]): r for r in labels.iter_rows(named=True)}
     assert {k: v["label"] for k, v in got.items()} == {
-        ("a", "topic"): "programming", ("a2", "topic"): "programming", ("a3", "topic"): "programming",
-        ("a", "satisfaction"): "4", ("a2", "satisfaction"): "4", ("a3", "satisfaction"): "4",
-        ("d", "topic"): "math", ("d2", "topic"): "math",
+        ("a", "topic"): "programming",
+        ("a2", "topic"): "programming",
+        ("a3", "topic"): "programming",
+        ("a", "satisfaction"): "4",
+        ("a2", "satisfaction"): "4",
+        ("a3", "satisfaction"): "4",
+        ("d", "topic"): "math",
+        ("d2", "topic"): "math",
     }
     assert got[("a2", "topic")]["representative_id"] == "a"
     assert got[("a2", "topic")]["raw_label"] == "Programming"
@@ -183,9 +188,7 @@ def test_parse_week_conservation(classifiers):
     assert labels.height + rejects.height == clusters.height * len(classifiers)
     pairs = pl.concat([labels.select("conversation_id", "classifier"), rejects.select("conversation_id", "classifier")])
     assert pairs.is_unique().all()
-    assert set(pairs.iter_rows()) == {
-        (cid, name) for cid in clusters.get_column("conversation_id") for name in classifiers
-    }
+    assert set(pairs.iter_rows()) == {(cid, name) for cid in clusters.get_column("conversation_id") for name in classifiers}
     assert set(labels.get_column("week_start")) | set(rejects.get_column("week_start")) == {WEEK}
 
 

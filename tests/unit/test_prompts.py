@@ -1,4 +1,4 @@
-"""The classifier library (semtel_dagster.core.prompts) over the real prompts/*.prompty files."""
+"""The classifier library (semtel_dagster.core.classify.prompts) over the real prompts/*.prompty files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from semtel_dagster.core.prompts import PromptError, load_classifier, load_classifiers
+from semtel_dagster.core.classify.prompts import PromptError, load_classifier, load_classifiers
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -39,7 +39,8 @@ def test_loads_all_classifiers_with_label_sets(classifiers):
         assert c.max_tokens > 0 and c.temperature == 0.0
     assert 15 <= len(topic) - 1 <= 25
     assert classifiers["task_complexity"].groups == {
-        "low": ["remember", "understand", "apply"], "high": ["analyze", "evaluate", "create"]
+        "low": ["remember", "understand", "apply"],
+        "high": ["analyze", "evaluate", "create"],
     }
 
 
@@ -105,7 +106,7 @@ def test_unknown_name_is_an_error():
 
 
 def test_empty_folder_is_an_error(tmp_path):
-    with pytest.raises(PromptError, match="no .prompty files"):
+    with pytest.raises(PromptError, match=r"no \.prompty files"):
         load_classifiers(tmp_path)
 
 
@@ -126,7 +127,7 @@ def test_prompt_without_labels_names_the_file(tmp_path):
     assert "metadata.labels" in str(info.value)
     # and a folder containing it fails loudly too, naming that file
     shutil.copy(PROMPTS / "topic.prompty", tmp_path / "topic.prompty")
-    with pytest.raises(PromptError, match="broken.prompty"):
+    with pytest.raises(PromptError, match=r"broken\.prompty"):
         load_classifiers(tmp_path)
 
 

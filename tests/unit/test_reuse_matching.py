@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.dedupe import lsh_keys, vector_matrix
-from semtel_dagster.core.parse import parse_batched
-from semtel_dagster.core.prompts import load_classifiers
-from semtel_dagster.core.reuse import (
+from semtel_dagster.core.classify.parse import parse_batched
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.classify.reuse import (
     ENDPOINT,
     best_matches,
     bucket_matches,
@@ -20,6 +18,8 @@ from semtel_dagster.core.reuse import (
     match_embeddings,
     reused_answers,
 )
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.prepare.dedupe import lsh_keys, vector_matrix
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 LAST, EARLIER, THIS = dt.date(2026, 11, 9), dt.date(2026, 11, 2), dt.date(2026, 11, 16)
@@ -40,10 +40,14 @@ def _at_cosine(base, other, cosine):
 
 def _rows(ids, week, vectors, embedder="m"):
     return tables.conform(
-        pl.DataFrame({
-            "conversation_id": ids, "week_start": [week] * len(ids), "embedder": [embedder] * len(ids),
-            "vector": pl.Series(np.asarray(vectors, dtype=np.float32)).cast(pl.List(pl.Float32)),
-        }),
+        pl.DataFrame(
+            {
+                "conversation_id": ids,
+                "week_start": [week] * len(ids),
+                "embedder": [embedder] * len(ids),
+                "vector": pl.Series(np.asarray(vectors, dtype=np.float32)).cast(pl.List(pl.Float32)),
+            }
+        ),
         tables.CONVERSATION_EMBEDDINGS,
     )
 
@@ -68,16 +72,18 @@ def test_best_match_wins_and_ties_go_to_the_smallest_id_then_the_latest_week():
     base, other, third = _unit(rng, 3)
     query = _at_cosine(base, other, 0.99)
     aside = third - (third @ other) * other  # o1 leans away from the query's side of base
-    stored = pl.concat([
-        _rows(["o9"], LAST, [base]),  # the most similar
-        _rows(["o1"], LAST, [_at_cosine(base, aside, 0.97)]),  # above the threshold, but less similar
-        _rows(["t2", "t1"], LAST, [query, query]),  # ... unless an identical vector ties: smallest id
-        _rows(["t1"], EARLIER, [query]),  # the same id a week before: the latest week wins
-    ])
+    stored = pl.concat(
+        [
+            _rows(["o9"], LAST, [base]),  # the most similar
+            _rows(["o1"], LAST, [_at_cosine(base, aside, 0.97)]),  # above the threshold, but less similar
+            _rows(["t2", "t1"], LAST, [query, query]),  # ... unless an identical vector ties: smallest id
+            _rows(["t1"], EARLIER, [query]),  # the same id a week before: the latest week wins
+        ]
+    )
     assert _pairs(match_embeddings(_rows(["q"], THIS, [query]), stored, 0.95)) == {"q": ("t1", LAST)}
-    assert _pairs(match_embeddings(_rows(["q"], THIS, [query]), stored.filter(pl.col("conversation_id").str.starts_with("o")), 0.95)) == {
-        "q": ("o9", LAST)
-    }
+    assert _pairs(
+        match_embeddings(_rows(["q"], THIS, [query]), stored.filter(pl.col("conversation_id").str.starts_with("o")), 0.95)
+    ) == {"q": ("o9", LAST)}
 
 
 def test_no_match_across_embedders():
@@ -114,17 +120,18 @@ def test_embedding_candidates_skip_exact_matches_and_record_the_cosine():
     rng = np.random.default_rng(6)
     base, other = _unit(rng, 2)
     near = _at_cosine(base, other, 0.98)
-    this_week = pl.DataFrame(
-        {"conversation_id": ["n1", "n2"], "text_hash": ["h1", "h2"], "is_representative": [True, True]}
-    )
+    this_week = pl.DataFrame({"conversation_id": ["n1", "n2"], "text_hash": ["h1", "h2"], "is_representative": [True, True]})
     earlier_clusters = pl.DataFrame({"conversation_id": ["o1"], "week_start": [LAST], "text_hash": ["h1"]})
     labels = pl.DataFrame(
         [("o1", LAST, "topic", "math", version, "gpt"), ("o2", LAST, "topic", "travel", version, "gpt")],
-        schema=["conversation_id", "week_start", "classifier", "label", "prompt_version", "model"], orient="row",
+        schema=["conversation_id", "week_start", "classifier", "label", "prompt_version", "model"],
+        orient="row",
     )
     exact = candidates(this_week, earlier_clusters, labels)
     # n1 has the same text as o1 (exact), though its vector is nearest o2: the exact match stands
-    found = embedding_candidates(exact, _rows(["n1", "n2"], THIS, [near, near]), _rows(["o1", "o2"], LAST, [other, base]), labels, 0.95)
+    found = embedding_candidates(
+        exact, _rows(["n1", "n2"], THIS, [near, near]), _rows(["o1", "o2"], LAST, [other, base]), labels, 0.95
+    )
     assert found["conversation_id"].to_list() == ["n2"] and found["source_id"].to_list() == ["o2"]
 
     rows = reused_answers(pl.concat([exact, found]), classifiers, {"gpt"}, THIS)
@@ -143,9 +150,16 @@ def test_embeddings_gate_frame_flags_missing_extra_and_mixed_vectors():
 
     clusters = pl.DataFrame({"conversation_id": ["a", "b", "c"], "is_representative": [True, True, False]})
     vectors = _rows(["a", "c"], THIS, np.eye(2)).with_columns(
-        pl.when(pl.col("conversation_id") == "c").then(pl.lit([1.0, 0.0, 0.0], pl.List(pl.Float32))).otherwise("vector").alias("vector")
+        pl.when(pl.col("conversation_id") == "c")
+        .then(pl.lit([1.0, 0.0, 0.0], pl.List(pl.Float32)))
+        .otherwise("vector")
+        .alias("vector")
     )
     flags = embedding_coverage(clusters, vectors, True).sort("conversation_id")
-    assert flags.select("conversation_id", "expected", "produced").rows() == [("a", True, True), ("b", True, False), ("c", False, True)]
+    assert flags.select("conversation_id", "expected", "produced").rows() == [
+        ("a", True, True),
+        ("b", True, False),
+        ("c", False, True),
+    ]
     assert flags["dims"].drop_nulls().n_unique() == 2  # two lengths: the gate's single-value rule fails
     assert not embedding_coverage(clusters, vectors.clear(), False).height  # exact dedupe: no vectors expected, none written

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from semtel_dagster.core.sample import generate_week, write_week
+from semtel_dagster.sim.sample import generate_week, write_week
 
 W1 = dt.date(2026, 11, 16)
 W2 = W1 + dt.timedelta(days=7)
@@ -67,8 +67,12 @@ def test_variety_of_labels_and_lengths():
     chars = [sum(len(m["content"]) for m in c["messages"]) for c in conversations]
     assert min(turns) <= 2 and max(turns) >= 20
     assert max(chars) > 16_000  # > 4,000 tokens: truncation has work to do
-    assert any("ignore previous instructions" in m["content"].lower() or "disregard" in m["content"].lower()
-               for c in conversations for m in c["messages"] if m["role"] == "user")
+    assert any(
+        "ignore previous instructions" in m["content"].lower() or "disregard" in m["content"].lower()
+        for c in conversations
+        for m in c["messages"]
+        if m["role"] == "user"
+    )
 
 
 def test_duplicates_are_exact_or_near_with_truth():
@@ -82,7 +86,8 @@ def test_duplicates_are_exact_or_near_with_truth():
         original_truth = next(o for o in week.truth if o["conversation_id"] == t["duplicate_of"])
         assert "duplicate_of" not in original_truth
         assert {k: t[k] for k in ("topic", "satisfaction", "user_expertise", "intent")} == {
-            k: original_truth[k] for k in ("topic", "satisfaction", "user_expertise", "intent")}
+            k: original_truth[k] for k in ("topic", "satisfaction", "user_expertise", "intent")
+        }
         if copy["messages"] == original["messages"]:
             exact += 1
         else:

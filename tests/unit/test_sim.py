@@ -77,8 +77,11 @@ def _client(sim: SimulatorThread, name: str) -> openai.OpenAI:
 
 def _label(client: openai.OpenAI, system: str, labels: list[str], transcript: str) -> str:
     r = client.chat.completions.create(
-        model="gpt-4o-mini", messages=_msgs(system, transcript), response_format=_rf(labels),
-        max_tokens=24, temperature=0,
+        model="gpt-4o-mini",
+        messages=_msgs(system, transcript),
+        response_format=_rf(labels),
+        max_tokens=24,
+        temperature=0,
     )
     return json.loads(r.choices[0].message.content)["label"]
 
@@ -90,8 +93,13 @@ def _stats(sim: SimulatorThread) -> dict:
 def test_shape_usage_and_determinism(sim):
     c = _client(sim, "fast")
     transcript = "User: my python function throws a KeyError\nAssistant: check the dict keys"
-    kw = dict(model="gpt-4o-mini", messages=_msgs(TOPIC_SYSTEM, transcript),
-              response_format=_rf(TOPIC_LABELS), max_tokens=24, temperature=0)
+    kw = dict(
+        model="gpt-4o-mini",
+        messages=_msgs(TOPIC_SYSTEM, transcript),
+        response_format=_rf(TOPIC_LABELS),
+        max_tokens=24,
+        temperature=0,
+    )
     r1 = c.chat.completions.create(**kw)
     r2 = c.chat.completions.create(**kw)
     assert r1.object == "chat.completion"
@@ -109,12 +117,18 @@ def test_shape_usage_and_determinism(sim):
 
 def test_satisfaction_labels(sim):
     c = _client(sim, "fast")
-    low = _label(c, SAT_SYSTEM, SAT_LABELS,
-                 "User: how do I reset my router?\nAssistant: Hold the button for 10 seconds.\n"
-                 "User: this is wrong and useless")
-    high = _label(c, SAT_SYSTEM, SAT_LABELS,
-                  "User: how do I reset my router?\nAssistant: Hold the button for 10 seconds.\n"
-                  "User: perfect, thank you so much, amazing")
+    low = _label(
+        c,
+        SAT_SYSTEM,
+        SAT_LABELS,
+        "User: how do I reset my router?\nAssistant: Hold the button for 10 seconds.\nUser: this is wrong and useless",
+    )
+    high = _label(
+        c,
+        SAT_SYSTEM,
+        SAT_LABELS,
+        "User: how do I reset my router?\nAssistant: Hold the button for 10 seconds.\nUser: perfect, thank you so much, amazing",
+    )
     neutral = _label(c, SAT_SYSTEM, SAT_LABELS, "User: zzz qqq\nAssistant: xyzzy")
     assert low in ("1", "2")
     assert high in ("4", "5")
@@ -123,18 +137,25 @@ def test_satisfaction_labels(sim):
 
 def test_topic_labels(sim):
     c = _client(sim, "fast")
-    assert _label(c, TOPIC_SYSTEM, TOPIC_LABELS,
-                  "User: How do I debug this Python code? The function returns None.") == "programming"
-    assert _label(c, TOPIC_SYSTEM, TOPIC_LABELS,
-                  "User: Give me a recipe for baking bread with few ingredients.\n"
-                  "Assistant: Sure, here is a simple recipe.") == "cooking_food"
+    assert (
+        _label(c, TOPIC_SYSTEM, TOPIC_LABELS, "User: How do I debug this Python code? The function returns None.")
+        == "programming"
+    )
+    assert (
+        _label(
+            c,
+            TOPIC_SYSTEM,
+            TOPIC_LABELS,
+            "User: Give me a recipe for baking bread with few ingredients.\nAssistant: Sure, here is a simple recipe.",
+        )
+        == "cooking_food"
+    )
     assert _label(c, TOPIC_SYSTEM, TOPIC_LABELS, "User: blorp") == "other"
 
 
 def test_assistant_turns_weigh_less():
     # assistant talks about code a lot, the user only about cooking
-    transcript = ("User: what should I cook with eggs?\n"
-                  "Assistant: python code function programming API")
+    transcript = "User: what should I cook with eggs?\nAssistant: python code function programming API"
     assert label_request(_msgs(TOPIC_SYSTEM, transcript), _rf(TOPIC_LABELS)) == {"label": "cooking_food"}
 
 
@@ -146,10 +167,16 @@ def test_label_set_from_prompt_without_schema():
 
 def test_batched_multi_classifier_schema():
     system = TOPIC_SYSTEM.replace("Labels:", "Topic labels:") + "\nSatisfaction labels:\n" + SAT_SYSTEM.split("Labels:\n")[1]
-    rf = {"type": "json_schema", "json_schema": {"name": "multi", "schema": {
-        "type": "object",
-        "properties": {"topic": {"enum": TOPIC_LABELS}, "satisfaction": {"enum": SAT_LABELS}},
-    }}}
+    rf = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "multi",
+            "schema": {
+                "type": "object",
+                "properties": {"topic": {"enum": TOPIC_LABELS}, "satisfaction": {"enum": SAT_LABELS}},
+            },
+        },
+    }
     out = label_request(_msgs(system, "User: fix my python code\nAssistant: done\nUser: perfect, amazing, thank you"), rf)
     assert out["topic"] == "programming"
     assert out["satisfaction"] in ("4", "5")
@@ -159,7 +186,8 @@ def test_rpm_limit_429(sim):
     c = _client(sim, "rpm3")
     for _ in range(3):
         raw = c.chat.completions.with_raw_response.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=10
+        )
         assert raw.headers["x-ratelimit-limit-requests"] == "3"
     assert raw.headers["x-ratelimit-remaining-requests"] == "0"
     with pytest.raises(openai.RateLimitError) as ei:

@@ -7,9 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from semtel_dagster.core.classify import plan_requests
-from semtel_dagster.core.prompts import PromptError, load_classifier, load_classifiers
-from semtel_dagster.core.tokens import count_tokens
+from semtel_dagster.core.classify.plan import plan_requests
+from semtel_dagster.core.classify.prompts import PromptError, load_classifier, load_classifiers
+from semtel_dagster.core.prepare.tokens import count_tokens
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 WEEK = dt.date(2026, 11, 16)
@@ -19,9 +19,7 @@ def _week(transcript: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     clusters = pl.DataFrame(
         {"conversation_id": ["c1"], "week_start": [WEEK], "representative_id": ["c1"], "is_representative": [True]}
     )
-    truncated = pl.DataFrame(
-        {"conversation_id": ["c1"], "transcript": [transcript], "tokens_after": [count_tokens(transcript)]}
-    )
+    truncated = pl.DataFrame({"conversation_id": ["c1"], "transcript": [transcript], "tokens_after": [count_tokens(transcript)]})
     return clusters, truncated
 
 

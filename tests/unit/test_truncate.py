@@ -1,4 +1,4 @@
-"""Transcripts and token-aware truncation (semtel_dagster.core.truncate), against real prompts."""
+"""Transcripts and token-aware truncation (semtel_dagster.core.prepare.truncate), against real prompts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import polars as pl
 import prompty
 import pytest
 
-from semtel_dagster.core import tables
-from semtel_dagster.core.prompts import load_classifiers
-from semtel_dagster.core.tokens import TOKENIZER, count_tokens
-from semtel_dagster.core.truncate import (
+from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.prepare.tokens import TOKENIZER, count_tokens
+from semtel_dagster.core.prepare.truncate import (
     TruncationConfig,
     render_transcript,
     truncate_conversations,
@@ -38,7 +38,11 @@ def _roles(classifier, transcript: str) -> list[str]:
 
 def test_render_transcript_paragraphs():
     text = render_transcript(
-        [{"role": "user", "content": "  hi there \n"}, {"role": "assistant", "content": "hello"}, {"role": "tool", "content": "x"}]
+        [
+            {"role": "user", "content": "  hi there \n"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "tool", "content": "x"},
+        ]
     )
     assert text == "User: hi there\n\nAssistant: hello\n\nTool: x"
 
@@ -144,10 +148,7 @@ def test_truncation_config_accepts_bounds():
 
 def _conversations(rows):
     return pl.DataFrame(
-        [
-            {"conversation_id": cid, "week_start": WEEK, "messages": msgs}
-            for cid, msgs in rows
-        ],
+        [{"conversation_id": cid, "week_start": WEEK, "messages": msgs} for cid, msgs in rows],
         schema={"conversation_id": pl.String, "week_start": pl.Date, "messages": pl.List(tables.MESSAGE)},
     )
 

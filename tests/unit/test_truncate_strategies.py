@@ -2,8 +2,8 @@
 
 import pytest
 
-from semtel_dagster.core.tokens import count_tokens
-from semtel_dagster.core.truncate import TruncationConfig, compress_messages, truncate_messages
+from semtel_dagster.core.prepare.tokens import count_tokens
+from semtel_dagster.core.prepare.truncate import TruncationConfig, compress_messages, truncate_messages
 
 LONG = " ".join(f"word{i}" for i in range(2000))
 MESSAGES = [
@@ -37,7 +37,10 @@ def test_short_conversation_is_untouched():
 def test_compression_drops_boilerplate_code_middle_and_repeats():
     code = "\n".join(f"x{i} = {i}" for i in range(40))
     msgs = [
-        {"role": "user", "content": f"Fix this please   now\n```python\n{code}\n```\nsame long line repeated here\nsame long line repeated here"},
+        {
+            "role": "user",
+            "content": f"Fix this please   now\n```python\n{code}\n```\nsame long line repeated here\nsame long line repeated here",
+        },
         {"role": "assistant", "content": "Use a loop. I hope this helps! Let me know if you have any other questions."},
     ]
     out = compress_messages(msgs, code_lines=6)

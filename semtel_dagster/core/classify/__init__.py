@@ -1,0 +1,1 @@
+"""Classifiers: the prompt library, request plans, answering rounds, reuse, parsing and cleaning."""

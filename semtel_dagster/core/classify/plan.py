@@ -1,0 +1,395 @@
+"""The classify stage without I/O: which requests a week needs, and streaming their answers out.
+
+Only cluster representatives are sent. Every request has a stable id (conversations, classifiers,
+prompt version), so a rerun skips what was already answered by a model of the pool and only repeats
+calls whose answers had not been flushed when the previous run stopped.
+
+Batching strategies trade calls and prompt tokens against answer quality: one conversation x one
+classifier per call, one conversation x every classifier (one combined schema), or several
+conversations x one classifier (ids in, ids out). Pairs a batched answer misses are re-asked alone.
+
+Pairs already answered by a call-saving step (a label reused from an earlier week, a confident
+embedding classifier) are *pre-answered*: they leave the unit that would have carried them, and the
+unit keeps its other pairs. Units are cut from the week's representatives, not from the pairs still to
+ask, so a pre-answered pair changes the id of its own unit only and every other request id stays put
+on reruns. The transcript tokens of a pre-answered pair are saved; under ``multi_conversation`` the
+call itself is saved only when its whole chunk is pre-answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import polars as pl
+
+from semtel_dagster.core.classify.prompts import (
+    Classifier,
+    multi_classifier_messages,
+    multi_classifier_response_format,
+    multi_classifier_version,
+    multi_conversation_messages,
+    multi_conversation_response_format,
+    multi_conversation_version,
+)
+from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.requests import STATUS_OK, LLMRequest, request_id
+from semtel_dagster.core.llm.stats import DispatchStats
+from semtel_dagster.core.prepare.tokens import count_tokens
+
+# Chat formatting adds a few tokens per message beyond the text itself.
+_MESSAGE_OVERHEAD_TOKENS = 4
+# Completion budget per conversation of a batched answer ({"id": "...", "label": "..."}).
+_BATCH_ITEM_TOKENS = 24
+
+STRATEGY_SINGLE = "single"  # one conversation x one classifier per call
+STRATEGY_MULTI_CLASSIFIER = "multi_classifier"  # one conversation x every classifier (one combined schema)
+STRATEGY_MULTI_CONVERSATION = "multi_conversation"  # several conversations x one classifier (ids in, ids out)
+STRATEGIES = (STRATEGY_SINGLE, STRATEGY_MULTI_CLASSIFIER, STRATEGY_MULTI_CONVERSATION)
+STRATEGY_FOLLOWUP = "followup"  # recorded on single re-asks of pairs a batched answer missed
+STRATEGY_REUSE = "label_reuse"  # a label of the same text from an earlier week (core.reuse)
+STRATEGY_EMBEDDING = "embedding_classifier"  # a confident embedding classifier (core.embedding_classifier)
+CALL_SAVING = (STRATEGY_REUSE, STRATEGY_EMBEDDING)  # steps that answer pairs before any LLM call
+DEFAULT_BATCH_SIZE = 8
+
+Pair = tuple[str, str]  # (representative_id, classifier)
+
+
+@dataclass(frozen=True)
+class ClassifyPlan:
+    """The requests a week needs, split into already answered and still to send."""
+
+    total: int
+    answered: int
+    to_send: list[LLMRequest]
+
+
+def representatives(clusters: pl.DataFrame, truncated: pl.DataFrame) -> pl.DataFrame:
+    return (
+        clusters.filter(pl.col("is_representative"))
+        .select("conversation_id", "week_start")
+        .join(truncated.select("conversation_id", "transcript", "tokens_after"), on="conversation_id", how="inner")
+        .sort("conversation_id")
+    )
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One LLM call's worth of work: conversations x classifiers under one prompt version."""
+
+    conversation_ids: tuple[str, ...]
+    classifiers: tuple[str, ...]
+    prompt_version: str
+    strategy: str
+
+    @property
+    def request_id(self) -> str:
+        return request_id(self.conversation_ids, self.classifiers, self.prompt_version)
+
+
+def _single(rep: str, classifier: Classifier, strategy: str = STRATEGY_SINGLE) -> Unit:
+    return Unit((rep,), (classifier.name,), classifier.version, strategy)
+
+
+def batch_width(strategy: str, batch_size: int) -> int:
+    """Representatives that must be planned together (a distributed engine keeps them in one task)."""
+    return batch_size if strategy == STRATEGY_MULTI_CONVERSATION else 1
+
+
+def plan_units(
+    reps: list[str],
+    classifiers: dict[str, Classifier],
+    strategy: str,
+    batch_size: int,
+    preanswered: set[Pair] | frozenset[Pair] = frozenset(),
+) -> list[Unit]:
+    """How the week's representative x classifier pairs are grouped into calls (deterministic).
+
+    ``reps`` are sorted; ``multi_conversation`` cuts them into chunks of ``batch_size``. A group of one
+    pair is always a plain single request, so it shares its id with the single strategy. Pre-answered
+    pairs are left out of their unit (see the module docstring).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown batching strategy {strategy!r}; choose one of {STRATEGIES}")
+    units: list[Unit] = []
+    if strategy == STRATEGY_MULTI_CONVERSATION:
+        for name, classifier in classifiers.items():
+            version = multi_conversation_version(classifier)
+            for start in range(0, len(reps), batch_size):
+                chunk = tuple(rep for rep in reps[start : start + batch_size] if (rep, name) not in preanswered)
+                if len(chunk) > 1:
+                    units.append(Unit(chunk, (name,), version, strategy))
+                elif chunk:
+                    units.append(_single(chunk[0], classifier))
+        return units
+    combined: dict[tuple[str, ...], str] = {}
+    for rep in reps:
+        names = tuple(name for name in classifiers if (rep, name) not in preanswered)
+        if strategy == STRATEGY_SINGLE or len(names) == 1:
+            units += [_single(rep, classifiers[name]) for name in names]
+        elif names:
+            if names not in combined:
+                combined[names] = multi_classifier_version([classifiers[name] for name in names])
+            units.append(Unit((rep,), names, combined[names], strategy))
+    return units
+
+
+def expected_request_ids(
+    clusters: pl.DataFrame,
+    classifiers: dict[str, Classifier],
+    strategy: str = STRATEGY_SINGLE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    preanswered: set[Pair] | frozenset[Pair] = frozenset(),
+) -> pl.DataFrame:
+    """(representative_id, classifier, request_id, single_request_id) for every pair the week needs.
+
+    ``request_id`` is the call that carries the pair (for a pre-answered pair, the single request its
+    stored answer stands in for); ``single_request_id`` the follow-up that re-asks it alone when a
+    batched answer did not yield its label (the same id for the single strategy).
+    """
+    reps = clusters.filter(pl.col("is_representative")).get_column("conversation_id").sort().to_list()
+    rows = [
+        (rep, name, unit.request_id, _single(rep, classifiers[name]).request_id)
+        for unit in plan_units(reps, classifiers, strategy, batch_size, preanswered)
+        for rep in unit.conversation_ids
+        for name in unit.classifiers
+    ]
+    known = set(reps)
+    rows += [
+        (rep, name, single, single)
+        for rep, name in preanswered
+        if rep in known and name in classifiers
+        for single in [_single(rep, classifiers[name]).request_id]
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={"representative_id": pl.String, "classifier": pl.String, "request_id": pl.String, "single_request_id": pl.String},
+        orient="row",
+    ).sort("representative_id", "classifier")
+
+
+def preanswered_pairs(responses: pl.DataFrame, classifiers: dict[str, Classifier]) -> set[Pair]:
+    """Pairs a call-saving step answered under the classifier's current prompt (never sent to the LLM).
+
+    Read from the stored rows themselves, so planning, parsing and the gates agree without being told.
+    """
+    current = pl.DataFrame(
+        {"classifier": list(classifiers), "prompt_version": [c.version for c in classifiers.values()]},
+        schema={"classifier": pl.String, "prompt_version": pl.String},
+    )
+    saved = responses.filter((pl.col("status") == STATUS_OK) & pl.col("strategy").is_in(CALL_SAVING)).select(
+        pl.col("conversation_ids").list.first().alias("representative_id"),
+        pl.col("classifiers").list.first().alias("classifier"),
+        "prompt_version",
+    )
+    return set(saved.join(current, on=["classifier", "prompt_version"]).select("representative_id", "classifier").iter_rows())
+
+
+def label_versions(classifiers: dict[str, Classifier]) -> dict[str, frozenset[str]]:
+    """Every prompt version a label of each classifier carries under the current prompts: asked alone,
+    in a batch of conversations, or with any other current classifiers (pre-answered pairs leave a
+    multi-classifier call with a subset). Labels of earlier weeks are reused or learned from only under
+    one of these; 2^(n-1) combined versions per classifier, cheap for the handful a prompt folder holds.
+    """
+    names = list(classifiers)
+    out = {}
+    for name in names:
+        others = [other for other in names if other != name]
+        combined = {
+            multi_classifier_version([classifiers[n] for n in names if n == name or n in group])
+            for size in range(1, len(others) + 1)
+            for group in itertools.combinations(others, size)
+        }
+        classifier = classifiers[name]
+        out[name] = frozenset({classifier.version, multi_conversation_version(classifier), *combined})
+    return out
+
+
+def _build_request(
+    unit: Unit, week_start, transcripts: dict[str, tuple[str, int]], classifiers: dict[str, Classifier], structured: bool
+) -> LLMRequest:
+    """The chat request of a unit; without structured outputs the JSON format is asked for in the text only."""
+    chosen = [classifiers[name] for name in unit.classifiers]
+    if len(unit.conversation_ids) == 1 and len(chosen) == 1:
+        # One classifier reads the transcript cut to its own budget, if its prompt file sets one.
+        text, transcript_tokens = chosen[0].fit(*transcripts[unit.conversation_ids[0]])
+        messages = chosen[0].messages(text)
+        response_format = chosen[0].response_format()
+        max_tokens = chosen[0].max_tokens
+        prompt_tokens = _base_tokens(chosen[0]) + transcript_tokens
+    else:  # batches share the stage's transcripts
+        if len(unit.conversation_ids) > 1:
+            classifier = chosen[0]
+            items = [(cid, transcripts[cid][0]) for cid in unit.conversation_ids]
+            messages = multi_conversation_messages(classifier, items)
+            response_format = multi_conversation_response_format(classifier, list(unit.conversation_ids))
+            max_tokens = classifier.max_tokens + _BATCH_ITEM_TOKENS * len(items)
+        else:
+            messages = multi_classifier_messages(chosen, transcripts[unit.conversation_ids[0]][0])
+            response_format = multi_classifier_response_format(chosen)
+            max_tokens = sum(c.max_tokens for c in chosen)
+        prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
+    return LLMRequest(
+        request_id=unit.request_id,
+        week_start=week_start,
+        conversation_ids=unit.conversation_ids,
+        classifiers=unit.classifiers,
+        prompt_name="+".join(unit.classifiers),
+        prompt_version=unit.prompt_version,
+        messages=messages,
+        response_format=response_format if structured else None,
+        max_tokens=max_tokens,
+        temperature=max(c.temperature for c in chosen),
+        prompt_tokens=prompt_tokens + _MESSAGE_OVERHEAD_TOKENS * len(messages),
+        strategy=unit.strategy,
+    )
+
+
+_BASE_TOKENS: dict[str, int] = {}
+
+
+def _base_tokens(classifier: Classifier) -> int:
+    """Tokens of a classifier's prompt without the transcript (once per prompt version)."""
+    if classifier.version not in _BASE_TOKENS:
+        _BASE_TOKENS[classifier.version] = sum(count_tokens(m["content"]) for m in classifier.messages(""))
+    return _BASE_TOKENS[classifier.version]
+
+
+def plan_requests(
+    clusters: pl.DataFrame,
+    truncated: pl.DataFrame,
+    classifiers: dict[str, Classifier],
+    answered_ids: set[str],
+    *,
+    strategy: str = STRATEGY_SINGLE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    structured: bool = True,
+    followups: set[Pair] | frozenset[Pair] = frozenset(),
+    preanswered: set[Pair] | frozenset[Pair] = frozenset(),
+) -> ClassifyPlan:
+    """The week's calls under ``strategy``, plus single follow-ups for ``followups`` pairs, minus answered ones."""
+    reps = representatives(clusters, truncated)
+    week_start = reps.get_column("week_start").first() if reps.height else None
+    transcripts = {cid: (text, tokens) for cid, _, text, tokens in reps.iter_rows()}
+    units = plan_units(sorted(transcripts), classifiers, strategy, batch_size, preanswered)
+    units += [_single(rep, classifiers[name], STRATEGY_FOLLOWUP) for rep, name in sorted(followups)]
+    to_send = [
+        _build_request(unit, week_start, transcripts, classifiers, structured)
+        for unit in units
+        if unit.request_id not in answered_ids
+    ]
+    return ClassifyPlan(total=len(units), answered=len(units) - len(to_send), to_send=to_send)
+
+
+def answered_request_ids(responses: pl.DataFrame, models: set[str]) -> set[str]:
+    """Requests already answered successfully by one of the pool's models."""
+    done = responses.filter((pl.col("status") == STATUS_OK) & pl.col("model").is_in(sorted(models)))
+    return set(done.get_column("request_id").to_list())
+
+
+def latest_per_request(responses: pl.DataFrame) -> pl.DataFrame:
+    """One row per request id: a success beats a failure, then the newest wins."""
+    return (
+        responses.sort([pl.col("status") == STATUS_OK, pl.col("created_at")], descending=[True, True], nulls_last=True)
+        .unique(subset="request_id", keep="first", maintain_order=True)
+        .sort("request_id")
+    )
+
+
+async def dispatch_streaming(
+    dispatcher: Dispatcher,
+    requests: Iterator[LLMRequest] | list[LLMRequest],
+    write_batch: Callable[[list[dict]], None],
+    *,
+    flush_rows: int = 200,
+    flush_seconds: float = 2.0,
+    on_progress: Callable[[int, DispatchStats], None] | None = None,
+) -> DispatchStats:
+    """Dispatch while a background task commits answers every ``flush_rows`` rows or ``flush_seconds``.
+
+    Commits run in a worker thread so slow storage never stalls the requests in flight; a crash loses
+    at most the rows of one flush interval, which the rerun asks again.
+    """
+    pending: list[dict] = []
+    wake = asyncio.Event()
+    finished = asyncio.Event()
+    done = 0
+
+    def on_result(row: dict) -> None:
+        nonlocal done
+        pending.append(row)
+        done += 1
+        if len(pending) >= flush_rows:
+            wake.set()
+        if on_progress:
+            on_progress(done, dispatcher.stats)
+
+    async def flusher() -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=flush_seconds)
+            wake.clear()
+            batch = pending[:]
+            del pending[: len(batch)]
+            if batch:
+                await asyncio.to_thread(write_batch, batch)
+            if finished.is_set() and not pending:
+                return
+
+    flush_task = asyncio.create_task(flusher())
+    try:
+        stats = await dispatcher.run(requests, on_result)
+    finally:
+        finished.set()
+        wake.set()
+        await flush_task
+    return stats
+
+
+def run_dispatch(
+    plan: ClassifyPlan,
+    dispatcher: Dispatcher,
+    write_batch: Callable[[list[dict]], None],
+    *,
+    flush_rows: int,
+    flush_seconds: float,
+    on_progress: Callable[[int, DispatchStats], None] | None = None,
+) -> DispatchStats:
+    """Synchronous entry point for callers without an event loop (Dagster steps, the CLI)."""
+    return asyncio.run(
+        dispatch_streaming(
+            dispatcher,
+            plan.to_send,
+            write_batch,
+            flush_rows=flush_rows,
+            flush_seconds=flush_seconds,
+            on_progress=on_progress,
+        )
+    )
+
+
+WALL_SEQUENTIAL = "sequential"  # dispatch runs one after another (rounds, weeks): wall times add
+WALL_PARALLEL = "parallel"  # dispatch runs side by side (Spark tasks): the slowest one's wall time
+
+
+def merge_stats(parts: list[dict], wall: str) -> dict:
+    """Totals of ``DispatchStats.as_dict()`` over several dispatch runs; every counter (per endpoint too)
+    adds, and ``wall`` says how their wall times combine."""
+    if wall not in (WALL_SEQUENTIAL, WALL_PARALLEL):
+        raise ValueError(f"wall must be {WALL_SEQUENTIAL!r} or {WALL_PARALLEL!r}, got {wall!r}")
+    total = DispatchStats().as_dict()
+    for stats in parts:
+        for key, value in stats.items():
+            if key == "endpoints":
+                for name, counters in value.items():
+                    merged = total["endpoints"].setdefault(name, {})
+                    for counter, amount in counters.items():
+                        merged[counter] = merged.get(counter, 0) + amount
+            elif key == "wall_seconds" and wall == WALL_PARALLEL:
+                total[key] = max(total[key], value)
+            else:
+                total[key] += value
+    return total

@@ -1,0 +1,1 @@
+"""Keeping classifiers honest: metrics, golden sets, experiments and the evaluation report."""

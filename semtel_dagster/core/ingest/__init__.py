@@ -1,0 +1,1 @@
+"""Landing data to canonical conversations: format adapters, the record contract, weekly reads."""

@@ -1,0 +1,362 @@
+"""Asynchronous LLM dispatch over a pool of OpenAI-compatible endpoints, at the rate limit.
+
+Per endpoint: a client-side mirror of the provider's 60 s quota windows (RPM and TPM, charged the way
+Azure counts: prompt tokens + ``max_tokens`` on arrival, corrected to the provider's count, refunded to
+actual use where the endpoint says the provider does), kept honest by the ``x-ratelimit-*`` headers of
+every response, which also reveal what other processes sharing the endpoint use (an AIMD share of a
+contended quota makes uncoordinated processes converge to equal shares); an AIMD concurrency limit
+with a latency gradient (cut on 429, 5xx, timeouts or rising latency, at most once per round trip);
+a circuit breaker; cooldowns that honor ``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
+another endpoint with jittered backoff; a straggler past a latency percentile gets one hedged duplicate
+whose loser is cancelled, so each request yields exactly one row. An optional token or cost budget stops
+dispatch cleanly. Workers pull requests from an iterator: millions of queued requests are never
+materialized at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from semtel_dagster.core.llm.budget import Budget
+from semtel_dagster.core.llm.endpoint_state import EndpointState
+from semtel_dagster.core.llm.endpoints import Endpoint
+from semtel_dagster.core.llm.quota import retry_after_seconds
+from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
+from semtel_dagster.core.llm.settings import DispatchSettings
+from semtel_dagster.core.llm.stats import DispatchStats
+from semtel_dagster.core.prepare.tokens import count_tokens
+
+
+@dataclass
+class _Outcome:
+    """One HTTP attempt: ``kind`` is ok, rate_limited, retry (5xx, timeout, broken answer) or fatal."""
+
+    kind: str
+    state: EndpointState
+    started: float
+    body: dict | None = None
+    error: str = ""
+    hedge: bool = False
+    settled: bool = False  # already charged to the budget
+
+
+class Dispatcher:
+    """Sends requests to the pool; ``on_result`` receives one ``llm_responses`` row per request."""
+
+    def __init__(self, endpoints: list[Endpoint], settings: DispatchSettings | None = None) -> None:
+        self.settings = settings or DispatchSettings()
+        self._endpoints = endpoints
+        self._rng = random.Random(self.settings.seed)
+        self.states: list[EndpointState] = []
+        self.stats = DispatchStats()
+        self.budget = Budget(self.settings, {e.model for e in endpoints})
+        self._waiters: deque[asyncio.Future] = deque()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the requests in flight, send nothing new (a request waiting for quota ends without a row)."""
+        self._stopping = True
+        while self._waiters:
+            _wake(self._waiters.popleft())
+
+    def _open(self) -> None:
+        """One aiohttp session per endpoint: a plain OpenAI-compatible POST costs a tenth of the CPU the
+        OpenAI client spends building and parsing the same call, which decides requests/s per process."""
+        self.states = [
+            EndpointState(
+                endpoint,
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), json_serialize=json.dumps),
+                self.settings,
+            )
+            for endpoint in self._endpoints
+        ]
+        self.stats.endpoints = {s.endpoint.name: s.stats for s in self.states}
+
+    # ------------------------------------------------------------------ choosing an endpoint
+
+    def _choose(self, cost: int, avoid: set[str], now: float, hedge: bool = False) -> tuple[EndpointState | None, float]:
+        waits = [(state.wait_for(cost, now, hedge), state) for state in self.states]
+        candidates = [(w, s) for w, s in waits if s.endpoint.name not in avoid] or waits
+        ready = [s for w, s in candidates if w == 0.0]
+        if ready:
+            return max(ready, key=lambda s: s.headroom(now)), 0.0
+        return None, min(w for w, _ in candidates)
+
+    async def _acquire(self, cost: int, avoid: set[str]) -> tuple[EndpointState, list[float]] | None:
+        """The best endpoint once one can take the request, already charged (choice and charge are one
+        step, so concurrent workers never see the same free quota); None once dispatch is stopping."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            now = time.monotonic()
+            state, wait = self._choose(cost, avoid, now)
+            if state is not None:
+                return state, state.reserve(cost, now)
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            timer = loop.call_later(min(wait, 1.0), _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+        return None
+
+    def _release(self, state: EndpointState) -> None:
+        state.in_flight -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    # ------------------------------------------------------------------ one HTTP attempt
+
+    def _payload(self, request: LLMRequest, endpoint: Endpoint) -> dict:
+        payload = {
+            "model": endpoint.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.response_format and endpoint.structured_outputs:
+            payload["response_format"] = request.response_format
+        return payload
+
+    async def _attempt(self, request: LLMRequest, state: EndpointState, charge: list[float], hedge: bool = False) -> _Outcome:
+        started = time.monotonic()
+        name = state.endpoint.name
+        timeout = state.timeout_for(request.cost)
+        try:
+            async with state.session.post(
+                state.url,
+                json=self._payload(request, state.endpoint),
+                headers=state.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                status, headers, content = response.status, response.headers, await response.read()
+            if status == 429:
+                now = time.monotonic()
+                state.stats.rate_limited += 1
+                state.on_headers(headers, now)
+                state.tpm.correct(charge, 0)  # a refused request is not charged
+                pause = retry_after_seconds(headers) or self._backoff(1)
+                # wake when the provider said, not seconds later: the capacity that frees then goes to whoever
+                # asks first, and a process that holds the window refills its own expiring charges at once
+                state.on_rate_limited(now, pause + self._rng.uniform(0.0, min(0.1, 0.1 * pause)))
+                return _Outcome("rate_limited", state, started, error=f"429 rate limited by {name}", hedge=hedge)
+            if status != 200:
+                state.stats.errors += 1
+                error = f"HTTP {status} from {name}: {_error_message(content)}"
+                if status < 500 and status not in (408, 409):
+                    return _Outcome("fatal", state, started, error=error, hedge=hedge)
+                state.on_failure(time.monotonic(), self._backoff(state.failures + 1))
+                return _Outcome("retry", state, started, error=error, hedge=hedge)
+            body = json.loads(content)
+            choice = body["choices"][0]
+            if not isinstance(choice["message"]["content"], str):
+                raise TypeError("message.content is not a string")
+        except TimeoutError:
+            state.stats.errors += 1
+            state.stats.timeouts += 1
+            self.stats.timeouts += 1
+            state.on_failure(time.monotonic(), self._backoff(state.failures + 1))
+            return _Outcome("retry", state, started, error=f"timed out after {timeout:.1f}s on {name}", hedge=hedge)
+        except (aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError) as exc:
+            state.stats.errors += 1
+            state.on_failure(time.monotonic(), self._backoff(state.failures + 1), overload=False)
+            return _Outcome("retry", state, started, error=f"{type(exc).__name__} from {name}: {str(exc)[:200]}", hedge=hedge)
+        finally:
+            self._release(state)
+        now = time.monotonic()
+        state.on_headers(headers, now)
+        usage = body.get("usage") or {}
+        if usage.get("prompt_tokens") is not None:
+            used_completion = usage.get("completion_tokens") if state.endpoint.refund_unused else None
+            state.tpm.correct(
+                charge, usage["prompt_tokens"] + (used_completion if used_completion is not None else request.max_tokens)
+            )
+        state.on_success(now - started, now)
+        return _Outcome("ok", state, started, body=body, hedge=hedge)
+
+    async def _hedged(self, request: LLMRequest, state: EndpointState, charge, avoid: set[str]) -> _Outcome:
+        """The attempt, plus one duplicate on the best other endpoint if it straggles; the first answer wins."""
+        first = asyncio.ensure_future(self._attempt(request, state, charge))
+        delay = state.hedge_after()
+        if delay is None or self.stats.hedges >= self.settings.hedge_max_share * max(20, self.stats.ok):
+            return await first
+        done, _ = await asyncio.wait({first}, timeout=delay)
+        if done:
+            return first.result()
+        now = time.monotonic()
+        other, _ = self._choose(request.cost, avoid | {state.endpoint.name}, now, hedge=True)
+        if other is None or not self.budget.reserve(request):
+            return await first
+        self.stats.hedges += 1
+        other.stats.hedges += 1
+        second = asyncio.ensure_future(self._attempt(request, other, other.reserve(request.cost, now), hedge=True))
+        models = {first: state.endpoint.model, second: other.endpoint.model}
+        pending = {first, second}
+        outcome = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                result = task.result()
+                self._settle(request, result)
+                result.settled = True
+                if outcome is None or (result.kind == "ok" and outcome.kind != "ok"):
+                    outcome = result
+            if outcome is not None and outcome.kind == "ok":
+                break
+        for task in pending:  # the loser: cancelled, its prompt counted against the budget
+            task.cancel()
+            self.budget.settle(request, models[task], request.prompt_tokens, 0)
+        if outcome.hedge and outcome.kind == "ok":
+            self.stats.hedge_wins += 1
+        return outcome
+
+    def _settle(self, request: LLMRequest, outcome: _Outcome) -> None:
+        """Charge an attempt to the budget: its usage, or its prompt if the provider may have billed it."""
+        if outcome.kind == "ok":
+            prompt, completion = _usage(request, outcome.body)
+        else:
+            prompt = request.prompt_tokens if "timed out" in outcome.error else 0
+            completion = 0
+        self.budget.settle(request, outcome.state.endpoint.model, prompt, completion)
+
+    # ------------------------------------------------------------------ one request, all attempts
+
+    async def _execute(self, request: LLMRequest) -> dict | None:
+        attempts = rate_limited = 0
+        error = ""
+        avoid: set[str] = set()
+        while attempts < self.settings.max_attempts:
+            reserved = self.budget.reserve(request)
+            if not reserved:
+                self.stop()
+            acquired = await self._acquire(request.cost, avoid) if not self._stopping else None
+            if acquired is None:  # stopped (budget or caller): no row, so a rerun asks again
+                if reserved:
+                    self.budget.settle(request, "", 0, 0)
+                self.stats.requests += attempts
+                self.stats.unfinished += 1
+                return None
+            attempts += 1
+            outcome = await self._hedged(request, *acquired, avoid)
+            if not outcome.settled:
+                self._settle(request, outcome)
+            if outcome.kind == "ok":
+                return self._row(request, outcome, None, attempts, rate_limited)
+            if outcome.kind == "fatal":
+                return self._row(request, outcome, outcome.error, attempts, rate_limited)
+            error = outcome.error
+            avoid = {outcome.state.endpoint.name}
+            if outcome.kind == "rate_limited":
+                rate_limited += 1
+            elif attempts < self.settings.max_attempts:
+                await asyncio.sleep(self._backoff(attempts) * 0.25)  # jitter: retries do not arrive in waves
+        return self._row(request, None, f"gave up after {attempts} attempts: {error}", attempts, rate_limited)
+
+    def _row(self, request: LLMRequest, outcome: _Outcome | None, error: str | None, attempts: int, rate_limited: int) -> dict:
+        body = outcome.body if outcome is not None else None
+        state = outcome.state if outcome is not None else None
+        choice = body["choices"][0] if body else None
+        raw_text = choice["message"]["content"] if choice else None
+        prompt_tokens, completion_tokens = _usage(request, body) if body is not None else (0, 0)
+        latency_ms = (time.monotonic() - outcome.started) * 1000.0 if outcome is not None else None
+        self.stats.requests += attempts
+        self.stats.retries += attempts - 1
+        self.stats.rate_limited += rate_limited
+        if body is not None:
+            self.stats.ok += 1
+            self.stats.prompt_tokens += prompt_tokens
+            self.stats.completion_tokens += completion_tokens
+            state.stats.ok += 1
+            state.stats.prompt_tokens += prompt_tokens
+            state.stats.completion_tokens += completion_tokens
+            state.stats.latency_ms_total += latency_ms
+        else:
+            self.stats.errors += 1
+        return {
+            "request_id": request.request_id,
+            "week_start": request.week_start,
+            "conversation_ids": list(request.conversation_ids),
+            "classifiers": list(request.classifiers),
+            "prompt_name": request.prompt_name,
+            "prompt_version": request.prompt_version,
+            "model": state.endpoint.model if state else None,
+            "endpoint": state.endpoint.name if state else None,
+            "status": STATUS_OK if body is not None else STATUS_ERROR,
+            "error": error,
+            "finish_reason": choice.get("finish_reason") if choice else None,
+            "raw_text": raw_text,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "latency_ms": latency_ms,
+            "attempts": attempts,
+            "rate_limited": rate_limited,
+            "created_at": dt.datetime.now(dt.UTC),
+            "strategy": request.strategy,
+        }
+
+    async def run(self, requests: Iterable[LLMRequest], on_result: Callable[[dict], None]) -> DispatchStats:
+        """Dispatch everything (or until ``stop``); returns totals. ``on_result`` gets one row per finished request."""
+        self._open()
+        started = time.monotonic()
+        source: Iterator[LLMRequest] = iter(requests)
+
+        async def worker() -> None:
+            for request in source:
+                if self._stopping:
+                    return
+                row = await self._execute(request)
+                if row is not None:
+                    on_result(row)
+
+        n_workers = min(1024, sum(e.max_concurrency for e in self._endpoints))
+        try:
+            await asyncio.gather(*(worker() for _ in range(n_workers)))
+        finally:
+            for state in self.states:
+                await state.session.close()
+            self.stats.wall_seconds = time.monotonic() - started
+            self.stats.budget_exhausted = int(self.budget.exhausted)
+            self.stats.budget_spent_tokens = self.budget.spent_tokens
+            self.stats.budget_spent_cost = self.budget.spent_cost
+        return self.stats
+
+
+def _usage(request: LLMRequest, body: dict) -> tuple[int, int]:
+    """(prompt, completion) tokens of an answer; without a usage object, our own count, so budgets and
+    totals stay meaningful."""
+    usage = body.get("usage") or {}
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    return (
+        int(prompt) if prompt is not None else request.prompt_tokens,
+        int(completion) if completion is not None else count_tokens(body["choices"][0]["message"]["content"]),
+    )
+
+
+def _error_message(content: bytes) -> str:
+    """The provider's error message (never the request: it may hold conversation text)."""
+    try:
+        return str(json.loads(content)["error"]["message"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return content[:200].decode("utf-8", "replace")
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

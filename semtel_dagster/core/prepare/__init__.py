@@ -1,0 +1,1 @@
+"""Preparing conversations for the LLM: tokens, truncation, embeddings, duplicate clusters."""

@@ -1,0 +1,225 @@
+"""Transcripts, extractive compression and token-aware truncation.
+
+A transcript is what a classifier reads: one ``User:`` / ``Assistant:`` paragraph per message. Long
+conversations are cut to a token budget with an explicit marker where tokens were removed so the
+model knows text is missing. Strategies: ``head_tail`` keeps the start (what the user came for) and
+the end (how it went); ``head`` and ``tail`` keep one side (topic needs the start, satisfaction the
+end); ``turns`` cuts every message to a shared cap but keeps the start of every user turn.
+
+Compression runs before truncation and only removes what does not change a label: runs of
+whitespace, assistant boilerplate, the middle of long code blocks and lines repeated verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import polars as pl
+
+from semtel_dagster.core.lake import tables
+from semtel_dagster.core.prepare.tokens import TOKENIZER, count_tokens, encoding
+
+ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+
+# Prompty reads a line that is only a role name and a colon ("user:") as a new chat message, so a
+# conversation containing one could inject a turn into the classifier prompt. Such lines are quoted.
+_ROLE_MARKER_LINE = re.compile(r"(?im)^([ \t]*#?[ \t]*(?:system|user|assistant|developer)[ \t]*(?:\[[^\]\n]*\])?[ \t]*:[ \t]*)$")
+
+
+def quote_role_markers(text: str) -> str:
+    return _ROLE_MARKER_LINE.sub(r"> \1", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+Strategy = Literal["head_tail", "head", "tail", "turns"]
+STRATEGIES: tuple[str, ...] = ("head_tail", "head", "tail", "turns")
+COMPRESSION_NONE = "none"
+COMPRESSION_EXTRACTIVE = "extractive"
+
+
+@dataclass(frozen=True)
+class TruncationConfig:
+    """``max_tokens`` is the transcript budget; ``head_share`` of it is kept from the start (head_tail)."""
+
+    max_tokens: int = 3000
+    head_share: float = 0.6
+    strategy: Strategy = "head_tail"
+    compress: bool = False
+    code_lines: int = 12  # compression keeps this many lines of each code block
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 16:
+            raise ValueError("max_tokens must be at least 16")
+        if not 0.0 <= self.head_share <= 1.0:
+            raise ValueError("head_share must be between 0 and 1")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+
+    @classmethod
+    def parse(cls, spec: str, **defaults) -> TruncationConfig:
+        """``"tail:512"``, ``"turns:1024+compress"``, ``"head_tail:3000"``: strategy, budget, options."""
+        body, *flags = spec.strip().split("+")
+        strategy, _, budget = body.partition(":")
+        unknown = set(flags) - {"compress"}
+        if unknown:
+            raise ValueError(f"unknown truncation option(s) {sorted(unknown)} in {spec!r}")
+        config = cls(**defaults)
+        return replace(
+            config,
+            strategy=strategy or config.strategy,
+            compress="compress" in flags or config.compress,
+            max_tokens=int(budget) if budget else config.max_tokens,
+        )
+
+
+# Assistant filler that never decides a label (compared case-insensitively, whole sentences).
+_BOILERPLATE = re.compile(
+    r"(?i)(?:^|(?<=[.!?]\s))(?:as an ai(?: language model)?[^.!?\n]*[.!?]"
+    r"|i hope (?:this|that) helps[^.!?\n]*[.!?]"
+    r"|(?:please )?(?:let me know|feel free to (?:ask|reach out))[^.!?\n]*[.!?]"
+    r"|is there anything else[^.!?\n]*\?"
+    r"|i'?m (?:happy|glad) to help[^.!?\n]*[.!?])\s*"
+)
+_CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.S)
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_BLANK_LINES = re.compile(r"\n\s*\n(?:\s*\n)+")
+_REPEAT_MIN_CHARS = 20
+
+
+def compress_messages(messages: list[dict], code_lines: int = 12) -> list[dict]:
+    """Extractive compression of every message; a message left empty says so instead of vanishing."""
+    seen: set[str] = set()
+    out = []
+    for message in messages:
+        text = message["content"]
+        if message["role"] == "assistant":
+            text = _BOILERPLATE.sub("", text)
+        text = _CODE_BLOCK.sub(lambda m: _shorten_code(m, code_lines), text)
+        lines = []
+        for line in _SPACES.sub(" ", text).split("\n"):
+            key = line.strip().casefold()
+            if len(key) >= _REPEAT_MIN_CHARS and key in seen:
+                continue  # repeated verbatim (pasted twice, looping answers): once is enough to judge
+            seen.add(key)
+            lines.append(line.rstrip())
+        text = _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+        out.append({"role": message["role"], "content": text or "[repeated content omitted]"})
+    return out
+
+
+def _shorten_code(match: re.Match, keep: int) -> str:
+    body = match.group(1).rstrip("\n").split("\n")
+    if len(body) <= keep:
+        return match.group(0)
+    head = match.group(0).split("\n", 1)[0]
+    omitted = len(body) - keep
+    return "\n".join([head, *body[: keep - 2], f"[... {omitted} code lines omitted ...]", *body[-2:], "```"])
+
+
+def render_transcript(messages: list[dict]) -> str:
+    """``Role: content`` paragraphs; role-marker lines (also an empty turn) are quoted so they stay data."""
+    paragraphs = [
+        f"{ROLE_NAMES.get(message['role'], message['role'].title())}: {message['content'].strip()}" for message in messages
+    ]
+    return quote_role_markers("\n\n".join(paragraphs))
+
+
+def truncate_text(text: str, config: TruncationConfig, tokens: list[int] | None = None) -> tuple[str, int, int, str]:
+    """Returns (text, tokens_before, tokens_after, strategy): ``none``, ``head_tail``, ``head`` or ``tail``.
+
+    The ``turns`` strategy needs messages (see :func:`truncate_messages`); on plain text it is head_tail.
+    ``tokens`` is the text already encoded, when the caller has it (encoding is most of the stage's time).
+    """
+    enc = encoding()
+    if tokens is None:
+        tokens = enc.encode_ordinary(text)
+    if len(tokens) <= config.max_tokens:
+        return text, len(tokens), len(tokens), "none"
+    strategy = config.strategy if config.strategy in ("head", "tail") else "head_tail"
+    head_share = {"head": 1.0, "tail": 0.0}.get(strategy, config.head_share)
+    omitted_guess = len(tokens) - config.max_tokens
+    marker = f"\n\n[... {omitted_guess} tokens omitted ...]\n\n"
+    budget = config.max_tokens - len(enc.encode_ordinary(marker))
+    head = int(budget * head_share)
+    tail = budget - head
+    kept = quote_role_markers(
+        enc.decode(tokens[:head])
+        + marker.replace(str(omitted_guess), str(len(tokens) - head - tail))
+        + (enc.decode(tokens[-tail:]) if tail else "")
+    )
+    return kept, len(tokens), len(enc.encode_ordinary(kept)), strategy
+
+
+_TURN_MARKER_TOKENS = 10  # " [... N tokens omitted]" after a cut message
+
+
+def truncate_turns(messages: list[dict], max_tokens: int) -> str | None:
+    """Every message cut to a shared token cap, each user turn keeping at least its first tokens.
+
+    The cap is the largest that fits the budget (binary search); ``None`` when even the markers of a
+    very long conversation do not fit, so the caller falls back to head_tail.
+    """
+    enc = encoding()
+    paragraphs = [enc.encode_ordinary(render_transcript([m])) for m in messages]
+    floor = max(4, max_tokens // (4 * max(1, sum(m["role"] == "user" for m in messages))))
+
+    def kept(cap: int) -> list[int]:
+        return [min(len(t), max(cap, floor if m["role"] == "user" else 0)) for m, t in zip(messages, paragraphs)]
+
+    def cost(cap: int) -> int:
+        keep = kept(cap)
+        return len(paragraphs) - 1 + sum(k + (_TURN_MARKER_TOKENS if k < len(t) else 0) for k, t in zip(keep, paragraphs))
+
+    if cost(0) > max_tokens:
+        return None
+    lo, hi = 0, max(len(t) for t in paragraphs)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if cost(mid) <= max_tokens else (lo, mid - 1)
+    parts = [
+        enc.decode(t[:k]) + ("" if k == len(t) else f" [... {len(t) - k} tokens omitted]") for k, t in zip(kept(lo), paragraphs)
+    ]
+    return quote_role_markers("\n\n".join(parts))
+
+
+def truncate_messages(messages: list[dict], config: TruncationConfig) -> tuple[str, int, int, int, str, str]:
+    """(transcript, tokens_before, tokens_compressed, tokens_after, strategy, compression) of one conversation."""
+    original = render_transcript(messages)
+    compression = COMPRESSION_NONE
+    if config.compress:
+        messages, compression = compress_messages(messages, config.code_lines), COMPRESSION_EXTRACTIVE
+    transcript = render_transcript(messages)
+    tokens = encoding().encode_ordinary(transcript)
+    compressed = len(tokens)
+    before = count_tokens(original) if config.compress else compressed
+    if config.strategy == "turns" and compressed > config.max_tokens:
+        cut = truncate_turns(messages, config.max_tokens)
+        if cut is not None and (after := count_tokens(cut)) <= config.max_tokens:
+            return cut, before, compressed, after, "turns", compression
+    text, _, after, strategy = truncate_text(transcript, config, tokens)
+    return text, before, compressed, after, strategy, compression
+
+
+def truncate_conversations(conversations: pl.DataFrame, config: TruncationConfig) -> pl.DataFrame:
+    """One ``conversations_truncated`` row per conversation (row conservation by construction)."""
+    rows = [
+        (conversation_id, week_start, *truncate_messages(messages, config), TOKENIZER)
+        for conversation_id, week_start, messages in conversations.select("conversation_id", "week_start", "messages").iter_rows()
+    ]
+    frame = pl.DataFrame(
+        rows,
+        schema=[
+            "conversation_id",
+            "week_start",
+            "transcript",
+            "tokens_before",
+            "tokens_compressed",
+            "tokens_after",
+            "strategy",
+            "compression",
+            "tokenizer",
+        ],
+        orient="row",
+    )
+    return tables.conform(frame, tables.CONVERSATIONS_TRUNCATED) if rows else tables.empty(tables.CONVERSATIONS_TRUNCATED)
