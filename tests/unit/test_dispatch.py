@@ -16,7 +16,7 @@ from aiohttp import web
 from semtel_dagster.core.classify.parse import parse_answer
 from semtel_dagster.core.classify.plan import ClassifyPlan, run_dispatch
 from semtel_dagster.core.classify.prompts import load_classifiers
-from semtel_dagster.core.llm.dispatch import DispatchFailed, Dispatcher
+from semtel_dagster.core.llm.dispatch import Dispatcher, DispatchFailed
 from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.quota import QuotaWindow, parse_duration, retry_after_seconds
 from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest, request_id

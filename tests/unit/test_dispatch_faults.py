@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from scripted_http import HandlerServer, completion
 
-from semtel_dagster.core.llm.dispatch import DispatchFailed, Dispatcher
+from semtel_dagster.core.llm.dispatch import Dispatcher, DispatchFailed
 from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest, request_id
 from semtel_dagster.core.llm.settings import DispatchSettings
@@ -123,7 +123,7 @@ def test_every_endpoint_failing_stops_the_run_with_a_clear_failure():
     requests = _requests(200)
     with HandlerServer(_always_500) as a, HandlerServer(_html_200) as b:
         endpoints = [_endpoint("five-hundred", a.base_url), _endpoint("html", b.base_url)]
-        rows, dispatcher, wall, failure = _run(endpoints, requests, stop_after_failing_s=2.0)
+        rows, _dispatcher, wall, failure = _run(endpoints, requests, stop_after_failing_s=2.0)
         calls = len(a.calls) + len(b.calls)
     assert failure is not None and wall < 12
     message = str(failure)

@@ -189,8 +189,9 @@ class Dispatcher:
             if 300 <= status < 400:
                 target = urlsplit(headers.get("Location", ""))
                 return failed(
-                    "config", f"HTTP {status} from {name}: redirect to {target.scheme}://{target.netloc} not followed; "
-                    "set base_url to the address that answers"
+                    "config",
+                    f"HTTP {status} from {name}: redirect to {target.scheme}://{target.netloc} not followed; "
+                    "set base_url to the address that answers",
                 )
             if status == 401 and state.transport.refused(sent):
                 return failed("retry", f"HTTP 401 from {name}: token refused, fetching a new one", overload=False)

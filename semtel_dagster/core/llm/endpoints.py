@@ -72,9 +72,7 @@ class Endpoint(BaseModel):
     @classmethod
     def _renamed_fields(cls, data: object) -> object:
         if isinstance(data, dict) and "structured_outputs" in data:
-            raise ValueError(
-                "structured_outputs was replaced by structured_output: one of " + ", ".join(STRUCTURED_OUTPUT_MODES)
-            )
+            raise ValueError("structured_outputs was replaced by structured_output: one of " + ", ".join(STRUCTURED_OUTPUT_MODES))
         return data
 
     @field_validator("base_url")

@@ -22,7 +22,9 @@ _PATTERNS = [
     (re.compile(r"(?i)\bbearer\s+[^\s\"',;}\]]+"), "Bearer " + REDACTED),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{4,}"), "sk-" + REDACTED),
     (
-        re.compile(r"(?i)\b(api[-_ ]?key|x-api-key|authorization|ocp-apim-subscription-key|access[-_]token)(\W{1,4})[^\s\"',;}\]]+"),
+        re.compile(
+            r"(?i)\b(api[-_ ]?key|x-api-key|authorization|ocp-apim-subscription-key|access[-_]token)(\W{1,4})[^\s\"',;}\]]+"
+        ),
         r"\1\2" + REDACTED,
     ),
 ]
