@@ -123,3 +123,22 @@ def test_load_endpoints_invalid_content_names_file(tmp_path):
     with pytest.raises(EndpointsFileError) as info:
         load_endpoints(path)
     assert str(info.value).startswith(str(path)) and "endpoints.0.base_url" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [f"https://user:{SECRET}@h/v1", f"https://{SECRET}@h/v1", f"https://h/v1?api-key={SECRET}", f"https://h/v1#{SECRET}"],
+)
+def test_keys_in_base_url_are_refused_without_echo(base_url):
+    with pytest.raises(EndpointsFileError) as info:
+        parse_endpoints({"endpoints": [_ep(base_url=base_url)]})
+    assert "endpoints.0.base_url" in str(info.value) and SECRET not in str(info.value)
+
+
+def test_yaml_error_on_the_key_line_does_not_echo_it(tmp_path):
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(f"endpoints:\n  - name: a\n    api_key_env: {SECRET}: [\n")
+    with pytest.raises(EndpointsFileError) as info:
+        load_endpoints(path)
+    message = str(info.value)
+    assert "not valid YAML at line 3" in message and SECRET not in message and "sk-" not in message
