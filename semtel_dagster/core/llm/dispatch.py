@@ -35,7 +35,7 @@ from semtel_dagster.core.llm.redact import redact
 from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
-from semtel_dagster.core.llm.structured import structured_fields
+from semtel_dagster.core.llm.transport import chat_body
 from semtel_dagster.core.llm.transport_errors import CONFIG, REQUEST, RETRY, failure_kind, read_capped
 from semtel_dagster.core.prepare.tokens import count_tokens
 
@@ -139,15 +139,6 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one HTTP attempt
 
-    def _payload(self, request: LLMRequest, endpoint: Endpoint) -> dict:
-        return {
-            "model": endpoint.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            **structured_fields(endpoint.structured_output, request.response_format),
-        }
-
     async def _attempt(self, request: LLMRequest, state: EndpointState, charge: list[float], hedge: bool = False) -> _Outcome:
         started = time.monotonic()
         name = state.endpoint.name
@@ -169,7 +160,7 @@ class Dispatcher:
             sent = await state.transport.headers()
             async with state.session.post(
                 state.transport.url,
-                json=self._payload(request, state.endpoint),
+                json=chat_body(request, state.endpoint),
                 headers=sent,
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, _CONNECT_TIMEOUT_S)),
                 allow_redirects=False,  # a redirect would send the conversation wherever it points
