@@ -337,7 +337,8 @@ class Dispatcher:
             if left <= 0:
                 raise TimeoutError
             try:
-                return await asyncio.wait_for(self._acquire(request.cost, avoid), timeout=min(left, _POLL_S))
+                async with asyncio.timeout(min(left, _POLL_S)):  # inline, not a task: choosing stays immediate
+                    return await self._acquire(request.cost, avoid)
             except TimeoutError:
                 continue
 
