@@ -7,7 +7,8 @@ every response, which also reveal what other processes sharing the endpoint use 
 contended quota makes uncoordinated processes converge to equal shares); an AIMD concurrency limit
 with a latency gradient (cut on 429, 5xx, timeouts or rising latency, at most once per round trip);
 a circuit breaker; cooldowns that honor ``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
-another endpoint with jittered backoff; a straggler past a latency percentile gets one hedged duplicate
+another endpoint with jittered backoff, up to a give-up time; a configuration error (see
+``transport_errors``) or every endpoint failing for a while stops the run with a clear, redacted reason; a straggler past a latency percentile gets one hedged duplicate
 whose loser is cancelled, so each request yields exactly one row. An optional token or cost budget stops
 dispatch cleanly. Workers pull requests from an iterator: millions of queued requests are never
 materialized at once.
@@ -36,7 +37,7 @@ from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
 from semtel_dagster.core.llm.transport import chat_body
-from semtel_dagster.core.llm.transport_errors import CONFIG, REQUEST, RETRY, failure_kind, read_capped
+from semtel_dagster.core.llm.transport_errors import failure_kind, read_capped
 from semtel_dagster.core.prepare.tokens import count_tokens
 
 _CONNECT_TIMEOUT_S = 10.0  # a host that does not even accept the connection is dead, whatever the request size
@@ -188,8 +189,7 @@ class Dispatcher:
                 return failed("retry", f"HTTP 401 from {name}: token refused, fetching a new one", overload=False)
             if status != 200:
                 message = _error_message(content)
-                kind = failure_kind(status, message)
-                return failed({RETRY: "retry", REQUEST: "fatal", CONFIG: "config"}[kind], f"HTTP {status} from {name}: {message}")
+                return failed(failure_kind(status, message), f"HTTP {status} from {name}: {message}")
             body = json.loads(content)
             choice = body["choices"][0]
             if not isinstance(choice["message"]["content"], str):
