@@ -63,6 +63,12 @@ class EndpointPoolResource(ConfigurableResource):
         description="Endpoints YAML (see README), or 'sim' for the embedded simulator. Unset: runs fail, saying so.",
     )
     max_attempts: int = Field(default=6, gt=0, description="Attempts per request across endpoints.")
+    give_up_s: float = Field(
+        default=90.0, gt=0, description="A request still failing this long after its first attempt gets an error row."
+    )
+    stop_after_failing_s: float = Field(
+        default=30.0, gt=0, description="Every endpoint failing this long, with no answer from any: the run stops and fails."
+    )
     flush_rows: int = Field(default=200, gt=0, description="Commit answers to llm_responses every N rows ...")
     flush_seconds: float = Field(default=2.0, gt=0, description="... or every T seconds, whichever comes first.")
     budget_tokens: int | None = Field(
@@ -117,6 +123,8 @@ class EndpointPoolResource(ConfigurableResource):
     def dispatch_settings(self) -> DispatchSettings:
         return DispatchSettings(
             max_attempts=self.max_attempts,
+            give_up_s=self.give_up_s,
+            stop_after_failing_s=self.stop_after_failing_s,
             budget_tokens=self.budget_tokens,
             budget_cost=self.budget_cost,
             prices=self._prices,
