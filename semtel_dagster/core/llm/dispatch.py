@@ -285,7 +285,7 @@ class Dispatcher:
         attempts = rate_limited = 0
         error = ""
         avoid: set[str] = set()
-        first_attempt: float | None = None
+        first_failure: float | None = None
         while attempts < self.settings.max_attempts:
             reserved = self.budget.reserve(request)
             if not reserved:
@@ -293,11 +293,11 @@ class Dispatcher:
             acquired = None
             if not self._stopping:
                 try:
-                    acquired = await self._acquire_within(request, avoid, first_attempt)
+                    acquired = await self._acquire_within(request, avoid, first_failure)
                 except TimeoutError:  # failing and no endpoint free before the give-up time
                     if reserved:
                         self.budget.settle(request, "", 0, 0)
-                    return self._row(request, None, self._gave_up(attempts, first_attempt, error), attempts, rate_limited)
+                    return self._row(request, None, self._gave_up(attempts, first_failure, error), attempts, rate_limited)
             if acquired is None:  # stopped (budget, caller or a failed run): no row, so a rerun asks again
                 if reserved:
                     self.budget.settle(request, "", 0, 0)
@@ -305,7 +305,6 @@ class Dispatcher:
                 self.stats.unfinished += 1
                 return None
             attempts += 1
-            first_attempt = first_attempt or time.monotonic()
             outcome = await self._hedged(request, *acquired, avoid)
             if not outcome.settled:
                 self._settle(request, outcome)
@@ -321,18 +320,19 @@ class Dispatcher:
                 rate_limited += 1
                 continue
             now = time.monotonic()
+            first_failure = first_failure or outcome.started  # 429s do not count: quota waits are paced, not failures
             self._check_pool(now)
-            if now - first_attempt >= self.settings.give_up_s:
-                return self._row(request, None, self._gave_up(attempts, first_attempt, error), attempts, rate_limited)
+            if now - first_failure >= self.settings.give_up_s:
+                return self._row(request, None, self._gave_up(attempts, first_failure, error), attempts, rate_limited)
             if attempts < self.settings.max_attempts:
                 await asyncio.sleep(min(_JITTER_MAX_S, self._backoff(attempts) * 0.25))  # retries do not arrive in waves
         return self._row(request, None, f"gave up after {attempts} attempts: {error}", attempts, rate_limited)
 
-    async def _acquire_within(self, request: LLMRequest, avoid: set[str], first_attempt: float | None):
-        """``_acquire``, bounded by the give-up time once the request has failed or while every endpoint
-        is failing (a request waiting for quota waits as long as the quota says)."""
+    async def _acquire_within(self, request: LLMRequest, avoid: set[str], first_failure: float | None):
+        """``_acquire``, bounded by the give-up time once the request has failed (429s aside) or while
+        every endpoint is failing (a request waiting for quota waits as long as the quota says)."""
         while True:
-            since = first_attempt if first_attempt is not None else self._failing_since
+            since = first_failure if first_failure is not None else self._failing_since
             left = self.settings.give_up_s - (time.monotonic() - since) if since is not None else _POLL_S
             if left <= 0:
                 raise TimeoutError
@@ -342,8 +342,8 @@ class Dispatcher:
             except TimeoutError:
                 continue
 
-    def _gave_up(self, attempts: int, first_attempt: float | None, error: str) -> str:
-        since = first_attempt or self._failing_since or time.monotonic()
+    def _gave_up(self, attempts: int, first_failure: float | None, error: str) -> str:
+        since = first_failure or self._failing_since or time.monotonic()
         return f"gave up after {attempts} attempts in {time.monotonic() - since:.1f}s: {error or self._pool_errors()}"
 
     def _pool_errors(self) -> str:
