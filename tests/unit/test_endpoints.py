@@ -142,3 +142,16 @@ def test_yaml_error_on_the_key_line_does_not_echo_it(tmp_path):
         load_endpoints(path)
     message = str(info.value)
     assert "not valid YAML at line 3" in message and SECRET not in message and "sk-" not in message
+
+
+@pytest.mark.parametrize("pasted", [SECRET, "0f1e2d3c4b5a69788796a5b4c3d2e1f0"])
+def test_a_key_pasted_into_api_key_env_is_never_echoed(monkeypatch, pasted):
+    monkeypatch.delenv(pasted, raising=False)
+    try:
+        (endpoint,) = parse_endpoints({"endpoints": [_ep(api_key_env=pasted)]}).endpoints
+    except EndpointsFileError as refused:  # not a variable's name at all
+        assert pasted not in str(refused) and "endpoints.0.api_key_env" in str(refused)
+        return
+    with pytest.raises(EndpointsFileError) as info:
+        endpoint.api_key()
+    assert pasted not in str(info.value) and "named by api_key_env" in str(info.value)
