@@ -65,7 +65,7 @@ def test_quota_is_filled_exactly_declared_or_learned(declare):
     declared (no 429 at all) or learned from the first response's headers (a 429 or two at most)."""
     requests = _requests(30)
     tpm = requests[0].cost * 10 + 5
-    with _sim(SimEndpointConfig(name="a", tpm=tpm, latency_ms=20.0)) as sim:
+    with _sim(SimEndpointConfig(name="a", tpm=tpm, tpm_interval_s=None, latency_ms=20.0)) as sim:  # a sliding minute
         dispatcher = Dispatcher([_endpoint(sim, "a", tpm=tpm if declare else None)], DispatchSettings(**FAST))
         rows = asyncio.run(_run_for(dispatcher, requests, 1.5))
         served = sim.stats()["endpoints"]["a"]
@@ -85,8 +85,8 @@ def test_busy_endpoint_share_follows_quota():
     requests = _requests(60)
     cost = requests[0].cost
     with _sim(
-        SimEndpointConfig(name="big", tpm=cost * 40, latency_ms=10.0),
-        SimEndpointConfig(name="small", tpm=cost * 10, latency_ms=10.0),
+        SimEndpointConfig(name="big", tpm=cost * 40, tpm_interval_s=None, latency_ms=10.0),
+        SimEndpointConfig(name="small", tpm=cost * 10, tpm_interval_s=None, latency_ms=10.0),
     ) as sim:
         endpoints = [_endpoint(sim, "big", tpm=cost * 40), _endpoint(sim, "small", tpm=cost * 10)]
         dispatcher = Dispatcher(endpoints, DispatchSettings(**FAST))

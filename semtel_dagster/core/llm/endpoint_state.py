@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import bisect
 import math
+import time
 from collections import deque
 
 import aiohttp
 
 from semtel_dagster.core.llm.concurrency import Concurrency
 from semtel_dagster.core.llm.endpoints import Endpoint
-from semtel_dagster.core.llm.quota import QuotaWindow, header_float
+from semtel_dagster.core.llm.quota import IntervalLearner, QuotaWindow, header_float, retry_after_seconds
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import EndpointStats
+
+
+MINUTE_ROOM = 0.1  # a 429 with more than this share of the minute left is a sub-minute bucket's
 
 
 class EndpointState:
@@ -25,11 +30,16 @@ class EndpointState:
         self.settings = settings
         # undeclared quotas start unbounded and still record our charges, so the first headers that
         # reveal the limit are compared with everything we sent, not mistaken for another process
-        peers = settings.quota_peers
-        self.rpm = QuotaWindow(endpoint.rpm or math.inf, declared=endpoint.rpm is not None, peers=peers)
-        self.tpm = QuotaWindow(endpoint.tpm or math.inf, declared=endpoint.tpm is not None, peers=peers)
+        peers, every = settings.quota_peers, endpoint.quota_interval_s
+        self.rpm = QuotaWindow(endpoint.rpm or math.inf, declared=endpoint.rpm is not None, peers=peers, interval_s=every)
+        self.tpm = QuotaWindow(endpoint.tpm or math.inf, declared=endpoint.tpm is not None, peers=peers, interval_s=every)
+        # an undeclared interval is learned from 429s that come while the minute still has room
+        self.intervals = IntervalLearner() if every is None else None
+        self._minute_room: float | None = None  # the least share of its minute the provider said was left
+        self._retry_after: float | None = None
         self.concurrency = Concurrency(endpoint.max_concurrency)
-        self.in_flight = 0
+        self._in_flight = 0
+        self._load = deque([(0.0, 0.0, 0)], maxlen=4096)  # (at, integral of in-flight until then, in flight after)
         self.cooldown_until = 0.0
         self.failures = 0  # consecutive
         self.open_s = 0.0  # > 0: the breaker has opened; half-open once cooldown_until passes
@@ -37,11 +47,36 @@ class EndpointState:
         self.latencies: deque[float] = deque(maxlen=256)
         self.stats = EndpointStats()
 
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        """Every change is recorded, so an answer's load (mean in flight over its lifetime) can be told."""
+        now = time.monotonic()
+        at, area, level = self._load[-1]
+        self._load.append((now, area + level * max(0.0, now - at), value))
+        self._in_flight = value
+
+    def _area(self, t: float) -> float:
+        i = bisect.bisect_right(self._load, t, key=lambda entry: entry[0]) - 1
+        at, area, level = self._load[max(0, i)]
+        return area + level * max(0.0, t - at)
+
+    def load(self, latency_s: float, now: float) -> float | None:
+        """Mean requests in flight at this endpoint over the ``latency_s`` before ``now`` (None: not recorded)."""
+        if latency_s <= 0 or now - latency_s < self._load[0][0]:
+            return None
+        return (self._area(now) - self._area(now - latency_s)) / latency_s
+
     def wait_for(self, cost: int, now: float, hedge: bool = False) -> float:
         """Seconds until this endpoint can take a request of ``cost`` tokens (0: now); a hedge may exceed
-        the concurrency limit (it is rare and capped), never the quota, a cooldown or an open breaker."""
+        the concurrency limit (it is rare and capped) unless the server was found to serve few requests at
+        once, never the quota, a cooldown or an open breaker."""
         wait = self.cooldown_until - now
-        if self.in_flight >= (1 if self.open_s else int(self.concurrency.limit)) and not (hedge and not self.open_s):
+        may_exceed = hedge and not self.open_s and not math.isfinite(self.concurrency.cap)
+        if self.in_flight >= (1 if self.open_s else int(self.concurrency.limit)) and not may_exceed:
             wait = max(wait, 1.0)  # woken early when a request finishes
         wait = max(wait, self.rpm.wait_for(1, now), self.tpm.wait_for(cost, now))
         return max(0.0, wait)
@@ -59,9 +94,15 @@ class EndpointState:
         return self.tpm.take(cost, now)
 
     def timeout_for(self, cost: int) -> float:
-        """Bigger requests take longer: the timeout grows with prompt + max_tokens, up to ``timeout_s``."""
+        """Bigger requests take longer: the work's timeout grows with prompt + max_tokens, up to ``timeout_s``;
+        a request sent behind others (``in_flight`` counts it) is also given the time the server takes
+        for those at its observed pace (twice over), so that queueing on a server that serves one at a
+        time is not taken for a hang; before any answer, a whole work timeout per request ahead."""
         e = self.endpoint
-        return min(e.timeout_s, e.timeout_base_s + e.timeout_per_1k_tokens_s * cost / 1000.0)
+        work = min(e.timeout_s, e.timeout_base_s + e.timeout_per_1k_tokens_s * cost / 1000.0)
+        pace = self.concurrency.seconds_per_request
+        ahead = max(0, self.in_flight - 1)
+        return work + ahead * (work if pace is None else 2.0 * pace)
 
     def hedge_after(self) -> float | None:
         q = self.settings.hedge_quantile
@@ -71,10 +112,15 @@ class EndpointState:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * self.settings.hedge_factor
 
     def on_headers(self, headers, now: float) -> None:
+        self._retry_after = retry_after_seconds(headers)
+        self._minute_room = None
         for attr, kind in (("rpm", "requests"), ("tpm", "tokens")):
             limit = header_float(headers, f"x-ratelimit-limit-{kind}")
             remaining = header_float(headers, f"x-ratelimit-remaining-{kind}")
             getattr(self, attr).observe(limit, remaining, now)
+            if limit and remaining is not None:
+                room = remaining / limit
+                self._minute_room = room if self._minute_room is None else min(self._minute_room, room)
 
     def on_success(self, latency_s: float, now: float) -> None:
         if self.open_s:  # the breaker closes: slow-start back to what worked before the outage
@@ -82,7 +128,7 @@ class EndpointState:
         self.failures = 0
         self.open_s = 0.0
         self.latencies.append(latency_s)
-        self.concurrency.on_success(latency_s, now)
+        self.concurrency.on_success(latency_s, now, self.load(latency_s, now))
         self.healthy_limit = self.concurrency.limit
 
     def on_rate_limited(self, now: float, pause_s: float) -> None:
@@ -92,6 +138,17 @@ class EndpointState:
         self.concurrency.congestion(now)
         self.concurrency.recover(self.healthy_limit)
         self.cooldown_until = max(self.cooldown_until, now + pause_s)
+        self._learn_interval(now)
+
+    def _learn_interval(self, now: float) -> None:
+        """A 429 while the provider's minute has room (its headers say so) comes from a shorter bucket:
+        its ``Retry-After`` tells the bucket's boundary, and the boundaries tell the interval."""
+        if self.intervals is None or self._retry_after is None or (self._minute_room or 0.0) < MINUTE_ROOM:
+            return
+        every = self.intervals.refused(now, self._retry_after)
+        if every is not None:
+            self.tpm.set_interval(every, now)
+            self.rpm.set_interval(every, now)
 
     def on_failure(self, now: float, pause_s: float, overload: bool = True) -> None:
         """A 5xx, timeout (``overload``: cut concurrency), dropped connection or broken answer: back off;
