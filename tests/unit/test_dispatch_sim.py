@@ -200,3 +200,21 @@ def test_streaming_commits_every_row_once_and_flushes_on_time():
     ids = [row["request_id"] for batch in batches for row in batch]
     assert sorted(ids) == sorted(r.request_id for r in requests)
     assert len(batches) >= 3  # the timer flushed while requests were in flight, not only at the end
+
+
+def test_serial_server_no_timeouts_for_queueing_and_concurrency_converges_to_one_or_two():
+    """A llama-cpp-python-like server answers one request at a time (150 ms each). A request's work fits
+    its 0.4 s timeout, but four sent at once queue for up to 0.6 s: the timeout allows for the requests
+    ahead, and the concurrency limit finds the server's level from latency versus load."""
+    requests = _requests(40)
+    with _sim(SimEndpointConfig(name="serial", serial=True, latency_ms=150.0)) as sim:
+        endpoint = _endpoint(sim, "serial", timeout_s=0.4, timeout_base_s=0.4, timeout_per_1k_tokens_s=0.0)
+        dispatcher = Dispatcher([endpoint], DispatchSettings(**FAST))
+        rows: list[dict] = []
+        stats = asyncio.run(dispatcher.run(requests, rows.append))
+        served = sim.stats()["endpoints"]["serial"]
+    state = dispatcher.states[0]
+    assert len(rows) == 40 and all(r["status"] == STATUS_OK for r in rows)
+    assert stats.timeouts == 0 and stats.retries == 0 and served["abandoned"] == 0
+    assert state.concurrency.cap <= 2 and state.concurrency.limit <= 2
+    assert served["ok_requests"] == 40

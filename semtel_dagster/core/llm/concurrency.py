@@ -45,12 +45,12 @@ class Concurrency:
     there), at most once per round trip, which is what makes processes sharing an endpoint converge to
     equal shares. After an outage, ``recover`` slow-starts back to the limit that worked before it.
 
-    Each answer's ``load`` (requests in flight over its lifetime) and latency feed :func:`latency_fit`;
+    Each answer's ``load`` (requests in flight when it was sent, itself included) and latency feed :func:`latency_fit`;
     the limit never exceeds :func:`useful_level` (``cap``), so a server that queues what it cannot run
     at once (latency linear in load, llama-cpp-python) is sent one request at a time. At the cap the
     loads stop varying; after ``PROBE_AFTER`` such answers the cap is tried one higher, and the next
-    fit sets it again. ``seconds_per_request`` is the server's observed pace (latency / load, smoothed):
-    the time each request queued ahead of another adds to its latency, at worst.
+    fit sets it again. ``seconds_per_request`` is the fit's slope (the last one): the time each request
+    in flight ahead of another adds to its latency, the server's pace when it serves one at a time.
     """
 
     def __init__(self, maximum: int, start: int = 4, cut: float = 0.7) -> None:
@@ -79,12 +79,11 @@ class Concurrency:
             self.limit = min(self.maximum, self.cap, self.limit + step)
 
     def _serving(self, latency_s: float, load: float) -> None:
-        pace = latency_s / load
-        self.seconds_per_request = pace if self.seconds_per_request is None else 0.9 * self.seconds_per_request + 0.1 * pace
         self.samples.append((load, latency_s))
         fit = latency_fit(list(self.samples))
         if fit is not None:
             self._unfitted = 0
+            self.seconds_per_request = max(0.0, fit[1])
             self.cap = useful_level(*fit)
             self.limit = max(1.0, min(self.limit, self.cap))
         elif math.isfinite(self.cap):

@@ -39,7 +39,7 @@ class EndpointState:
         self._retry_after: float | None = None
         self.concurrency = Concurrency(endpoint.max_concurrency)
         self._in_flight = 0
-        self._load = deque([(0.0, 0.0, 0)], maxlen=4096)  # (at, integral of in-flight until then, in flight after)
+        self._load: deque[tuple[float, int]] = deque(maxlen=4096)  # (at, in flight from then on)
         self.cooldown_until = 0.0
         self.failures = 0  # consecutive
         self.open_s = 0.0  # > 0: the breaker has opened; half-open once cooldown_until passes
@@ -53,22 +53,16 @@ class EndpointState:
 
     @in_flight.setter
     def in_flight(self, value: int) -> None:
-        """Every change is recorded, so an answer's load (mean in flight over its lifetime) can be told."""
-        now = time.monotonic()
-        at, area, level = self._load[-1]
-        self._load.append((now, area + level * max(0.0, now - at), value))
+        """Every change is recorded, so an answer's load (in flight when it was sent) can be told."""
+        self._load.append((time.monotonic(), value))
         self._in_flight = value
 
-    def _area(self, t: float) -> float:
-        i = bisect.bisect_right(self._load, t, key=lambda entry: entry[0]) - 1
-        at, area, level = self._load[max(0, i)]
-        return area + level * max(0.0, t - at)
-
-    def load(self, latency_s: float, now: float) -> float | None:
-        """Mean requests in flight at this endpoint over the ``latency_s`` before ``now`` (None: not recorded)."""
-        if latency_s <= 0 or now - latency_s < self._load[0][0]:
-            return None
-        return (self._area(now) - self._area(now - latency_s)) / latency_s
+    def load(self, latency_s: float, now: float) -> int | None:
+        """Requests in flight at this endpoint (the answer's own included) when an answer that took
+        ``latency_s`` until ``now`` was sent: what a server that queues makes it wait for. None: not recorded."""
+        sent = now - latency_s
+        i = bisect.bisect_right(self._load, sent, key=lambda entry: entry[0]) - 1
+        return self._load[i][1] if i >= 0 else None
 
     def wait_for(self, cost: int, now: float, hedge: bool = False) -> float:
         """Seconds until this endpoint can take a request of ``cost`` tokens (0: now); a hedge may exceed
