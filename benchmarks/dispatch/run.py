@@ -1,7 +1,7 @@
 """LLM dispatch at the rate limit, measured against the simulator from the server's side.
 
     python -m benchmarks.dispatch.run            # every benchmark (~10 min on 2 cores), writes RESULTS.md
-    python -m benchmarks.dispatch.run goodput    # or one of: goodput faults overhead fairness crash
+    python -m benchmarks.dispatch.run goodput    # or one of: goodput faults overhead fairness crash rate
 
 The simulator always runs in its own process (``semtel sim serve --config``), so client and server do
 not share a GIL. Goodput is what the server admitted and answered well (``ok_charged_tokens`` of
@@ -134,11 +134,14 @@ class Simulator:
 
 
 def sim_endpoint(name: str, tpm: int | None, **extra) -> dict:
+    """A simulated endpoint counting its quotas over one sliding minute (``rate`` measures buckets)."""
     return {
         "name": name,
         "model": "gpt-4o-mini",
         "tpm": tpm,
         "rpm": tpm * 6 // 1000 if tpm else None,
+        "tpm_interval_s": None,
+        "rpm_interval_s": None,
         "seed": sum(map(ord, name)),
         **LATENCY,
         **extra,
@@ -761,7 +764,17 @@ def render(r: dict) -> str:
             f"- classifications {c['classifications']}, rejects {c['rejects']}",
             "",
         ]
+    if "rate" in r:
+        from benchmarks.dispatch.rate import render as render_rate
+
+        lines += render_rate(r["rate"])
     return "\n".join(lines)
+
+
+def bench_rate() -> dict:
+    from benchmarks.dispatch.rate import bench
+
+    return bench()
 
 
 BENCHES = {
@@ -770,6 +783,7 @@ BENCHES = {
     "overhead": bench_overhead,
     "fairness": bench_fairness,
     "crash": bench_crash,
+    "rate": bench_rate,
 }
 
 

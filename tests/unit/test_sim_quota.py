@@ -26,7 +26,10 @@ def test_tpm_buckets_refuse_a_burst_of_the_minute_and_open_at_the_next_bucket():
     assert st.headers(13.0)["x-ratelimit-remaining-tokens"] == str(60_000 - 10_000)  # headers describe the minute
     assert st.try_admit(2_500, 100, 20.0) == 0.0  # the next bucket
     assert st.rate_limited == 1 and st.requests == 5
-    assert st.stats(20.0)["tokens_per_bucket"] == [{"bucket": 1, "charged_tokens": 10_000}, {"bucket": 2, "charged_tokens": 2_500}]
+    assert st.stats(20.0)["tokens_per_bucket"] == [
+        {"bucket": 1, "charged_tokens": 10_000},
+        {"bucket": 2, "charged_tokens": 2_500},
+    ]
 
 
 def test_tpm_bucket_interval_is_configurable_and_a_big_request_fits_an_empty_bucket():

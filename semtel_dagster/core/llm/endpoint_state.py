@@ -15,7 +15,6 @@ from semtel_dagster.core.llm.quota import IntervalLearner, QuotaWindow, header_f
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import EndpointStats
 
-
 MINUTE_ROOM = 0.1  # a 429 with more than this share of the minute left is a sub-minute bucket's
 
 
