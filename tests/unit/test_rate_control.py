@@ -120,7 +120,7 @@ def test_timeout_allows_for_the_requests_queued_ahead_at_the_observed_pace():
     state = _state(timeout_s=10.0, timeout_base_s=2.0, timeout_per_1k_tokens_s=0.0)
     state._in_flight = 3  # this request and two ahead of it
     assert state.timeout_for(500) == pytest.approx(2.0 + 2 * 2.0)  # no answer yet: a work timeout per request ahead
-    state.concurrency.seconds_per_request = 0.5
+    state.concurrency.on_throughput(0.5)  # answers 0.5 s apart while busy
     assert state.timeout_for(500) == pytest.approx(2.0 + 2 * 2 * 0.5)
     state._in_flight = 1
     assert state.timeout_for(500) == pytest.approx(2.0)

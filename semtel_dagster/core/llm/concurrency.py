@@ -49,8 +49,8 @@ class Concurrency:
     the limit never exceeds :func:`useful_level` (``cap``), so a server that queues what it cannot run
     at once (latency linear in load, llama-cpp-python) is sent one request at a time. At the cap the
     loads stop varying; after ``PROBE_AFTER`` such answers the cap is tried one higher, and the next
-    fit sets it again. ``seconds_per_request`` is the fit's slope (the last one): the time each request
-    in flight ahead of another adds to its latency, the server's pace when it serves one at a time.
+    fit sets it again. ``seconds_per_request`` is the server's pace, what timeouts allow per request
+    queued ahead.
     """
 
     def __init__(self, maximum: int, start: int = 4, cut: float = 0.7) -> None:
@@ -63,7 +63,8 @@ class Concurrency:
         self._last_cut = 0.0
         self.cuts = 0
         self.cap = math.inf
-        self.seconds_per_request: float | None = None
+        self._pace: float | None = None  # smoothed seconds between answers while busy
+        self._slope: float | None = None  # of the last fit
         self.samples: deque[tuple[float, float]] = deque(maxlen=64)
         self._unfitted = 0
 
@@ -83,7 +84,7 @@ class Concurrency:
         fit = latency_fit(list(self.samples))
         if fit is not None:
             self._unfitted = 0
-            self.seconds_per_request = max(0.0, fit[1])
+            self._slope = max(0.0, fit[1])
             self.cap = useful_level(*fit)
             self.limit = max(1.0, min(self.limit, self.cap))
         elif math.isfinite(self.cap):
@@ -91,6 +92,17 @@ class Concurrency:
             if self._unfitted >= PROBE_AFTER:  # loads stopped varying at the cap: try one more
                 self._unfitted = 0
                 self.cap = min(self.maximum, self.cap + 1.0)
+
+    def on_throughput(self, gap_s: float) -> None:
+        """Seconds between two answers while requests were in flight all along: the server's pace."""
+        self._pace = gap_s if self._pace is None else 0.9 * self._pace + 0.1 * gap_s
+
+    @property
+    def seconds_per_request(self) -> float | None:
+        """What each request in flight ahead adds to a request's latency: the fit's slope once loads
+        varied enough to fit, before that the observed time between answers (exact on a serial server,
+        an upper bound elsewhere); None before the second answer."""
+        return self._slope if self._slope is not None else self._pace
 
     def congestion(self, now: float) -> None:
         if now - self._last_cut < (self.latency or 0.0):

@@ -39,6 +39,8 @@ class EndpointState:
         self.concurrency = Concurrency(endpoint.max_concurrency)
         self._in_flight = 0
         self._load: deque[tuple[float, int]] = deque(maxlen=4096)  # (at, in flight from then on)
+        self._busy_since = 0.0  # when in flight last rose from 0
+        self._answered_at: float | None = None
         self.cooldown_until = 0.0
         self.failures = 0  # consecutive
         self.open_s = 0.0  # > 0: the breaker has opened; half-open once cooldown_until passes
@@ -53,7 +55,10 @@ class EndpointState:
     @in_flight.setter
     def in_flight(self, value: int) -> None:
         """Every change is recorded, so an answer's load (in flight when it was sent) can be told."""
-        self._load.append((time.monotonic(), value))
+        now = time.monotonic()
+        if self._in_flight == 0 and value > 0:
+            self._busy_since = now
+        self._load.append((now, value))
         self._in_flight = value
 
     def load(self, latency_s: float, now: float) -> int | None:
@@ -121,6 +126,9 @@ class EndpointState:
         self.failures = 0
         self.open_s = 0.0
         self.latencies.append(latency_s)
+        if self._answered_at is not None:
+            self.concurrency.on_throughput(now - max(self._answered_at, self._busy_since))
+        self._answered_at = now
         self.concurrency.on_success(latency_s, now, self.load(latency_s, now))
         self.healthy_limit = self.concurrency.limit
 
