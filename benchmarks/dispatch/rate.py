@@ -299,8 +299,9 @@ def render(r: dict) -> list[str]:
             if "interval_s_used" in e
             else f"errors: {e.get('errors') or 'none'}"
         )
+        utilization = "n/a" if e["utilization"] is None else f"{e['utilization']:.3f}"
         lines.append(
-            f"| {client} | {e['utilization']:.3f} | {e['server_429_share']:.2%} ({e['server_429s']}) | {e['wall_s']} | "
+            f"| {client} | {utilization} | {e['server_429_share']:.2%} ({e['server_429s']}) | {e['wall_s']} | "
             f"{e['answered']} / {e['requests']} | {e['lost']} | {extra} |"
         )
     d, u, o, lr = (r[c] for c in CLIENTS)
@@ -314,7 +315,7 @@ def render(r: dict) -> list[str]:
         f"(declared / loop: {d['utilization'] / o['utilization']:.2f}x) with {o['server_429_share']:.0%} of its requests refused "
         f"and {o['lost']} lost after five retries; the LiteLLM Router (default routing, `num_retries=5`) lost "
         f"{lr['lost']} of {lr['requests']} (`RouterRateLimitError` once its deployments were cooling down after 429s), "
-        f"so its run ended after {lr['wall_s']:.0f} s and its utilization covers {lr['buckets_measured']} bucket(s). "
+        f"so its run ended after {lr['wall_s']:.0f} s ({lr['buckets_measured']} whole bucket(s) to measure). "
         "How: each quota mirror keeps, besides the sliding minute, spans of the interval (at most limit x interval / 60 "
         "of our charges in any interval, whatever the provider's bucket phase) and of a fifth of it (at most 40 % of "
         "that: sends are spread); a 429 while the minute's `remaining` header still shows room names a bucket boundary "
