@@ -125,7 +125,12 @@ def bench() -> dict:
             out, _ = proc.communicate(timeout=900)
             clients[client] = json.loads(out.strip().splitlines()[-1])
         stats = sim.stats()["endpoints"]
-    out = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "pool_tpm": POOL, "interval_s": INTERVAL_S}
+    out = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "pool_tpm": POOL,
+        "interval_s": INTERVAL_S,
+        "work_tokens": sum(request.cost for request in conversation_requests()),
+    }
     for client in CLIENTS:
         served = {name: stats[f"{client}-{name}"] for name in POOL}
         entry = {**clients[client], **server_side(served)}
@@ -323,8 +328,8 @@ def render(r: dict) -> list[str]:
         "longest wait does not exceed (one boundary: the shortest at least that wait; a shorter span never over-spends "
         "a bucket it divides). What is lost against 1.0: the request that does not fit the end of a bucket (a bucket "
         "of the small endpoint holds ~6), a 1 % arrival margin, and the start (our sliding spans do not know where the "
-        "provider's buckets begin: the second bucket shares a span with the first's sends). The four clients ran at once on 2 shared cores: their event loops'"
-        " lag adds to the send-to-arrival margin, which is what the undeclared client's learning 429s depend on.",
+        "provider's buckets begin: the second bucket shares a span with the first's sends). Wall times are the quota's: the work is "
+        f"{r['work_tokens']:,} tokens, {r['work_tokens'] / sum(r['pool_tpm'].values()) * 60:.0f} s at the pool's TPM.",
         "",
     ]
     return lines
