@@ -70,10 +70,11 @@ class EndpointState:
 
     def wait_for(self, cost: int, now: float, hedge: bool = False) -> float:
         """Seconds until this endpoint can take a request of ``cost`` tokens (0: now); a hedge may exceed
-        the concurrency limit (it is rare and capped) unless the server was found to serve few requests at
-        once, never the quota, a cooldown or an open breaker."""
+        the concurrency limit (it is rare and capped) unless that limit is the level the server was found
+        to serve at once, never the quota, a cooldown or an open breaker."""
         wait = self.cooldown_until - now
-        may_exceed = hedge and not self.open_s and not math.isfinite(self.concurrency.cap)
+        at_useful_level = self.concurrency.limit >= self.concurrency.cap  # more would only queue at the server
+        may_exceed = hedge and not self.open_s and not at_useful_level
         if self.in_flight >= (1 if self.open_s else int(self.concurrency.limit)) and not may_exceed:
             wait = max(wait, 1.0)  # woken early when a request finishes
         wait = max(wait, self.rpm.wait_for(1, now), self.tpm.wait_for(cost, now))
