@@ -218,3 +218,24 @@ def test_serial_server_no_timeouts_for_queueing_and_concurrency_converges_to_one
     assert stats.timeouts == 0 and stats.retries == 0 and served["abandoned"] == 0
     assert state.concurrency.cap <= 2 and state.concurrency.limit <= 2
     assert served["ok_requests"] == 40
+
+
+@pytest.mark.parametrize("declare", [True, False])
+def test_sub_minute_buckets_are_paced_declared_or_learned(declare):
+    """The per-minute quota is enforced in 2 s buckets of four requests each: declared, no 429 at all;
+    undeclared, the requests in flight when the first bucket runs out are refused (with the minute's
+    headers showing room: a bucket's 429s), they teach the interval, and every bucket is then filled."""
+    requests = _requests(60)
+    cost = requests[0].cost
+    tpm = cost * 4 * 30 + 10  # four requests per 2 s bucket
+    with _sim(SimEndpointConfig(name="a", tpm=tpm, tpm_interval_s=2.0, latency_ms=20.0)) as sim:
+        kw = {"tpm": tpm, "quota_interval_s": 2.0} if declare else {}
+        dispatcher = Dispatcher([_endpoint(sim, "a", **kw)], DispatchSettings(**FAST))
+        rows = asyncio.run(_run_for(dispatcher, requests, 9.0))
+        served = sim.stats()["endpoints"]["a"]
+    assert dispatcher.states[0].tpm.interval_s == 2.0
+    assert served["rate_limited"] == 0 if declare else served["rate_limited"] <= 12
+    buckets = [b["charged_tokens"] for b in served["tokens_per_bucket"]]
+    assert len(buckets) >= 4 and all(tokens <= 4 * cost for tokens in buckets)
+    assert sum(buckets[2:-1]) >= 0.9 * 4 * cost * len(buckets[2:-1])  # steady buckets filled
+    assert all(r["status"] == STATUS_OK for r in rows) and len(rows) == served["ok_requests"]
