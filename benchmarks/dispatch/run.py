@@ -1,7 +1,7 @@
 """LLM dispatch at the rate limit, measured against the simulator from the server's side.
 
     python -m benchmarks.dispatch.run            # every benchmark (~10 min on 2 cores), writes RESULTS.md
-    python -m benchmarks.dispatch.run goodput    # or one of: goodput faults overhead fairness crash
+    python -m benchmarks.dispatch.run goodput    # or one of: goodput faults overhead fairness crash rate
 
 The simulator always runs in its own process (``semtel sim serve --config``), so client and server do
 not share a GIL. Goodput is what the server admitted and answered well (``ok_charged_tokens`` of
@@ -134,11 +134,14 @@ class Simulator:
 
 
 def sim_endpoint(name: str, tpm: int | None, **extra) -> dict:
+    """A simulated endpoint counting its quotas over one sliding minute (``rate`` measures buckets)."""
     return {
         "name": name,
         "model": "gpt-4o-mini",
         "tpm": tpm,
         "rpm": tpm * 6 // 1000 if tpm else None,
+        "tpm_interval_s": None,
+        "rpm_interval_s": None,
         "seed": sum(map(ord, name)),
         **LATENCY,
         **extra,
@@ -637,22 +640,34 @@ def bench_crash() -> dict:
 def write_results(results: dict) -> None:
     previous = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
     previous.update(results)
-    previous["_machine"] = {
+    machine = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
     }
+    machines = previous.setdefault("_machines", {})
+    for name in BENCHES:  # results measured before machines were kept per benchmark
+        if name in previous and name not in machines and "_machine" in previous:
+            machines[name] = previous["_machine"]
+    previous.pop("_machine", None)
+    machines.update(dict.fromkeys(results, machine))
     (HERE / "results.json").write_text(json.dumps(previous, indent=2))
     (HERE / "RESULTS.md").write_text(render(previous))
 
 
 def render(r: dict) -> str:
-    m = r["_machine"]
+    runs: dict[tuple, list[str]] = {}
+    for name, m in r["_machines"].items():
+        runs.setdefault((m["date"], m["platform"], m["python"], m["cpus"]), []).append(name)
+    measured = "; ".join(
+        f"{', '.join(names)}: {date} on {system}, Python {python}, {cpus} CPUs"
+        for (date, system, python, cpus), names in runs.items()
+    )
     lines = [
         "# Dispatch benchmarks",
         "",
-        f"Measured {m['date']} on {m['platform']}, Python {m['python']}, {m['cpus']} CPUs (a shared, noisy machine).",
+        f"Measured ({measured}): a shared, noisy machine.",
         "Command: `python -m benchmarks.dispatch.run` (one benchmark: add its name). Simulator in its own process.",
         f"Goodput = tokens the server admitted and answered well (prompt + max_tokens, the quota unit) in one {MEASURE_S:.0f} s "
         f"window after a {WARMUP_S:.0f} s warm-up / the quota of that window (1.0 is the ceiling of a sliding-minute quota).",
@@ -761,7 +776,17 @@ def render(r: dict) -> str:
             f"- classifications {c['classifications']}, rejects {c['rejects']}",
             "",
         ]
+    if "rate" in r:
+        from benchmarks.dispatch.rate import render as render_rate
+
+        lines += render_rate(r["rate"])
     return "\n".join(lines)
+
+
+def bench_rate() -> dict:
+    from benchmarks.dispatch.rate import bench
+
+    return bench()
 
 
 BENCHES = {
@@ -770,6 +795,7 @@ BENCHES = {
     "overhead": bench_overhead,
     "fairness": bench_fairness,
     "crash": bench_crash,
+    "rate": bench_rate,
 }
 
 

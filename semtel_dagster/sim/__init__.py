@@ -3,8 +3,9 @@
 A real HTTP server (aiohttp) that stands in for Azure OpenAI / OpenAI / vLLM
 deployments in the demo, tests and benchmarks: OpenAI ``chat.completion``
 responses with deterministic labels chosen from the request alone
-(:mod:`.labeler`), tiktoken token usage, Azure-style TPM/RPM limits (60 s
-sliding window, 429 + ``Retry-After``) and configurable latency.  It is not a
+(:mod:`.labeler`), tiktoken token usage, Azure-style TPM/RPM limits (per-minute
+quotas enforced in 10 s / 1 s buckets or one sliding minute, 429 + ``Retry-After``), a serial
+mode like llama-cpp-python, and configurable latency.  It is not a
 model and never produces real judgements.
 """
 

@@ -2,8 +2,8 @@
 
 One simulator process serves one or more *simulated endpoints*; each stands in
 for one deployment of an LLM provider (Azure OpenAI, OpenAI, vLLM) with its own
-model name, rate limits (TPM/RPM, counted like Azure: 60 s sliding window) and
-latency.  See :mod:`semtel_dagster.sim.server`.
+model name, rate limits (TPM/RPM per minute, enforced like Azure in short buckets, or over one
+sliding minute) and latency; or one request at a time, like a llama-cpp-python server (``serial``).  See :mod:`semtel_dagster.sim.server`.
 """
 
 from __future__ import annotations
@@ -53,6 +53,25 @@ class SimEndpointConfig(BaseModel):
     model: str = "gpt-4o-mini"
     tpm: int | None = Field(default=None, ge=1, description="tokens per minute; None = unlimited")
     rpm: int | None = Field(default=None, ge=1, description="requests per minute; None = unlimited")
+    tpm_interval_s: float | None = Field(
+        default=10.0,
+        gt=0.0,
+        le=60.0,
+        description="TPM enforced in buckets of this many seconds, each allowing tpm x interval / 60 "
+        "(Azure: 10 s); None = one sliding 60 s window",
+    )
+    rpm_interval_s: float | None = Field(
+        default=1.0,
+        gt=0.0,
+        le=60.0,
+        description="RPM enforced in buckets of this many seconds (Azure: 1 s); None = one sliding 60 s window; "
+        "a bucket that would allow less than one request falls back to the sliding minute",
+    )
+    serial: bool = Field(
+        default=False,
+        description="serve one request at a time behind a lock, like llama-cpp-python: no quotas, no rate-limit "
+        "headers, and an answer is computed to its end even when the client has gone",
+    )
     latency_ms: float = Field(default=20.0, ge=0.0)
     latency_per_token_ms: float = Field(default=0.0, ge=0.0)
     jitter: float = Field(default=0.0, ge=0.0, le=1.0, description="relative, e.g. 0.2 = +-20%")
@@ -74,6 +93,12 @@ class SimEndpointConfig(BaseModel):
                 f"and not one of {sorted(_RESERVED_NAMES)}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _serial_has_no_quota(self) -> SimEndpointConfig:
+        if self.serial and (self.tpm is not None or self.rpm is not None):
+            raise ValueError(f"simulated endpoint {self.name!r}: a serial server has no tpm/rpm quota")
+        return self
 
 
 class SimConfig(BaseModel):

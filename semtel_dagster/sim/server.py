@@ -4,9 +4,13 @@ Stands in for Azure OpenAI / OpenAI / vLLM deployments in the demo, tests and
 benchmarks.  Answers are deterministic labels chosen by
 :mod:`semtel_dagster.sim.labeler` from the request alone; token counts use
 tiktoken ``cl100k_base`` (offline copy); rate limits are counted like Azure
-OpenAI: per endpoint, a 60 s sliding window, each request charged
-``prompt_tokens + max_tokens`` (default 256) against TPM and 1 against RPM on
-arrival.
+OpenAI: per endpoint, each request charged ``prompt_tokens + max_tokens``
+(default 256) against TPM and 1 against RPM on arrival, the per-minute limits
+enforced in short buckets (TPM: 10 s, each allowing ``tpm x 10 / 60``; RPM: 1 s)
+so that a burst of a whole minute's quota is refused, or over one sliding
+minute (``tpm_interval_s`` / ``rpm_interval_s`` None). The ``x-ratelimit-*``
+headers always describe the sliding minute. A ``serial`` endpoint serves one
+request at a time and sends no rate-limit headers, like llama-cpp-python.
 
 Routes (``<name>`` = a simulated endpoint name):
 
@@ -120,7 +124,13 @@ class EndpointState:
     charged_tokens: int = 0
     rate_limited: int = 0
     bad_requests: int = 0
-    in_flight: int = 0
+    in_flight: int = 0  # admitted, not yet answered (queued behind the lock included, on a serial server)
+    max_in_flight: int = 0
+    abandoned: int = 0  # answers computed for a client that had gone (serial servers finish them)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # the one slot of a serial server
+    tpm_bucket: list = field(default_factory=lambda: [-1, 0])  # [bucket index, tokens admitted in it]
+    rpm_bucket: list = field(default_factory=lambda: [-1, 0])
+    buckets: dict = field(default_factory=dict)  # TPM bucket index since reset -> admitted charged tokens
     max_window_tokens: int = 0
     max_window_requests: int = 0
     minutes: dict = field(default_factory=dict)  # minute index since reset -> admitted charged tokens
@@ -142,6 +152,10 @@ class EndpointState:
         self.max_window_tokens = self.max_window_requests = 0
         self.minutes = {}
         self.minutes_prompt = {}
+        self.max_in_flight = self.abandoned = 0
+        self.tpm_bucket = [-1, 0]
+        self.rpm_bucket = [-1, 0]
+        self.buckets = {}
         self.ok_requests = self.ok_charged_tokens = 0
         self.faults = {}
         self.rng = random.Random(self.cfg.seed)
@@ -154,29 +168,55 @@ class EndpointState:
         while tw and tw[0][0] <= cutoff:
             self.window_tokens -= tw.popleft()[1]
 
+    def _bucket_wait(self, bucket: list, interval: float, allowance: float, amount: float, now: float) -> float:
+        """Seconds until ``amount`` fits the current bucket (0: now); one larger than a bucket's allowance
+        fits an empty bucket, so that it is admitted at all."""
+        index = int((now - self.t0) // interval)
+        if bucket[0] != index:
+            bucket[0], bucket[1] = index, 0
+        if bucket[1] + amount <= allowance or bucket[1] == 0:
+            return 0.0
+        return max(0.001, self.t0 + (index + 1) * interval - now)
+
+    def _minute_wait(self, limit: int, used: float, amount: float, charges, now: float) -> float:
+        """Seconds until ``amount`` fits the sliding minute (oldest charges leave first)."""
+        if used + amount <= limit:
+            return 0.0
+        if amount > limit:
+            return WINDOW_S  # never fits; Azure answers 429 too
+        need, freed = used + amount - limit, 0.0
+        for t, c in charges:
+            freed += c
+            if freed >= need:
+                return max(0.001, t + WINDOW_S - now)
+        return WINDOW_S
+
     def try_admit(self, cost: int, prompt: int, now: float) -> float:
         """Charge the request if it fits; return 0.0, or the seconds until it would fit."""
         self._prune(now)
         wait = 0.0
-        rpm, tpm = self.cfg.rpm, self.cfg.tpm
-        if rpm is not None and len(self.req_window) + 1 > rpm:
-            # oldest arrivals must leave until one slot is free
-            k = len(self.req_window) + 1 - rpm
-            wait = max(wait, self.req_window[k - 1] + WINDOW_S - now)
-        if tpm is not None and self.window_tokens + cost > tpm:
-            if cost > tpm:
-                wait = max(wait, WINDOW_S)  # never fits; Azure answers 429 too
+        c = self.cfg
+        if c.rpm is not None:
+            every = c.rpm_interval_s
+            if every is not None and c.rpm * every / 60.0 >= 1.0:
+                wait = max(wait, self._bucket_wait(self.rpm_bucket, every, c.rpm * every / 60.0, 1, now))
             else:
-                need = self.window_tokens + cost - tpm
-                freed = 0
-                for t, c in self.tok_window:
-                    freed += c
-                    if freed >= need:
-                        wait = max(wait, t + WINDOW_S - now)
-                        break
+                wait = max(wait, self._minute_wait(c.rpm, len(self.req_window), 1, ((t, 1) for t in self.req_window), now))
+        if c.tpm is not None:
+            if cost > c.tpm:
+                wait = max(wait, WINDOW_S)  # never fits
+            elif c.tpm_interval_s is not None:
+                every = c.tpm_interval_s
+                wait = max(wait, self._bucket_wait(self.tpm_bucket, every, c.tpm * every / 60.0, cost, now))
+            else:
+                wait = max(wait, self._minute_wait(c.tpm, self.window_tokens, cost, self.tok_window, now))
         if wait > 0.0:
             self.rate_limited += 1
             return wait
+        self.rpm_bucket[1] += 1
+        self.tpm_bucket[1] += cost
+        bucket = int((now - self.t0) // (c.tpm_interval_s or 10.0))
+        self.buckets[bucket] = self.buckets.get(bucket, 0) + cost
         self.req_window.append(now)
         self.tok_window.append((now, cost))
         self.window_tokens += cost
@@ -191,8 +231,11 @@ class EndpointState:
         return 0.0
 
     def headers(self, now: float) -> dict[str, str]:
+        """``x-ratelimit-*`` of the sliding minute (none from a serial server, as from llama-cpp-python)."""
         self._prune(now)
         h: dict[str, str] = {}
+        if self.cfg.serial:
+            return h
         if self.cfg.rpm is not None:
             h["x-ratelimit-limit-requests"] = str(self.cfg.rpm)
             h["x-ratelimit-remaining-requests"] = str(max(0, self.cfg.rpm - len(self.req_window)))
@@ -212,7 +255,7 @@ class EndpointState:
             c.latency_ms
             + c.latency_per_token_ms * completion_tokens
             + c.latency_per_prompt_token_ms * prompt_tokens
-            + c.load_latency_ms * max(0, self.in_flight - 1)
+            + (0.0 if c.serial else c.load_latency_ms * max(0, self.in_flight - 1))  # serial: the lock is the load
         )
         if c.jitter:
             ms *= 1.0 + c.jitter * (2.0 * self.rng.random() - 1.0)
@@ -266,6 +309,11 @@ class EndpointState:
             "ok_charged_tokens": self.ok_charged_tokens,
             "faults": dict(self.faults),
             "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "abandoned": self.abandoned,
+            "tpm_interval_s": self.cfg.tpm_interval_s,
+            "rpm_interval_s": self.cfg.rpm_interval_s,
+            "tokens_per_bucket": [{"bucket": b, "charged_tokens": self.buckets[b]} for b in sorted(self.buckets)],
             "window_requests": len(self.req_window),
             "window_tokens": self.window_tokens,
             "max_window_requests": self.max_window_requests,
@@ -447,6 +495,7 @@ class SimApp:
             await asyncio.sleep(st.cfg.faults.timeout_s)
             return _error(504, "Simulated upstream timeout.", "server_error", "timeout")
         st.in_flight += 1
+        st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
             content, finish = produce_answer(st.cfg, body, raw)
             toks = _encoding().encode_ordinary(content)
@@ -457,12 +506,15 @@ class SimApp:
                 toks = toks[:max_tokens]
                 finish = "length"
             n_completion = len(toks)
-            st.completion_tokens += n_completion
             delay = st.latency_s(n_completion, n_prompt)
-            if delay > 0:
+            if st.cfg.serial:  # shielded: a client that leaves does not stop the work, as on llama-cpp-python
+                await asyncio.shield(asyncio.ensure_future(_serve_serially(st, request, delay)))
+            elif delay > 0:
                 await asyncio.sleep(delay)
+            st.completion_tokens += n_completion
         finally:
-            st.in_flight -= 1
+            if not st.cfg.serial:
+                st.in_flight -= 1
         resp = {
             "id": "chatcmpl-sim-" + uuid.uuid4().hex[:24],
             "object": "chat.completion",
@@ -489,6 +541,18 @@ class SimApp:
         st.ok_requests += 1
         st.ok_charged_tokens += cost
         return web.json_response(resp, headers=headers)
+
+
+async def _serve_serially(st: EndpointState, request: web.Request, delay: float) -> None:
+    """The one slot of a serial server: wait for it, compute the answer, count it if its client had gone."""
+    try:
+        async with st.lock:
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        st.in_flight -= 1
+    if request.transport is None or request.transport.is_closing():
+        st.abandoned += 1
 
 
 def produce_answer(cfg: SimEndpointConfig, body: dict, raw: bytes) -> tuple[str, str]:

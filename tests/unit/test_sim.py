@@ -64,7 +64,7 @@ def sim():
         endpoints=[
             SimEndpointConfig(name="fast", model="gpt-4o-mini", latency_ms=1.0),
             SimEndpointConfig(name="rpm3", model="gpt-4o", rpm=3, latency_ms=0.0),
-            SimEndpointConfig(name="tpm", model="llama-3", tpm=400, latency_ms=0.0),
+            SimEndpointConfig(name="tpm", model="llama-3", tpm=400, tpm_interval_s=None, latency_ms=0.0),  # one sliding minute
         ]
     )
     with SimulatorThread(cfg) as s:

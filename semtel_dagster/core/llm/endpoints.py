@@ -50,6 +50,12 @@ class Endpoint(BaseModel):
     )
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, counted as prompt + max_tokens")
     rpm: int | None = Field(default=None, gt=0, description="requests per minute")
+    quota_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        lt=60,
+        description="the provider enforces tpm/rpm in buckets of this many seconds (Azure: 10); None: learned from 429s",
+    )
     max_concurrency: int = Field(default=32, gt=0)
     timeout_s: float = Field(default=60.0, gt=0, description="ceiling of a request's timeout")
     timeout_base_s: float = Field(default=15.0, gt=0, description="timeout of an empty request ...")
