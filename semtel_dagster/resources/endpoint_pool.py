@@ -38,7 +38,14 @@ NO_ENDPOINTS = (
 def simulator_endpoints(simulator: SimulatorThread, config: SimConfig = EMBEDDED_SIMULATOR) -> list[Endpoint]:
     """Endpoints pointing at a running simulator, with the quotas it enforces declared."""
     return [
-        SimEndpoint(name=e.name, base_url=simulator.base_url(e.name), model=e.model, tpm=e.tpm, rpm=e.rpm)
+        SimEndpoint(
+            name=e.name,
+            base_url=simulator.base_url(e.name),
+            model=e.model,
+            tpm=e.tpm,
+            rpm=e.rpm,
+            quota_interval_s=e.tpm_interval_s,
+        )
         for e in config.endpoints
     ]
 

@@ -1,19 +1,19 @@
 """Asynchronous LLM dispatch over a pool of OpenAI-compatible endpoints, at the rate limit.
 
-Per endpoint: a client-side mirror of the provider's 60 s quota windows (RPM and TPM, charged the way
-Azure counts: prompt tokens + ``max_tokens`` on arrival, corrected to the provider's count, refunded to
-actual use where the endpoint says the provider does), kept honest by the ``x-ratelimit-*`` headers of
-every response, which also reveal what other processes sharing the endpoint use (an AIMD share of a
-contended quota makes uncoordinated processes converge to equal shares); an AIMD concurrency limit
-with a latency gradient (cut on 429, 5xx, timeouts or rising latency, at most once per round trip);
-a circuit breaker; cooldowns that honor ``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
+Per endpoint: client-side mirrors of the provider's quotas (RPM and TPM over the minute and over the
+short interval the provider enforces them in, declared or learned from 429s; charged the way Azure
+counts: prompt tokens + ``max_tokens`` on arrival, corrected to the provider's count, refunded to actual
+use where the endpoint says the provider does), kept honest by the ``x-ratelimit-*`` headers of every
+response, which also reveal what other processes sharing the endpoint use (an AIMD share of a contended
+quota makes uncoordinated processes converge to equal shares); a concurrency limit fitted from latency
+versus requests in flight (a serial server settles at 1); a circuit breaker; cooldowns that honor
+``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
 another endpoint with jittered backoff, up to a give-up time; a configuration error (see
-``transport_errors``) or every endpoint failing for a while stops the run with a clear, redacted reason; a straggler past a latency percentile gets one hedged duplicate
-whose loser is cancelled, so each request yields exactly one row. An optional token or cost budget stops
-dispatch cleanly. Workers pull requests from an iterator: millions of queued requests are never
-materialized at once.
+``transport_errors``) or every endpoint failing for a while stops the run with a clear, redacted reason;
+a straggler past a latency percentile gets one hedged duplicate whose loser is cancelled, so each
+request yields exactly one row. An optional token or cost budget stops dispatch cleanly. Workers pull
+requests from an iterator: millions of queued requests are never materialized at once.
 """
-
 from __future__ import annotations
 
 import asyncio
