@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial, reduce
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -23,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from semtel_dagster.core.classify import reuse
-from semtel_dagster.core.classify.answering import Answered, Answering, answer
+from semtel_dagster.core.classify.answering import Answered, Answering, Calls, answer
 from semtel_dagster.core.classify.plan import (
     DEFAULT_BATCH_SIZE,
     STRATEGY_SINGLE,
@@ -34,9 +36,6 @@ from semtel_dagster.core.classify.plan import (
 )
 from semtel_dagster.core.ingest.landing import landing_files
 from semtel_dagster.core.lake import delta, tables
-from semtel_dagster.core.llm.dispatch import Dispatcher
-from semtel_dagster.core.llm.endpoints import Endpoint
-from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written, spark_dedupe
@@ -149,14 +148,11 @@ class SparkEngine:
         self,
         week: dt.date,
         answering: Answering,
-        endpoints: list[Endpoint],
-        settings: DispatchSettings,
+        calls: Calls,
         *,
         reuse_weeks: list[dt.date],
-        match_threshold: float | None = None,
+        match_threshold: float | None,
         embedder: Callable[[], Embedder] | None,
-        flush_rows: int,
-        flush_seconds: float,
         log: Callable[[str], None],
     ) -> Classified:
         """Each task answers whole batches with ``core.answering.answer``, the function the Polars engine runs
@@ -182,12 +178,11 @@ class SparkEngine:
         task = partial(
             _classify_partition,
             answering=answering,
-            endpoints=share_endpoints(endpoints, self.tasks),
-            settings=share_settings(settings, self.tasks),
+            calls=replace(
+                calls, endpoints=share_endpoints(calls.endpoints, self.tasks), settings=share_settings(calls.settings, self.tasks)
+            ),
             uri=uri,
             embedder=embedder,
-            flush_rows=flush_rows,
-            flush_seconds=flush_seconds,
         )
         log(f"week {week}: answering on {self.tasks} Spark tasks, each with 1/{self.tasks} of every endpoint's quota")
         keyed = _keyed(parts, keys, spark_schema(_TO_ANSWER))
@@ -284,6 +279,17 @@ class SparkEngine:
         frame = tables.conform(pl.from_arrow(insights.toArrow()), tables.WEEKLY_INSIGHTS)
         version = delta.overwrite_weeks(self.uri("weekly_insights"), frame, tables.WEEKLY_INSIGHTS, [week])
         return Written("weekly_insights", version, frame)
+
+
+def open_engine(lake_root: str, config: Any) -> SparkEngine:
+    """A session from ``config`` (``EngineResource``: master or Spark Connect, extra settings), shared by
+    every step of the process."""
+    from dagster_pyspark import LazyPySparkResource
+
+    if not config.spark_remote and config.spark_master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import this environment's semtel
+    session = LazyPySparkResource(spark_config=config.session_config()).spark_session
+    return SparkEngine(session, lake_root, writer=config.delta_writer, tasks=config.classify_tasks)
 
 
 def _parallelism(spark: SparkSession) -> int:
@@ -419,16 +425,14 @@ def _keyed(parts: list[DataFrame], keys: DataFrame, struct) -> DataFrame:
     )
 
 
-def _classify_partition(batches, *, answering, endpoints, settings, uri, embedder, flush_rows, flush_seconds):
+def _classify_partition(batches, *, answering: Answering, calls: Calls, uri: str, embedder):
     """Executor side: ``core.answering.answer`` over this task's whole batches, with its own dispatcher."""
     frame = collect_frame(batches)
     if frame is None:
         return
 
     def send(plan, write_batch):
-        return run_dispatch(
-            plan, Dispatcher(endpoints, settings), write_batch, flush_rows=flush_rows, flush_seconds=flush_seconds
-        )
+        return run_dispatch(plan, calls.dispatcher(), write_batch, flush_rows=calls.flush_rows, flush_seconds=calls.flush_seconds)
 
     reps = tables.conform(frame.filter(pl.col("kind") == "rep"), _REPS)
     report = answer(

@@ -1,6 +1,6 @@
 """Answering representatives: call-saving steps first, then the LLM in one or two rounds.
 
-The Polars asset runs ``answer`` on the whole week; the Spark engine runs the very same function in
+The Polars engine runs ``answer`` on the whole week; the Spark engine runs the very same function in
 each task on whole batches (a task holds complete chunks of the week's sorted representatives, their
 transcripts, their stored answers and their reuse candidates), so both engines send the same requests
 under the same ids.
@@ -40,8 +40,10 @@ from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.classify.reuse import reused_answers
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.progress import DispatchProgress
 from semtel_dagster.core.llm.requests import request_id
+from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
 
 if TYPE_CHECKING:  # scikit-learn loads only where an embedding classifier runs (seconds per Spark worker)
@@ -67,6 +69,24 @@ class Answering:
     def answerers(self) -> set[str]:
         """Models whose answers count: the pool's, and the embedding classifiers' versions."""
         return set(self.models) | {model.card.version for model in self.embedding}
+
+
+@dataclass(frozen=True)
+class Calls:
+    """Where and how LLM requests go: the endpoints, the dispatch settings, how often answers are committed.
+    Picklable: the Spark engine gives each task a share of it."""
+
+    endpoints: list[Endpoint]
+    settings: DispatchSettings = field(default_factory=DispatchSettings)
+    flush_rows: int = 200
+    flush_seconds: float = 2.0
+
+    @property
+    def models(self) -> frozenset[str]:
+        return frozenset(endpoint.model for endpoint in self.endpoints)
+
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.endpoints, self.settings)
 
 
 @dataclass
@@ -154,7 +174,7 @@ def answer(
 def logged_send(
     dispatcher: Callable[[], Dispatcher], *, flush_rows: int, flush_seconds: float, log: Callable[[str], None], where: str
 ) -> Send:
-    """A ``Send`` for one process (the Polars asset, the CLI): logs each round's plan, shows progress."""
+    """A ``Send`` for one process (the Polars engine): logs each round's plan, shows progress."""
 
     def send(plan: ClassifyPlan, write_batch: Callable[[list[dict]], None]) -> DispatchStats:
         log(f"{where}: {plan.total} requests needed, {plan.answered} already answered, {len(plan.to_send)} to send")
