@@ -22,7 +22,7 @@ from semtel_dagster.core.classify.plan import label_versions
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import singleton_clusters
-from semtel_dagster.core.prepare.embeddings import Embedder
+from semtel_dagster.core.prepare.embeddings import Embedder, OnceEmbedder
 from semtel_dagster.core.prepare.truncate import truncate_conversations
 from semtel_dagster.engines import Classified, Engine, Written
 
@@ -129,7 +129,7 @@ class Pipeline:
         the ``embedding_classifier_train_weeks`` weeks strictly before this one, once ``min_labels`` exist.
 
         Training is deterministic (the same history gives the same version, so a rerun of the week gets the
-        same answers) and capped at the most recent ``ec.MAX_TRAIN_ROWS`` labels; artifacts are stored
+        same answers), embeds each history text once for all classifiers, and is capped at the most recent ``ec.MAX_TRAIN_ROWS`` labels; artifacts are stored
         versioned under ``<lake>/_models/``. Returns (models, per-classifier metadata).
         """
         settings = self.settings
@@ -139,6 +139,13 @@ class Pipeline:
         history = self._read_weeks("classifications", earlier)
         history_text = self._read_weeks("conversations_truncated", earlier)
         versions = label_versions(self.classifiers)
+        once: list[OnceEmbedder] = []  # built on first need, shared: each history text is embedded once
+
+        def embedder() -> OnceEmbedder:
+            if not once:
+                once.append(OnceEmbedder(self._embedder()()))
+            return once[0]
+
         trained, cards = [], {}
         for name, classifier in self.classifiers.items():
             model, why = (
@@ -148,7 +155,7 @@ class Pipeline:
                     history,
                     history_text,
                     set(models),
-                    self._embedder(),
+                    embedder,
                     versions=versions[name],
                     min_labels=settings.embedding_classifier_min_labels,
                     target_agreement=settings.embedding_classifier_target_agreement,

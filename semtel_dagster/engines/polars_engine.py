@@ -95,7 +95,8 @@ class PolarsEngine:
             self._reuse_candidates(week, clusters, reuse_weeks, match_threshold),
             send=send,
             write=partial(delta.append, self.uri("llm_responses"), schema=tables.LLM_RESPONSES),
-            embed=embedder().embed if answering.embedding and embedder else None,
+            embed=(lambda texts: embedder().embed(texts)) if answering.embedding and embedder else None,
+            vectors=self.read("conversation_embeddings", week) if answering.embedding else None,
         )
         return Classified(self.write("llm_responses", latest_per_request(self.read("llm_responses", week)), week), report)
 

@@ -52,6 +52,8 @@ _REPS = pl.Schema(
         "is_representative": pl.Boolean,
         "transcript": pl.String,
         "tokens_after": pl.Int64,
+        "embedder": pl.String,  # the representative's vector from conversation_embeddings (embedding classifiers)
+        "vector": pl.List(pl.Float32),
     }
 )
 _TO_ANSWER = pl.Schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
@@ -156,8 +158,8 @@ class SparkEngine:
         log: Callable[[str], None],
     ) -> Classified:
         """Each task answers whole batches with ``core.answering.answer``, the function the Polars engine runs
-        on the week: reuse, embedding classifiers (the trained models pickled into the task, ``embedder``
-        building the embedder there), then LLM rounds through its own dispatcher with a static share of
+        on the week: reuse, embedding classifiers (the trained models pickled into the task, with the
+        representatives' stored vectors; ``embedder`` building the embedder there for the others), then LLM rounds through its own dispatcher with a static share of
         every endpoint's quota and of the budget, streaming rows into ``llm_responses``; the driver compacts
         the week at the end."""
         uri = self.uri("llm_responses")
@@ -171,6 +173,9 @@ class SparkEngine:
             .join(truncated, "conversation_id")
             .withColumn("kind", F.lit("rep"))
         )
+        if answering.embedding:  # vectors embedding dedupe stored: only the others are embedded in the tasks
+            vectors = self.read("conversation_embeddings", week).select("conversation_id", "embedder", "vector")
+            reps = reps.join(vectors, "conversation_id", "left")
         parts = [reps, _by_first_conversation(self.read("llm_responses", week))]
         if reuse_weeks:
             parts.append(self._reuse_candidates(week, clusters, reuse_weeks, match_threshold))
@@ -444,6 +449,7 @@ def _classify_partition(batches, *, answering: Answering, calls: Calls, uri: str
         send=send,
         write=partial(delta.append, uri, schema=tables.LLM_RESPONSES),
         embed=(lambda texts: spark_dedupe.executor_embedder(embedder)[0].embed(texts)) if embedder else None,
+        vectors=reps.select("conversation_id", "embedder", "vector"),
     )
     yield pa.RecordBatch.from_pylist([{"report": json.dumps(asdict(report))}])
 
