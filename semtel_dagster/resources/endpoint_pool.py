@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.classify.answering import Calls
 from semtel_dagster.core.llm.endpoints import Endpoint, EndpointsFileError, ModelPrice, SimEndpoint, load_endpoints
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
@@ -140,5 +140,6 @@ class EndpointPoolResource(ConfigurableResource):
             hedge_quantile=self.hedge_quantile,
         )
 
-    def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.endpoints, self.dispatch_settings())
+    def calls(self) -> Calls:
+        """What the classify stage needs of the pool (``core.answering.Calls``)."""
+        return Calls(self.endpoints, self.dispatch_settings(), self.flush_rows, self.flush_seconds)

@@ -14,6 +14,7 @@ a straggler past a latency percentile gets one hedged duplicate whose loser is c
 request yields exactly one row. An optional token or cost budget stops dispatch cleanly. Workers pull
 requests from an iterator: millions of queued requests are never materialized at once.
 """
+
 from __future__ import annotations
 
 import asyncio
