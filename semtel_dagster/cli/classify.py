@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 OUTPUTS = ("llm_responses", "classifications", "classification_rejects")
+OUTPUT_LOCK = ".semtel-classify.lock"  # one run per output folder: two would send every request twice
 
 
 def classify_file(
@@ -188,26 +189,18 @@ def _on_spark(
 
 
 def _run(args: argparse.Namespace) -> int:
+    from semtel_dagster.core.lake.locks import LockHeld, exclusive
     from semtel_dagster.core.llm.endpoints import EndpointsFileError
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        summary = classify_file(
-            Path(args.input),
-            Path(args.output),
-            Path(args.endpoints) if args.endpoints else None,
-            classifiers=args.classifiers.split(",") if args.classifiers else None,
-            prompts_dir=Path(args.prompts) if args.prompts else None,
-            budget_tokens=args.budget_tokens,
-            budget_cost=args.budget_cost,
-            flush_rows=args.flush_rows,
-            flush_seconds=args.flush_seconds,
-            engine=args.engine,
-            spark_master=args.spark_master,
-            log=log,
-        )
+        with exclusive(Path(args.output) / OUTPUT_LOCK, purpose=f"semtel classify into {args.output}"):
+            summary = _classified(args, log)
+    except LockHeld as exc:
+        log(f"semtel classify: another run is writing this output folder: {exc}")
+        return 4
     except (EndpointsFileError, FileNotFoundError, ValueError) as exc:
         log(f"semtel classify: {exc}")
         return 2
@@ -216,6 +209,23 @@ def _run(args: argparse.Namespace) -> int:
         Path(args.summary_json).write_text(text)
     print(text)
     return 3 if summary["budget"]["exhausted"] else 0
+
+
+def _classified(args: argparse.Namespace, log) -> dict:
+    return classify_file(
+        Path(args.input),
+        Path(args.output),
+        Path(args.endpoints) if args.endpoints else None,
+        classifiers=args.classifiers.split(",") if args.classifiers else None,
+        prompts_dir=Path(args.prompts) if args.prompts else None,
+        budget_tokens=args.budget_tokens,
+        budget_cost=args.budget_cost,
+        flush_rows=args.flush_rows,
+        flush_seconds=args.flush_seconds,
+        engine=args.engine,
+        spark_master=args.spark_master,
+        log=log,
+    )
 
 
 def register(commands) -> None:

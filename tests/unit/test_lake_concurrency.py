@@ -135,3 +135,31 @@ def test_two_processes_create_one_fresh_dagster_instance(tmp_path):
         for p in procs:
             p.join(timeout=120)
         assert sorted(results.get(timeout=5) for _ in procs) == ["ok", "ok"]
+
+
+@pytest.mark.integration
+def test_second_classify_into_one_folder_fails_fast_naming_the_holder(tmp_path):
+    import subprocess
+    import sys
+
+    from semtel_dagster.cli.classify import OUTPUT_LOCK
+
+    out = tmp_path / "out"
+    ready, release = _SPAWN.Event(), _SPAWN.Event()
+    first = _SPAWN.Process(target=_hold, args=(str(out / OUTPUT_LOCK), ready, release))
+    first.start()
+    try:
+        assert ready.wait(timeout=60)
+        (tmp_path / "in.jsonl").write_text("")
+        second = subprocess.run(
+            [sys.executable, "-m", "semtel_dagster.cli", "classify", "--input", str(tmp_path / "in.jsonl"), "--output", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
+        assert second.returncode == 4
+        assert f"held by pid {first.pid}" in second.stderr and "another run is writing this output folder" in second.stderr
+    finally:
+        release.set()
+        first.join(timeout=30)
