@@ -35,6 +35,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from semtel_dagster.core.ingest.adapters import AdapterError, AdapterOptions, adapt, arena_answers
 from semtel_dagster.core.ingest.conversation import Conversation, UtcDatetime
+from semtel_dagster.core.ingest.index import FileWeeks, LandingIndex, file_stat, settings_key
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.lake.weeks import first_week as pipeline_first_week
 from semtel_dagster.core.lake.weeks import parse_week, week_start_of
@@ -53,8 +54,8 @@ _ANY_WEEK = dt.date(1, 1, 1)  # a Monday: the lower bound where there are no par
 class IngestResult:
     conversations: pl.DataFrame  # tables.CONVERSATIONS
     rejects: pl.DataFrame  # tables.INGEST_REJECTS
-    records_read: int  # non-blank records in all landing files, every week
-    files_read: int
+    records_read: int  # non-blank records in the files read, every week
+    files_read: int  # files opened (with an index: only those that can hold the week)
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,13 @@ def read_landing(
     adapter_options: AdapterOptions | None = None,
     default_week: dt.date | None = None,
     first_week: dt.date | None = None,
+    index_uri: str | None = None,
 ) -> IngestResult:
     """Validate every landed record and return the conversations and rejects of ``week_start``.
 
     ``first_week`` (default: the pipeline's first partition) bounds the weeks records may fall in.
+    With ``index_uri`` (the lake's ``_landing_index``) only files that can hold the week are opened
+    (:mod:`semtel_dagster.core.ingest.index`); the result is the same as reading every file.
     """
     week_start = parse_week(week_start)
     bounds = _Bounds(week_start, first_week or pipeline_first_week(), dt.datetime.now(dt.UTC) + _FUTURE_TOLERANCE)
@@ -129,8 +133,24 @@ def read_landing(
             _week_start_time(parse_week(default_week)) if default_week else None,
             _arena_answers(landing_dir) if input_format == "arena_hard" else {},
         )
+    index = None
+    if index_uri and input_format != "table":  # table folders have no trustworthy size and mtime
+        key = settings_key(
+            input_format=input_format,
+            adapter_options=adapter_options,
+            default_week=default_week,
+            first_week=bounds.first_week,
+            max_record_bytes=max_record_bytes,
+        )
+        index = LandingIndex.load(index_uri, key)
+    files_read = 0
     for path in files:
         rel = path.relative_to(landing_dir).as_posix()
+        stat = file_stat(path) if index else None
+        if index and index.can_skip(rel, stat, week_start):
+            continue
+        files_read += 1
+        learned = FileWeeks()
         weeks: Counter[dt.date] = Counter()
         pending: list[_Record] = []
         scan = (
@@ -145,6 +165,8 @@ def read_landing(
                 pending.append(rec)
                 continue
             week = week_start_of(conv.started_at)
+            learned.saw(conv.started_at)
+            learned.weeks.add(week)  # a record in the future falls in its own week once that week is run
             if outside := _outside_range(conv.started_at, week, bounds):
                 pending.append(replace(rec, conversation=None, reason=outside, week=week))
                 continue
@@ -159,7 +181,18 @@ def read_landing(
             rows.append(_row(conv, week, rec.source))
         if pending:
             fallback = _fallback_week(weeks, rel, path, bounds)
-            rejects.extend(r for r in pending if week_start in _reject_weeks(r, weeks, rel, fallback, bounds))
+            for r in pending:
+                targets = _reject_weeks(r, weeks, rel, fallback, bounds)
+                if r.whole_file and not weeks and _path_week(rel) is None:
+                    learned.every_week = True  # its reject shows in whichever week is run
+                else:
+                    learned.weeks |= targets
+                if week_start in targets:
+                    rejects.append(r)
+        if index:
+            index.record(rel, stat, learned)
+    if index:
+        index.save()
     reject_rows = [
         {"week_start": week_start, "source": r.source, "record_ref": r.ref, "reason": r.reason, "raw": r.raw} for r in rejects
     ]
@@ -167,7 +200,7 @@ def read_landing(
         conversations=_frame(rows, tables.CONVERSATIONS),
         rejects=_frame(reject_rows, tables.INGEST_REJECTS),
         records_read=records_read,
-        files_read=len(files),
+        files_read=files_read,
     )
 
 

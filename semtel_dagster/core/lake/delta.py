@@ -150,6 +150,11 @@ def append(uri: str, frame: pl.DataFrame, schema: pl.Schema, storage_options: di
     )
 
 
+def read_all(uri: str, schema: pl.Schema, storage_options: dict | None = None) -> pl.DataFrame:
+    """Every row of a small unpartitioned table (e.g. the landing index), cast to ``schema``."""
+    return tables.conform(pl.read_delta(uri, storage_options=storage_options), schema)
+
+
 def read_weeks(
     uri: str,
     schema: pl.Schema,
