@@ -111,13 +111,12 @@ def test_second_holder_fails_fast_naming_the_pid_and_a_killed_holder_frees_the_l
 
 
 def _create_instance(home: str, barrier, results) -> None:
-    os.environ["DAGSTER_HOME"] = home
-    from dagster import DagsterInstance
+    from semtel_dagster.resources.lake import open_dagster_instance
 
     barrier.wait(timeout=60)
     try:
-        with locks.dagster_instance_creation(Path(home)), DagsterInstance.get() as instance:
-            instance.get_runs(limit=1)  # touches run and event storage, as a first run does
+        with open_dagster_instance(Path(home)) as instance:
+            instance.get_runs(limit=1)
         results.put("ok")
     except Exception as exc:
         results.put(f"{type(exc).__name__}: {exc}")
