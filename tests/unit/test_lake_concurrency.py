@@ -81,16 +81,24 @@ def test_two_first_writes_of_a_week_never_duplicate(tmp_path, locked):
         assert (tmp_path / "lake0" / delta.LOCKS_FOLDER / "ingest_rejects" / f"{WEEK}.lock").exists()
 
 
-def _hold(path: str, ready, release) -> None:
+def _hold(path: str, ready) -> None:
+    """Hold the lock until killed (waiting on a multiprocessing primitive instead would leave it broken
+    for the test once the holder is killed mid-wait)."""
     with locks.exclusive(Path(path), purpose="semtel classify into out"):
         ready.set()
-        release.wait(timeout=60)
+        time.sleep(120)
+
+
+def _kill(proc) -> None:
+    if proc.is_alive():
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.join(timeout=30)
 
 
 def test_second_holder_fails_fast_naming_the_pid_and_a_killed_holder_frees_the_lock(tmp_path):
     path = tmp_path / "out" / ".lock"
-    ready, release = _SPAWN.Event(), _SPAWN.Event()
-    holder = _SPAWN.Process(target=_hold, args=(str(path), ready, release))
+    ready = _SPAWN.Event()
+    holder = _SPAWN.Process(target=_hold, args=(str(path), ready))
     holder.start()
     try:
         assert ready.wait(timeout=60)
@@ -99,15 +107,11 @@ def test_second_holder_fails_fast_naming_the_pid_and_a_killed_holder_frees_the_l
             pass
         assert time.monotonic() - started < 2
         assert f"pid {holder.pid}" in str(err.value) and str(path) in str(err.value)
-        os.kill(holder.pid, signal.SIGKILL)  # a crash: no cleanup runs
-        holder.join(timeout=30)
+        _kill(holder)  # a crash: no cleanup runs
         with locks.exclusive(path, wait_seconds=5):  # the kernel released it; nothing stale to remove
             assert locks.holder(path)["pid"] == os.getpid()
     finally:
-        release.set()
-        holder.join(timeout=30)
-        if holder.is_alive():
-            holder.kill()
+        _kill(holder)
 
 
 def _create_instance(home: str, barrier, results) -> None:
@@ -144,8 +148,8 @@ def test_second_classify_into_one_folder_fails_fast_naming_the_holder(tmp_path):
     from semtel_dagster.cli.classify import OUTPUT_LOCK
 
     out = tmp_path / "out"
-    ready, release = _SPAWN.Event(), _SPAWN.Event()
-    first = _SPAWN.Process(target=_hold, args=(str(out / OUTPUT_LOCK), ready, release))
+    ready = _SPAWN.Event()
+    first = _SPAWN.Process(target=_hold, args=(str(out / OUTPUT_LOCK), ready))
     first.start()
     try:
         assert ready.wait(timeout=60)
@@ -160,5 +164,4 @@ def test_second_classify_into_one_folder_fails_fast_naming_the_holder(tmp_path):
         assert second.returncode == 4
         assert f"held by pid {first.pid}" in second.stderr and "another run is writing this output folder" in second.stderr
     finally:
-        release.set()
-        first.join(timeout=30)
+        _kill(first)
