@@ -22,6 +22,7 @@ from semtel_dagster.core.classify.answering import Answered, Answering, Calls
 from semtel_dagster.core.ingest.landing import IngestResult
 from semtel_dagster.core.lake.frames import collect_small, summary
 from semtel_dagster.core.prepare.embeddings import Embedder
+from semtel_dagster.extras import require
 
 Stage = Callable[[pl.DataFrame], pl.DataFrame]
 Reader = Callable[[str], IngestResult]  # landing dir -> the week's conversations and rejects
@@ -107,4 +108,6 @@ def open_engine(kind: str, lake_root: str, config: Any) -> Engine:
     when chosen (a Polars run never imports PySpark). ``config`` is the ``EngineResource``'s settings."""
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; available: {sorted(ENGINES)}")
+    if kind == "spark":
+        require("pyspark", "spark", "the Spark engine")
     return importlib.import_module(ENGINES[kind]).open_engine(lake_root, config)

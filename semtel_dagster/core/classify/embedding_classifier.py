@@ -28,13 +28,18 @@ import json
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import joblib
 import numpy as np
 import polars as pl
-from sklearn.linear_model import LogisticRegression
 
 from semtel_dagster.core.classify.plan import STRATEGY_EMBEDDING
+from semtel_dagster.extras import require
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
+
+FEATURE = "the embedding classifier"
 
 MIN_LABELS = 500
 MAX_TRAIN_ROWS = 20_000  # enough for a linear model over 384 dimensions; bounds driver memory and time
@@ -69,7 +74,8 @@ class EmbeddingClassifier:
 
 
 def fit(vectors: np.ndarray, labels: list[str], *, c: float = 4.0, seed: int = 0) -> LogisticRegression:
-    model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    linear_model = require("sklearn.linear_model", "embeddings", FEATURE)
+    model = linear_model.LogisticRegression(C=c, max_iter=2000, random_state=seed)
     return model.fit(vectors, np.asarray(labels))
 
 
@@ -154,7 +160,7 @@ def save(model: EmbeddingClassifier, lake_root: str | Path) -> Path:
     """Write ``<lake>/_models/<classifier>/<version>/`` (local lakes; object stores are left to do)."""
     folder = Path(lake_root) / "_models" / model.card.classifier / model.card.version
     folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model.model, folder / "model.joblib")
+    require("joblib", "embeddings", FEATURE).dump(model.model, folder / "model.joblib")
     (folder / "meta.json").write_text(json.dumps(asdict(model.card), indent=2), encoding="utf-8")
     return folder
 
@@ -172,7 +178,7 @@ def load_latest(
     if not matches:
         return None
     _, card, folder = max(matches, key=lambda m: m[0])
-    return EmbeddingClassifier(card, joblib.load(folder / "model.joblib"))
+    return EmbeddingClassifier(card, require("joblib", "embeddings", FEATURE).load(folder / "model.joblib"))
 
 
 def training_set(

