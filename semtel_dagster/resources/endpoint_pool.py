@@ -17,6 +17,8 @@ from semtel_dagster.core.llm.endpoints import Endpoint, ModelPrice, load_endpoin
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
+SIMULATOR = "sim"  # SEMTEL_ENDPOINTS=sim asks for the embedded simulator by name
+
 # Two simulated deployments with different quotas, like a large and a small regional deployment.
 EMBEDDED_SIMULATOR = SimConfig(
     endpoints=[
@@ -38,7 +40,7 @@ class EndpointPoolResource(ConfigurableResource):
 
     endpoints_file: str | None = Field(
         default_factory=lambda: os.environ.get("SEMTEL_ENDPOINTS"),
-        description="Endpoints YAML (see README). Unset: start the embedded simulator for the run.",
+        description="Endpoints YAML (see README), or 'sim' for the embedded simulator. Unset: the embedded simulator.",
     )
     max_attempts: int = Field(default=6, gt=0, description="Attempts per request across endpoints.")
     flush_rows: int = Field(default=200, gt=0, description="Commit answers to llm_responses every N rows ...")
@@ -58,7 +60,7 @@ class EndpointPoolResource(ConfigurableResource):
     _prices: dict[str, ModelPrice] = PrivateAttr(default_factory=dict)
 
     def setup_for_execution(self, context: InitResourceContext | None) -> None:
-        if self.endpoints_file:
+        if self.endpoints_file and self.endpoints_file != SIMULATOR:
             parsed = load_endpoints(self.endpoints_file)
             self._endpoints, self._prices = parsed.endpoints, parsed.prices
             return
