@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 
-from dagster import BackfillPolicy, WeeklyPartitionsDefinition
+from dagster import BackfillPolicy, BetaWarning, TimeWindowPartitionMapping, WeeklyPartitionsDefinition
 
 from semtel_dagster.core.lake.weeks import parse_week
 
@@ -24,6 +25,18 @@ FIRST_WEEK = os.environ.get("SEMTEL_FIRST_WEEK", "2025-01-06")
 weekly_partitions = WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset=1, timezone="UTC", fmt="%Y-%m-%d")
 
 weekly_backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=1)
+
+# Steps that read earlier weeks (label reuse, embedding-classifier training, drift) read at most this
+# many; their settings are capped here so the declared dependency covers every week they can read.
+HISTORY_WEEKS = 4
+
+
+def earlier_weeks(weeks: int = HISTORY_WEEKS) -> TimeWindowPartitionMapping:
+    """Week N depends on weeks N-``weeks`` .. N-1 (none before the first partition): Dagster draws the
+    edge in the lineage and a backfill runs those weeks first."""
+    with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is beta; the first weeks need it
+        warnings.simplefilter("ignore", BetaWarning)
+        return TimeWindowPartitionMapping(start_offset=-weeks, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 
 def partition_week(partition_key: str) -> dt.date:

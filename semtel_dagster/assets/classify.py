@@ -3,7 +3,7 @@ import math
 from functools import partial
 
 import polars as pl
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
 from semtel_dagster.assets.spark_classify import classify_on_spark
@@ -15,6 +15,7 @@ from semtel_dagster.core.lake import tables
 from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.engines import Written
 from semtel_dagster.partitions import (
+    earlier_weeks,
     partition_week,
     weekly_backfill_policy,
     weekly_partitions,
@@ -140,7 +141,14 @@ def _classify_on_polars(
 
 
 @asset(
-    deps=["conversation_clusters", "conversations_truncated", "conversation_embeddings"],
+    # Label reuse and embedding-classifier training read earlier weeks: declared as a dependency on
+    # the asset's own earlier weeks, whose answers are what those weeks' labels come from.
+    deps=[
+        "conversation_clusters",
+        "conversations_truncated",
+        "conversation_embeddings",
+        AssetDep("llm_responses", partition_mapping=earlier_weeks()),
+    ],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,

@@ -86,6 +86,14 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars
     with DagsterInstance.get() as instance, code_location(instance) as workspace:
         result = launch_week(instance, workspace, week.isoformat())
     summary = pipeline_summary(environment["SEMTEL_LAKE"], week)
+    failed = {
+        e.asset_check_evaluation_data.asset_check_key.to_user_string(): (
+            e.asset_check_evaluation_data.severity.value,
+            e.asset_check_evaluation_data.description,
+        )
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    }
     summary.update(
         {
             "week_start": week.isoformat(),
@@ -93,11 +101,8 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars
             "success": result.success,
             "endpoints": environment["SEMTEL_ENDPOINTS"],
             "lake": environment["SEMTEL_LAKE"],
-            "failed_checks": [
-                str(e.asset_check_evaluation_data.asset_check_key.to_user_string())
-                for e in result.all_events
-                if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
-            ],
+            "failed_checks": sorted(name for name, (severity, _) in failed.items() if severity == "ERROR"),
+            "check_warnings": {name: why for name, (severity, why) in sorted(failed.items()) if severity == "WARN"},
             "wall_seconds": round(time.monotonic() - started, 1),
         }
     )
@@ -125,6 +130,8 @@ def _print_summary(summary: dict) -> None:
             print(f"  {label:<24} {count:>6,}  {share:6.1%}  {'#' * round(share * 40)}")
     if summary["failed_checks"]:
         print(f"\nfailed checks: {', '.join(summary['failed_checks'])}")
+    for check, why in summary["check_warnings"].items():
+        print(f"\nwarning {check}: {why}")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ import sys
 from typing import Literal
 
 from dagster import ConfigurableResource
-from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
 from semtel_dagster.engines import Engine
@@ -60,5 +59,7 @@ class EngineResource(ConfigurableResource):
 
         if not self.spark_remote and self.spark_master.startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import this environment's semtel
+        from dagster_pyspark import LazyPySparkResource  # imports pyspark: only on Spark runs
+
         session = LazyPySparkResource(spark_config=self.session_config()).spark_session
         return SparkEngine(session, lake_root, writer=self.delta_writer, tasks=self.classify_tasks)

@@ -28,10 +28,10 @@ def home(tmp_path):
     return tmp_path
 
 
-def _defs(home):
+def _defs(home, **settings):
     return build_definitions(
         lake=LakeResource(root=str(home / "lake")),
-        settings=PipelineSettings(landing_dir=str(home / "landing"), classifiers=CLASSIFIERS),
+        settings=PipelineSettings(landing_dir=str(home / "landing"), classifiers=CLASSIFIERS, **settings),
         endpoint_pool=EndpointPoolResource(endpoints_file=None, flush_rows=25),
     )
 
@@ -100,6 +100,42 @@ def test_failing_gate_stops_downstream_steps(home, monkeypatch):
     assert not (home / "lake" / "llm_responses").exists()
 
 
+def _check_results(result) -> dict:
+    return {
+        e.asset_check_evaluation_data.asset_check_key.name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def test_a_week_without_landing_data_fails_with_where_it_looked(home):
+    empty_week = WEEK_B + dt.timedelta(weeks=1)
+    with DagsterInstance.ephemeral() as instance:
+        result = _run(_defs(home), empty_week, instance)
+        missing = _run(_defs(home / "nowhere"), WEEK_A, instance)
+    assert not result.success and not missing.success
+    for run, week in ((result, empty_week), (missing, WEEK_A)):
+        failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
+        message = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+        assert f"no landing data for week {week} (searched " in message and "allow_empty_weeks" in message
+        assert not [e for e in run.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    assert not (home / "nowhere" / "lake").exists()  # no landing file at all: nothing written
+
+
+def test_allowed_empty_week_runs_through_with_checks_that_say_skipped(home):
+    empty_week = WEEK_B + dt.timedelta(weeks=1)
+    with DagsterInstance.ephemeral() as instance:
+        result = _run(_defs(home, allow_empty_weeks=True), empty_week, instance)
+    assert result.success
+    checks = _check_results(result)
+    for name in ("conversations_gate", "truncated_gate", "clusters_gate", "classifications_gate", "insights_gate"):
+        assert not checks[name].passed and checks[name].severity.value == "WARN", name
+        assert "no rows to validate" in checks[name].metadata["skipped"].value
+    drift = checks["label_drift_warning"]
+    assert not drift.passed and "no distribution to compare" in drift.metadata["skipped"].value
+    assert checks["ingest_rejects_gate"].passed  # no rejects is a true statement about an empty week
+
+
 def test_definitions_load_with_a_blocking_gate_on_every_table():
     from semtel_dagster.definitions import defs
 
@@ -109,6 +145,27 @@ def test_definitions_load_with_a_blocking_gate_on_every_table():
     specs = [repo.asset_graph.get_check_spec(key) for key in repo.asset_graph.asset_check_keys]
     assert {spec.asset_key.to_user_string() for spec in specs if spec.blocking} == set(tables.TABLES)
     assert defs.resolve_job_def("weekly_pipeline").partitions_def is not None
+
+
+def test_reads_of_earlier_weeks_are_declared_dependencies():
+    """Label reuse / embedding training (llm_responses) and the drift check depend on earlier weeks."""
+    from dagster import AssetCheckKey, AssetKey
+
+    from semtel_dagster.definitions import defs
+    from semtel_dagster.partitions import HISTORY_WEEKS
+
+    graph = defs.get_repository_def().asset_graph
+    responses = AssetKey("llm_responses")
+    week = WEEK_B.isoformat()
+    parents = graph.get_parents_partitions(responses, week).parent_partitions
+    earlier = {p.partition_key for p in parents if p.asset_key == responses}
+    assert earlier == {(WEEK_B - dt.timedelta(weeks=k)).isoformat() for k in range(1, HISTORY_WEEKS + 1)}
+    insights = AssetKey("weekly_insights")  # the drift check's asset: compared with the previous week
+    parents = graph.get_parents_partitions(insights, week).parent_partitions
+    assert {p.partition_key for p in parents if p.asset_key == insights} == {WEEK_A.isoformat()}
+    assert AssetCheckKey(insights, "label_drift_warning") in graph.asset_check_keys
+    with pytest.raises(ValueError):
+        PipelineSettings(reuse_labels_weeks=HISTORY_WEEKS + 1)
 
 
 def test_schedule_requests_the_week_that_just_ended():
