@@ -1,7 +1,7 @@
 import polars as pl
 from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.assets.metadata import markdown_table, table_metadata
+from semtel_dagster.assets.metadata import catalog, markdown_table, table_metadata
 from semtel_dagster.core.lake.frames import collect_small
 from semtel_dagster.partitions import earlier_weeks, partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource
@@ -14,6 +14,7 @@ from semtel_dagster.resources import EngineResource, LakeResource
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
+    **catalog("aggregate"),
 )
 def weekly_insights(context: AssetExecutionContext, lake: LakeResource, engine: EngineResource):
     """Conversations and share per label per classifier: the numbers product teams read."""

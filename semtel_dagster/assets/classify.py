@@ -5,7 +5,7 @@ from functools import partial
 import polars as pl
 from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
+from semtel_dagster.assets.metadata import catalog, dispatch_metadata, table_metadata
 from semtel_dagster.assets.spark_classify import classify_on_spark
 from semtel_dagster.core.classify import embedding_classifier as ec
 from semtel_dagster.core.classify import reuse
@@ -152,6 +152,7 @@ def _classify_on_polars(
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
+    **catalog("classify", llm=True, prompts=True),
 )
 def llm_responses(
     context: AssetExecutionContext,

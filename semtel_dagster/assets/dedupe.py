@@ -7,7 +7,7 @@ from dagster import (
     multi_asset,
 )
 
-from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.metadata import catalog, table_metadata
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.lake.frames import summary
 from semtel_dagster.engines import Written
@@ -32,12 +32,14 @@ GROUP = "weekly_pipeline"
             "conversation_clusters",
             deps=["conversations_truncated"],
             group_name=GROUP,
+            **catalog("dedupe"),
             description="Maps every conversation to a representative; only representatives are sent to the LLM.",
         ),
         AssetSpec(
             "conversation_embeddings",
             deps=["conversations_truncated"],
             group_name=GROUP,
+            **catalog("dedupe"),
             description="Vectors of the week's final representatives (embedding dedupe; empty under exact), "
             "which later weeks match to reuse labels (reuse_match: embedding).",
         ),

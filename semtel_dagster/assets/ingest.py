@@ -2,9 +2,9 @@ from functools import partial
 from pathlib import Path
 
 import narwhals.stable.v2 as nw
-from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, MetadataValue, multi_asset
+from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, multi_asset
 
-from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.metadata import catalog, counts_table, table_metadata
 from semtel_dagster.core.ingest.landing import landing_files, read_landing
 from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
@@ -17,8 +17,15 @@ _REASON_KIND = nw.when(nw.col("reason").str.contains(r"^[^:(]")).then(nw.col("re
 
 @multi_asset(
     specs=[
-        AssetSpec("conversations", group_name=GROUP, description="Valid conversations of the week, one row each."),
-        AssetSpec("ingest_rejects", group_name=GROUP, description="Input records that could not be ingested, with a reason."),
+        AssetSpec(
+            "conversations", group_name=GROUP, description="Valid conversations of the week, one row each.", **catalog("ingest")
+        ),
+        AssetSpec(
+            "ingest_rejects",
+            group_name=GROUP,
+            description="Input records that could not be ingested, with a reason.",
+            **catalog("ingest"),
+        ),
     ],
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
@@ -53,7 +60,7 @@ def ingest(context: AssetExecutionContext, lake: LakeResource, settings: Pipelin
         metadata = table_metadata(written, lake.uri(written.table))
         if written.table == "ingest_rejects" and written.rows:
             reasons = value_counts(written.frame, _REASON_KIND.alias("kind"))
-            metadata["reject_reasons"] = MetadataValue.json(dict(reasons.sort("kind").iter_rows()))
+            metadata["reject_reasons"] = counts_table(dict(reasons.sort("kind").iter_rows()), "reason")
         yield MaterializeResult(asset_key=written.table, metadata=metadata)
 
 

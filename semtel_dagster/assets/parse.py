@@ -2,7 +2,7 @@ from functools import partial
 
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
-from semtel_dagster.assets.metadata import label_distribution, table_metadata
+from semtel_dagster.assets.metadata import catalog, label_distribution, table_metadata
 from semtel_dagster.core.classify.parse import parse_week
 from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
@@ -17,12 +17,14 @@ GROUP = "weekly_pipeline"
             "classifications",
             deps=["llm_responses", "conversation_clusters"],
             group_name=GROUP,
+            **catalog("parse", prompts=True),
             description="One label per conversation x classifier, fanned out from cluster representatives.",
         ),
         AssetSpec(
             "classification_rejects",
             deps=["llm_responses", "conversation_clusters"],
             group_name=GROUP,
+            **catalog("parse", prompts=True),
             description="Conversation x classifier pairs without a valid label, with the reason.",
         ),
     ],

@@ -3,7 +3,7 @@ from functools import partial
 import narwhals.stable.v2 as nw
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.metadata import catalog, table_metadata
 from semtel_dagster.core.lake.frames import summary
 from semtel_dagster.core.prepare.truncate import truncate_conversations
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
@@ -15,6 +15,7 @@ from semtel_dagster.resources import EngineResource, LakeResource, PipelineSetti
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
     backfill_policy=weekly_backfill_policy,
+    **catalog("truncate"),
 )
 def conversations_truncated(
     context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource

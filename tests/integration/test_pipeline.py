@@ -65,6 +65,7 @@ def test_two_weeks_then_rerun_converges_to_the_same_tables(home):
         first_a = _run(defs, WEEK_A, instance)
         first_b = _run(defs, WEEK_B, instance)
         assert first_a.success and first_b.success, (_failed_checks(first_a), _failed_checks(first_b))
+        _assert_catalog_metadata(first_a, home)
         before = {week: _snapshot(home, week) for week in (WEEK_A, WEEK_B)}
         rerun = _run(defs, WEEK_A, instance)
         assert rerun.success
@@ -82,6 +83,21 @@ def test_two_weeks_then_rerun_converges_to_the_same_tables(home):
         assert set(snap["weekly_insights"]["classifier"].to_list()) == set(CLASSIFIERS)
         for name in tables.TABLES:
             assert after[week][name].equals(snap[name]), f"{name} changed on rerun for {week}"
+
+
+def _assert_catalog_metadata(result, home):
+    """Column descriptions from the table contracts, per-endpoint totals as a table, one form of uri."""
+    from dagster import TableMetadataValue
+
+    (responses,) = result.asset_materializations_for_node("llm_responses")
+    meta = responses.metadata
+    assert meta["dagster/uri"].value == str((home / "lake" / "llm_responses").resolve())
+    columns = {c.name: c.description for c in meta["dagster/column_schema"].schema.columns}
+    assert columns["request_id"] and all(columns[name] for name in tables.LLM_RESPONSES)
+    per_endpoint = meta["per_endpoint"]
+    assert isinstance(per_endpoint, TableMetadataValue)
+    assert {r.data["endpoint"] for r in per_endpoint.records} == {"sim-east", "sim-west"}
+    assert isinstance(meta["budget"], TableMetadataValue)
 
 
 def test_failing_gate_stops_downstream_steps(home, monkeypatch):
@@ -137,6 +153,9 @@ def test_allowed_empty_week_runs_through_with_checks_that_say_skipped(home):
 
 
 def test_definitions_load_with_a_blocking_gate_on_every_table():
+    from dagster import AssetKey
+
+    from semtel_dagster.assets.metadata import STAGE_VERSION
     from semtel_dagster.definitions import defs
 
     repo = defs.get_repository_def()
@@ -145,6 +164,12 @@ def test_definitions_load_with_a_blocking_gate_on_every_table():
     specs = [repo.asset_graph.get_check_spec(key) for key in repo.asset_graph.asset_check_keys]
     assert {spec.asset_key.to_user_string() for spec in specs if spec.blocking} == set(tables.TABLES)
     assert defs.resolve_job_def("weekly_pipeline").partitions_def is not None
+    for key in asset_keys - {"classifier_evaluation"}:
+        node = repo.asset_graph.get(AssetKey(key))
+        assert "delta" in node.kinds and node.owners and node.tags["stage"] and node.code_version, key
+    assert "openai" in repo.asset_graph.get(AssetKey("llm_responses")).kinds
+    prompts = repo.asset_graph.get(AssetKey("llm_responses")).code_version
+    assert prompts == repo.asset_graph.get(AssetKey("classifications")).code_version != STAGE_VERSION
 
 
 def test_reads_of_earlier_weeks_are_declared_dependencies():
