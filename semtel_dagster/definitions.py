@@ -26,6 +26,7 @@ from semtel_dagster.resources import (
     LakeResource,
     PipelineSettings,
 )
+from semtel_dagster.sensors import landing_sensor, schedule_status
 
 STAGE_ASSETS = [ingest, conversations_truncated, dedupe, llm_responses, parse_clean, weekly_insights]
 
@@ -45,7 +46,10 @@ weekly_job = define_asset_job(
 )
 
 # Runs Monday 03:00 UTC for the week that ended at midnight (the last complete partition).
-weekly_schedule = build_schedule_from_partitioned_job(weekly_job, hour_of_day=3, minute_of_hour=0)
+# Stopped unless SEMTEL_SCHEDULE=on (semtel_dagster/sensors.py says why).
+weekly_schedule = build_schedule_from_partitioned_job(
+    weekly_job, hour_of_day=3, minute_of_hour=0, default_status=schedule_status()
+)
 
 
 def build_definitions(
@@ -61,6 +65,7 @@ def build_definitions(
         asset_checks=STAGE_GATES + QUALITY_CHECKS,
         jobs=[weekly_job],
         schedules=[weekly_schedule],
+        sensors=[landing_sensor],
         executor=EXECUTOR,
         resources={
             "lake": lake or LakeResource(),

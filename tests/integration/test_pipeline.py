@@ -204,6 +204,32 @@ def test_schedule_requests_the_week_that_just_ended():
     assert schedule.cron_schedule == "0 3 * * 1"
 
 
+def test_landing_sensor_requests_the_week_of_each_new_or_late_file(home):
+    from dagster import build_sensor_context
+
+    from semtel_dagster.definitions import defs
+
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    resources = {"settings": PipelineSettings(landing_dir=str(home / "landing"))}
+
+    def tick(cursor):
+        with DagsterInstance.ephemeral() as instance:
+            context = build_sensor_context(
+                instance=instance, cursor=cursor, resources=resources, repository_def=defs.get_repository_def()
+            )
+            result = sensor.evaluate_tick(context)
+        return sorted(r.partition_key for r in result.run_requests), [r.run_key for r in result.run_requests], result.cursor
+
+    weeks, first_keys, cursor = tick(None)
+    assert weeks == [WEEK_A.isoformat(), WEEK_B.isoformat()]
+    assert tick(cursor)[0] == []  # nothing new: nothing requested
+    write_week(home / "landing" / "late", home / "truth", WEEK_A, n=5, seed=11)  # a late file for week A
+    weeks, keys, _ = tick(cursor)
+    assert weeks == [WEEK_A.isoformat()] and keys[0] not in first_keys  # the week runs again, once
+    assert sensor.default_status.value == "STOPPED"
+    assert defs.resolve_schedule_def("weekly_pipeline_schedule").default_status.value == "STOPPED"
+
+
 def test_demo_command_prints_a_summary(tmp_path):
     summary_file = tmp_path / "summary.json"
     done = subprocess.run(
