@@ -3,7 +3,7 @@ from dagster import AssetDep, AssetExecutionContext, MaterializeResult, Metadata
 
 from semtel_dagster.assets.metadata import catalog, markdown_table, table_metadata
 from semtel_dagster.core.lake.frames import collect_small
-from semtel_dagster.partitions import earlier_weeks, partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.partitions import earlier_weeks, partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource
 
 
@@ -13,7 +13,6 @@ from semtel_dagster.resources import EngineResource, LakeResource
     deps=["classifications", AssetDep("weekly_insights", partition_mapping=earlier_weeks(1))],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
     **catalog("aggregate"),
 )
 def weekly_insights(context: AssetExecutionContext, lake: LakeResource, engine: EngineResource):

@@ -17,7 +17,6 @@ from semtel_dagster.engines import Written
 from semtel_dagster.partitions import (
     earlier_weeks,
     partition_week,
-    weekly_backfill_policy,
     weekly_partitions,
 )
 from semtel_dagster.resources import (
@@ -151,7 +150,6 @@ def _classify_on_polars(
     ],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
     **catalog("classify", llm=True, prompts=True),
 )
 def llm_responses(

@@ -13,7 +13,6 @@ from semtel_dagster.core.lake.frames import summary
 from semtel_dagster.engines import Written
 from semtel_dagster.partitions import (
     partition_week,
-    weekly_backfill_policy,
     weekly_partitions,
 )
 from semtel_dagster.resources import (
@@ -45,7 +44,6 @@ GROUP = "weekly_pipeline"
         ),
     ],
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
 )
 def dedupe(
     context: AssetExecutionContext,

@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult
 from semtel_dagster.assets.metadata import catalog, counts_table, table_metadata
 from semtel_dagster.core.ingest.landing import landing_files, read_landing
 from semtel_dagster.core.lake.frames import value_counts
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 GROUP = "weekly_pipeline"
@@ -28,7 +28,6 @@ _REASON_KIND = nw.when(nw.col("reason").str.contains(r"^[^:(]")).then(nw.col("re
         ),
     ],
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
 )
 def ingest(context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource):
     """Validates landed JSONL into ``conversations``; every bad record becomes an ``ingest_rejects`` row.

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 from semtel_dagster.assets.metadata import catalog, label_distribution, table_metadata
 from semtel_dagster.core.classify.parse import parse_week
 from semtel_dagster.core.lake.frames import value_counts
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 GROUP = "weekly_pipeline"
@@ -29,7 +29,6 @@ GROUP = "weekly_pipeline"
         ),
     ],
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
 )
 def parse_clean(context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource):
     """Turns raw answers into labels from each classifier's set; what cannot be recovered is a reject.

@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from semtel_dagster.assets.metadata import catalog, table_metadata
 from semtel_dagster.core.lake.frames import summary
 from semtel_dagster.core.prepare.truncate import truncate_conversations
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 
@@ -14,7 +14,6 @@ from semtel_dagster.resources import EngineResource, LakeResource, PipelineSetti
     deps=["conversations"],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
     **catalog("truncate"),
 )
 def conversations_truncated(

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -95,12 +96,12 @@ def webserver(tmp_path):
     try:
         _wait_http(f"{base}/server_info", 180)
         yield base, Path(env["SEMTEL_LAKE"])
-    finally:
-        server.terminate()
+    finally:  # dagster dev and its webserver, daemon and code server: one process group
+        os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=30)
+            server.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
         log.close()
 
 
