@@ -20,9 +20,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# The UI on the demo's instance (run monitoring on); runs from the UI use SEMTEL_ENDPOINTS, else the simulator.
 dev: setup
-	mkdir -p .semtel/dagster && touch .semtel/dagster/dagster.yaml
-	SEMTEL_ENDPOINTS=$${SEMTEL_ENDPOINTS:-sim} DAGSTER_HOME=$(CURDIR)/.semtel/dagster $(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/python -c 'from pathlib import Path; from semtel_dagster.cli.demo import ensure_instance; ensure_instance(Path(".semtel/dagster"))'
+	DAGSTER_HOME=$(CURDIR)/.semtel/dagster SEMTEL_ENDPOINTS=$${SEMTEL_ENDPOINTS:-sim} $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf .semtel

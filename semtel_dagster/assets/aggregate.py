@@ -1,17 +1,19 @@
 import polars as pl
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.assets.metadata import markdown_table, table_metadata
+from semtel_dagster.assets.metadata import catalog, markdown_table, table_metadata
 from semtel_dagster.core.lake.frames import collect_small
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.partitions import earlier_weeks, partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource
 
 
 @asset(
-    deps=["classifications"],
+    # The previous week: label_drift_warning compares this week's label distributions with it, so
+    # that week is complete first (backfills run weeks in order).
+    deps=["classifications", AssetDep("weekly_insights", partition_mapping=earlier_weeks(1))],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
+    **catalog("aggregate"),
 )
 def weekly_insights(context: AssetExecutionContext, lake: LakeResource, engine: EngineResource):
     """Conversations and share per label per classifier: the numbers product teams read."""

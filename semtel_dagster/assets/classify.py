@@ -1,13 +1,13 @@
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.assets.metadata import dispatch_metadata, table_metadata
+from semtel_dagster.assets.metadata import catalog, dispatch_metadata, table_metadata
 from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.classify import embedding_classifier as ec
 from semtel_dagster.core.classify import reuse
 from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.partitions import (
+    earlier_weeks,
     partition_week,
-    weekly_backfill_policy,
     weekly_partitions,
 )
 from semtel_dagster.resources import (
@@ -20,10 +20,17 @@ from semtel_dagster.resources import (
 
 
 @asset(
-    deps=["conversation_clusters", "conversations_truncated", "conversation_embeddings"],
+    # Label reuse and embedding-classifier training read earlier weeks: declared as a dependency on
+    # the asset's own earlier weeks, whose answers are what those weeks' labels come from.
+    deps=[
+        "conversation_clusters",
+        "conversations_truncated",
+        "conversation_embeddings",
+        AssetDep("llm_responses", partition_mapping=earlier_weeks()),
+    ],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
+    **catalog("classify", llm=True, prompts=True),
 )
 def llm_responses(
     context: AssetExecutionContext,

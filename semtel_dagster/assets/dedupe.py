@@ -7,12 +7,11 @@ from dagster import (
     multi_asset,
 )
 
-from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.metadata import catalog, table_metadata
 from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.lake.frames import summary
 from semtel_dagster.partitions import (
     partition_week,
-    weekly_backfill_policy,
     weekly_partitions,
 )
 from semtel_dagster.resources import (
@@ -31,18 +30,19 @@ GROUP = "weekly_pipeline"
             "conversation_clusters",
             deps=["conversations_truncated"],
             group_name=GROUP,
+            **catalog("dedupe"),
             description="Maps every conversation to a representative; only representatives are sent to the LLM.",
         ),
         AssetSpec(
             "conversation_embeddings",
             deps=["conversations_truncated"],
             group_name=GROUP,
+            **catalog("dedupe"),
             description="Vectors of the week's final representatives (embedding dedupe; empty under exact), "
             "which later weeks match to reuse labels (reuse_match: embedding).",
         ),
     ],
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
 )
 def dedupe(
     context: AssetExecutionContext,

@@ -1,8 +1,13 @@
 """Materialization metadata the Dagster UI understands: row counts, column schema, samples, distributions."""
 
-import polars as pl
-from dagster import MetadataValue, TableColumn, TableSchema
+import hashlib
+import os
 
+import polars as pl
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+
+from semtel_dagster.core.classify.prompts import default_prompts_dir
+from semtel_dagster.core.lake import tables
 from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.core.llm.budget import budget_summary
 from semtel_dagster.engines import Written
@@ -10,8 +15,66 @@ from semtel_dagster.engines import Written
 _CELL_CHARS = 80
 
 
-def table_schema(frame: pl.DataFrame) -> TableSchema:
-    return TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+# Bumped when a stage's logic changes what it writes, so the UI marks the stage's weeks as stale.
+STAGE_VERSION = "1"
+OWNERS = [os.environ.get("SEMTEL_OWNER", "team:semtel")]
+
+
+def prompts_version() -> str:
+    """Hash of every classifier's version (each a hash of its .prompty file's bytes, ``core.classify.prompts``),
+    read without loading the prompts: a prompt edit makes the classify and parse weeks stale."""
+    digest = hashlib.sha256()
+    for path in sorted(default_prompts_dir().glob("*.prompty")):
+        digest.update(f"{path.stem}:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def catalog(stage: str, *, llm: bool = False, prompts: bool = False) -> dict:
+    """Kinds, owners, tags and code version of a stage's assets, as ``@asset``/``AssetSpec`` keywords.
+    The engine kind is the one this code location runs (``SEMTEL_ENGINE``)."""
+    engine = os.environ.get("SEMTEL_ENGINE", "polars")
+    return {
+        "kinds": {"delta", engine, *(["openai"] if llm else [])},
+        "owners": OWNERS,
+        "tags": {"stage": stage, "partitioned": "weekly"},
+        "code_version": prompts_version() if prompts else STAGE_VERSION,
+    }
+
+
+def table_schema(frame: pl.DataFrame, table: str | None = None) -> TableSchema:
+    """Columns with their type and, for the pipeline's tables, the contract's description."""
+    described = tables.DESCRIPTIONS.get(table, {})
+    return TableSchema(
+        columns=[TableColumn(name, str(dtype), description=described.get(name)) for name, dtype in frame.schema.items()]
+    )
+
+
+def _number(value: object) -> object:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _kind(values: list) -> str:
+    if any(isinstance(v, float) for v in values):
+        return "float"
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    return "int" if all(isinstance(v, int) for v in values) else "string"
+
+
+def records_table(rows: list[dict]) -> MetadataValue:
+    """Rows of equal keys as a UI table (floats rounded), instead of raw JSON."""
+    if not rows:
+        return MetadataValue.text("(none)")
+    columns = list(rows[0])
+    kinds = {c: _kind([r[c] for r in rows]) for c in columns}
+    return MetadataValue.table(
+        records=[TableRecord({c: str(r[c]) if kinds[c] == "string" else _number(r[c]) for c in columns}) for r in rows],
+        schema=TableSchema(columns=[TableColumn(c, kinds[c]) for c in columns]),
+    )
+
+
+def counts_table(counts: dict, key: str, value: str = "rows") -> MetadataValue:
+    return records_table([{key: str(k), value: int(v)} for k, v in counts.items()])
 
 
 def _cell(value: object) -> str:
@@ -28,7 +91,7 @@ def table_metadata(written: Written, uri: str) -> dict:
     """Row count, schema and sample from what the engine measured at commit (no read of the week here)."""
     return {
         "dagster/row_count": MetadataValue.int(written.rows),
-        "dagster/column_schema": table_schema(written.preview),
+        "dagster/column_schema": table_schema(written.preview, written.table),
         "dagster/uri": MetadataValue.path(uri),
         "sample": MetadataValue.md(markdown_table(written.preview)) if written.rows else MetadataValue.text("(empty)"),
         "delta_version": MetadataValue.int(written.version),
@@ -58,10 +121,12 @@ def dispatch_metadata(totals: dict, classifiers: dict, budget_tokens: int | None
         "failed_requests": MetadataValue.int(totals["errors"]),
         "prompt_tokens": MetadataValue.int(totals["prompt_tokens"]),
         "completion_tokens": MetadataValue.int(totals["completion_tokens"]),
-        "dispatch_seconds": MetadataValue.float(totals["wall_seconds"]),
+        "dispatch_seconds": MetadataValue.float(round(totals["wall_seconds"], 2)),
         "timeouts": MetadataValue.int(totals["timeouts"]),
         "hedged_requests": MetadataValue.int(totals["hedges"]),
-        "budget": MetadataValue.json(budget_summary(totals, budget_tokens, budget_cost)),
-        "per_endpoint": MetadataValue.json(totals["endpoints"]),
-        "prompt_versions": MetadataValue.json({name: c.version for name, c in classifiers.items()}),
+        "budget": records_table(
+            [{k: "unset" if v is None else v for k, v in budget_summary(totals, budget_tokens, budget_cost).items()}]
+        ),
+        "per_endpoint": records_table([{"endpoint": name, **stats} for name, stats in sorted(totals["endpoints"].items())]),
+        "prompt_versions": records_table([{"classifier": name, "version": c.version} for name, c in classifiers.items()]),
     }

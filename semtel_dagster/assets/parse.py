@@ -1,9 +1,9 @@
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
-from semtel_dagster.assets.metadata import label_distribution, table_metadata
+from semtel_dagster.assets.metadata import catalog, label_distribution, table_metadata
 from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.lake.frames import value_counts
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 GROUP = "weekly_pipeline"
@@ -15,17 +15,18 @@ GROUP = "weekly_pipeline"
             "classifications",
             deps=["llm_responses", "conversation_clusters"],
             group_name=GROUP,
+            **catalog("parse", prompts=True),
             description="One label per conversation x classifier, fanned out from cluster representatives.",
         ),
         AssetSpec(
             "classification_rejects",
             deps=["llm_responses", "conversation_clusters"],
             group_name=GROUP,
+            **catalog("parse", prompts=True),
             description="Conversation x classifier pairs without a valid label, with the reason.",
         ),
     ],
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
 )
 def parse_clean(context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource):
     """Turns raw answers into labels from each classifier's set; what cannot be recovered is a reject."""

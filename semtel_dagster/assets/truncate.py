@@ -1,10 +1,10 @@
 import narwhals.stable.v2 as nw
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.metadata import catalog, table_metadata
 from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.lake.frames import summary
-from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
+from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
 
@@ -12,7 +12,7 @@ from semtel_dagster.resources import EngineResource, LakeResource, PipelineSetti
     deps=["conversations"],
     group_name="weekly_pipeline",
     partitions_def=weekly_partitions,
-    backfill_policy=weekly_backfill_policy,
+    **catalog("truncate"),
 )
 def conversations_truncated(
     context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource

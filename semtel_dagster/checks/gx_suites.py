@@ -16,10 +16,8 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-import great_expectations as gx
 import pandas as pd
 import polars as pl
-from great_expectations.data_context.types.base import ProgressBarsConfig
 
 _names = itertools.count()
 
@@ -47,6 +45,9 @@ class SuiteOutcome:
 
 @lru_cache(maxsize=1)
 def _context():
+    import great_expectations as gx  # ~2 s: imported by the first check, not by the code location
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
@@ -60,6 +61,8 @@ def _observed(result: dict) -> object:
 
 def validate(frame, suite_name: str, expectations: list) -> SuiteOutcome:
     """Validate ``frame`` (Polars, or a Spark DataFrame) against the expectations; never raises on failed ones."""
+    from great_expectations import ExpectationSuite
+
     context = _context()
     unique = f"{suite_name}_{next(_names)}"
     on_spark = not isinstance(frame, pl.DataFrame)
@@ -68,7 +71,7 @@ def validate(frame, suite_name: str, expectations: list) -> SuiteOutcome:
     else:
         source, data = context.data_sources.add_pandas(unique), frame.to_pandas(use_pyarrow_extension_array=True)
     batch_definition = source.add_dataframe_asset(unique).add_batch_definition_whole_dataframe(unique)
-    suite = context.suites.add(gx.ExpectationSuite(name=unique))
+    suite = context.suites.add(ExpectationSuite(name=unique))
     for expectation in expectations:
         suite.add_expectation(expectation)
     try:

@@ -24,44 +24,84 @@ def home_paths(home: Path) -> dict[str, Path]:
     }
 
 
-def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars") -> dict:
-    """Generate a week, materialize the whole pipeline for it through Dagster, return the summary."""
-    warnings.filterwarnings("ignore")  # Dagster beta/preview notices are not for demo users
-    from dagster import DagsterInstance
+# The instance `semtel demo` and `make dev` share. Run monitoring (the daemon `dagster dev` starts)
+# fails a run whose process died instead of leaving it STARTED; a run that never starts fails too.
+# Usage statistics stay on this machine.
+INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 60
+"""
 
+
+def ensure_instance(dagster_home: Path) -> Path:
+    """A Dagster home with run monitoring on; an existing non-empty dagster.yaml is the user's and kept."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists() or not config.read_text().strip():
+        config.write_text(INSTANCE_YAML)
+    return config
+
+
+def demo_environment(home: Path, engine: str, environ: dict | None = None) -> dict[str, str]:
+    """What the code location reads from the environment for a demo run: ``SEMTEL_LAKE`` and
+    ``SEMTEL_ENDPOINTS`` are honoured when set; unset, the lake is under ``home`` and the simulator is
+    asked for by name (``sim``)."""
+    from semtel_dagster.resources.endpoint_pool import SIMULATOR
+
+    environ = os.environ if environ is None else environ
+    paths = home_paths(home)
+    return {
+        "DAGSTER_HOME": str(paths["dagster"]),
+        "SEMTEL_LANDING": str(paths["landing"]),
+        "SEMTEL_LAKE": environ.get("SEMTEL_LAKE") or str(paths["lake"]),
+        "SEMTEL_ENDPOINTS": environ.get("SEMTEL_ENDPOINTS") or SIMULATOR,
+        "SEMTEL_ENGINE": engine,
+    }
+
+
+def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars") -> dict:
+    """Generate a week, run the weekly job for it through the instance and the code location, return the summary.
+
+    The code location reads its resources from the environment set here, so this must run before
+    ``semtel_dagster.definitions`` is imported in the process (the CLI imports it nowhere else).
+    """
+    warnings.filterwarnings("ignore")  # Dagster beta/preview notices are not for demo users
     from semtel_dagster.core.insights.summary import pipeline_summary
-    from semtel_dagster.definitions import build_definitions
-    from semtel_dagster.resources import EndpointPoolResource, EngineResource, LakeResource, PipelineSettings
+    from semtel_dagster.resources.lake import open_dagster_instance
     from semtel_dagster.sim.sample import write_week
+    from semtel_dagster.workspace import code_location, launch_week
 
     started = time.monotonic()
     paths = home_paths(home.resolve())
     write_week(paths["landing"], paths["truth"], week, n=n, seed=seed)
-    paths["dagster"].mkdir(parents=True, exist_ok=True)
-    (paths["dagster"] / "dagster.yaml").touch()  # an instance of its own, so `make dev` shows demo runs
-    os.environ["DAGSTER_HOME"] = str(paths["dagster"])
-    lake = LakeResource(root=str(paths["lake"]))
-    defs = build_definitions(
-        lake=lake,
-        settings=PipelineSettings(landing_dir=str(paths["landing"])),
-        endpoint_pool=EndpointPoolResource(endpoints_file="sim"),
-        engine=EngineResource(kind=engine),
-    )
-    with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("weekly_pipeline").execute_in_process(
-            partition_key=week.isoformat(), instance=instance, raise_on_error=False
+    ensure_instance(paths["dagster"])  # an instance of its own, so `make dev` shows demo runs
+    environment = demo_environment(home.resolve(), engine)
+    os.environ.update(environment)
+    with open_dagster_instance(paths["dagster"]) as instance, code_location(instance) as workspace:
+        result = launch_week(instance, workspace, week.isoformat())
+    summary = pipeline_summary(environment["SEMTEL_LAKE"], week)
+    failed = {
+        e.asset_check_evaluation_data.asset_check_key.to_user_string(): (
+            e.asset_check_evaluation_data.severity.value,
+            e.asset_check_evaluation_data.description,
         )
-    summary = pipeline_summary(lake.root, week)
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    }
     summary.update(
         {
             "week_start": week.isoformat(),
             "dagster_run_id": result.run_id,
             "success": result.success,
-            "failed_checks": [
-                str(e.asset_check_evaluation_data.asset_check_key.to_user_string())
-                for e in result.all_events
-                if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
-            ],
+            "endpoints": environment["SEMTEL_ENDPOINTS"],
+            "lake": environment["SEMTEL_LAKE"],
+            "failed_checks": sorted(name for name, (severity, _) in failed.items() if severity == "ERROR"),
+            "check_warnings": {name: why for name, (severity, why) in sorted(failed.items()) if severity == "WARN"},
             "wall_seconds": round(time.monotonic() - started, 1),
         }
     )
@@ -73,6 +113,7 @@ def _print_summary(summary: dict) -> None:
         f"\nsemtel demo: week {summary['week_start']} ({'ok' if summary['success'] else 'FAILED'}, "
         f"{summary['wall_seconds']} s, Dagster run {summary['dagster_run_id']})"
     )
+    print(f"endpoints: {summary['endpoints']}  lake: {summary['lake']}")
     print("\nrows per table:")
     for table, rows in summary["rows"].items():
         print(f"  {table:<24} {rows:>8,}")
@@ -88,6 +129,8 @@ def _print_summary(summary: dict) -> None:
             print(f"  {label:<24} {count:>6,}  {share:6.1%}  {'#' * round(share * 40)}")
     if summary["failed_checks"]:
         print(f"\nfailed checks: {', '.join(summary['failed_checks'])}")
+    for check, why in summary["check_warnings"].items():
+        print(f"\nwarning {check}: {why}")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -22,7 +22,10 @@ class LakeResource(ConfigurableResource):
     )
 
     def uri(self, table: str) -> str:
-        return delta.table_uri(self.root, table)
+        """The table's location; a local root is made absolute, so every run (CLI, UI, any working
+        directory) records one form of ``dagster/uri``."""
+        root = self.root if "://" in self.root else str(Path(self.root).resolve())
+        return delta.table_uri(root, table)
 
     def read_week(self, table: str, week: dt.date) -> pl.DataFrame:
         return delta.read_weeks(self.uri(table), tables.TABLES[table], [week])

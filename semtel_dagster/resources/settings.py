@@ -12,12 +12,18 @@ from semtel_dagster.core.classify.plan import STRATEGIES
 from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
 from semtel_dagster.core.ingest.adapters import AdapterOptions, InputFormat
 from semtel_dagster.core.prepare.truncate import TruncationConfig
+from semtel_dagster.partitions import HISTORY_WEEKS
 
 
 class PipelineSettings(ConfigurableResource):
     landing_dir: str = Field(
         default_factory=lambda: os.environ.get("SEMTEL_LANDING", ".semtel/landing"),
         description="Folder of conversation JSONL files (*.jsonl, *.jsonl.gz) that ingest reads.",
+    )
+    allow_empty_weeks: bool = Field(
+        default=False,
+        description="A week without landing records is materialized empty (gates warn 'nothing to check') "
+        "instead of failing ingest. For sources that really have quiet weeks.",
     )
     prompts_dir: str | None = Field(default=None, description="Folder of .prompty classifiers (default ./prompts).")
     classifiers: list[str] | None = Field(default=None, description="Classifiers to run (default: every prompt).")
@@ -64,6 +70,7 @@ class PipelineSettings(ConfigurableResource):
     reuse_labels_weeks: int = Field(
         default=0,
         ge=0,
+        le=HISTORY_WEEKS,
         description="Reuse labels of conversations with the same text from this many earlier weeks (same prompt version and a pool model). 0: off.",
     )
     reuse_match: Literal["exact", "embedding"] = Field(
@@ -87,7 +94,7 @@ class PipelineSettings(ConfigurableResource):
         default=0.95, gt=0.0, le=1.0, description="Held-out agreement with the LLM the confidence threshold is calibrated for."
     )
     embedding_classifier_train_weeks: int = Field(
-        default=4, ge=1, description="Earlier weeks whose LLM labels train the embedding classifier."
+        default=4, ge=1, le=HISTORY_WEEKS, description="Earlier weeks whose LLM labels train the embedding classifier."
     )
 
     @model_validator(mode="after")

@@ -143,6 +143,105 @@ TABLES: dict[str, pl.Schema] = {
 }
 
 
+_WEEK = "Monday (UTC) of the week the conversation started: the partition key"
+
+# Column descriptions for the catalog (the UI's column schema). Every column of TABLES is described.
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "conversations": {
+        "conversation_id": "Id from the source, unique within the week",
+        "week_start": _WEEK,
+        "source": "Where the record came from (landing file or source field)",
+        "started_at": "When the conversation started (UTC)",
+        "messages": "Turns in order: role (user, assistant, system) and content",
+        "n_turns": "Number of messages",
+        "n_chars": "Characters over all messages",
+    },
+    "ingest_rejects": {
+        "week_start": _WEEK,
+        "source": "Landing file the record came from",
+        "record_ref": "file:line (or row) of the rejected record",
+        "reason": "Why it was rejected",
+        "raw": "The record as landed, truncated",
+    },
+    "conversations_truncated": {
+        "conversation_id": "The conversation",
+        "week_start": _WEEK,
+        "transcript": "Transcript sent to classifiers, within the token budget",
+        "tokens_before": "Tokens of the full transcript",
+        "tokens_after": "Tokens after compression and truncation",
+        "strategy": "How it was cut (none, head_tail, head, tail, turns)",
+        "tokenizer": "Encoding the tokens were counted with",
+        "compression": "none or extractive",
+        "tokens_compressed": "Tokens after compression, before truncation",
+    },
+    "conversation_clusters": {
+        "conversation_id": "The conversation",
+        "week_start": _WEEK,
+        "representative_id": "Conversation whose labels this one receives",
+        "is_representative": "True for the one conversation per cluster sent to the LLM",
+        "cluster_size": "Conversations in the cluster",
+        "method": "exact (normalized-text hash) or embedding (cosine)",
+        "similarity": "Cosine to the representative (1 for exact)",
+        "text_hash": "Hash of the normalized transcript",
+    },
+    "conversation_embeddings": {
+        "conversation_id": "A final representative",
+        "week_start": _WEEK,
+        "embedder": "Model the vector comes from; vectors of different models are never compared",
+        "vector": "Sentence embedding of the transcript",
+    },
+    "llm_responses": {
+        "request_id": "Deterministic id of the request (conversations, classifiers, prompt version)",
+        "week_start": _WEEK,
+        "conversation_ids": "Conversations the request asked about",
+        "classifiers": "Classifiers the request asked for",
+        "prompt_name": "Prompt file used",
+        "prompt_version": "Hash of the prompt file",
+        "model": "Model that answered",
+        "endpoint": "Endpoint that answered (or label_reuse / embedding_classifier)",
+        "status": "ok, or error after the last attempt",
+        "error": "Final error, secrets redacted",
+        "finish_reason": "Why the model stopped (stop, length, ...)",
+        "raw_text": "The model's answer as received",
+        "prompt_tokens": "Prompt tokens the endpoint reported",
+        "completion_tokens": "Completion tokens the endpoint reported",
+        "latency_ms": "Time of the successful attempt",
+        "attempts": "HTTP attempts, retries included",
+        "rate_limited": "Attempts refused with 429",
+        "created_at": "When the answer was recorded (UTC)",
+        "strategy": "Batching strategy of the request",
+    },
+    "classifications": {
+        "conversation_id": "The conversation",
+        "week_start": _WEEK,
+        "classifier": "Classifier (prompt file name)",
+        "label": "Label from the classifier's set",
+        "raw_label": "Label as the model wrote it",
+        "cleaning": "How raw_label became label (exact, case, fuzzy, ...)",
+        "prompt_version": "Hash of the prompt file",
+        "model": "Model that answered",
+        "representative_id": "Conversation whose answer this label comes from",
+        "request_id": "Request that answered",
+    },
+    "classification_rejects": {
+        "request_id": "Request whose answer gave no valid label",
+        "week_start": _WEEK,
+        "conversation_id": "The conversation",
+        "classifier": "Classifier",
+        "reason": "Why no label could be recovered",
+        "raw_text": "The answer, truncated",
+    },
+    "weekly_insights": {
+        "week_start": _WEEK,
+        "classifier": "Classifier",
+        "label": "Label",
+        "conversations": "Conversations with this label",
+        "share": "Share of the classifier's labeled conversations",
+        "labeled_conversations": "Conversations the classifier labeled this week",
+    },
+}
+
+
 def conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     """Select and cast ``df`` to ``schema``: missing columns are a bug, so they raise."""
     missing = [name for name in schema if name not in df.columns]
