@@ -10,15 +10,11 @@ from semtel_dagster.extras import require
 
 
 def confusion_png(path: Path, matrix: list[list[int]], labels: list[str], xlabel: str, ylabel: str, title: str) -> None:
-    import matplotlib  # here, not at import: the code location loads this module and never plots
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
     used = [i for i in range(len(labels)) if any(matrix[i]) or any(row[i] for row in matrix)] or list(range(len(labels)))
     sub = [[matrix[i][j] for j in used] for i in used]
     names = [labels[i] for i in used]
     size = max(4.0, 0.42 * len(names) + 2.0)
+    # imported here, not at import: the code location loads this module and never plots
     require("matplotlib", "eval", "the evaluation pictures").use("Agg")  # files only, no display
     plt = require("matplotlib.pyplot", "eval", "the evaluation pictures")
     fig, ax = plt.subplots(figsize=(size, size))
