@@ -48,6 +48,7 @@ def ingest(context: AssetExecutionContext, lake: LakeResource, settings: Pipelin
         input_format=settings.input_format,
         adapter_options=settings.adapter_options(),
         default_week=settings.default_week_date(),
+        index_uri=lake.uri("_landing_index"),  # only files that can hold the week are opened
     )
     stage = engine.for_lake(lake.root)
     conversations, rejects, files_read = stage.ingest(week, settings.landing_dir, read)

@@ -86,6 +86,7 @@ class SparkEngine:
         """One task per landing file; ids seen in several files are settled by re-reading just those files
         together, in landing order, so "first seen wins" gives the answer a single pass would."""
         root = Path(landing_dir).resolve()
+        read = _without_index(read)
         units = [p.relative_to(root).as_posix() for p in _units(root, read)]
         side = _side_files(root, units)
         task = partial(_ingest_units, landing_dir=str(root), side=side, read=read)
@@ -302,6 +303,14 @@ def _parallelism(spark: SparkSession) -> int:
         return spark.sparkContext.defaultParallelism
     except Exception:  # Spark Connect has no SparkContext
         return int(spark.conf.get("spark.default.parallelism", "2"))
+
+
+def _without_index(read: Reader) -> Reader:
+    """The reader without the landing index: tasks read exactly the files they are given, and the index
+    (one small Delta table) must not be updated by many tasks at once."""
+    if isinstance(read, partial) and "index_uri" in read.keywords:
+        return partial(read.func, *read.args, **{k: v for k, v in read.keywords.items() if k != "index_uri"})
+    return read
 
 
 def _units(root: Path, read: Reader) -> list[Path]:
