@@ -47,3 +47,13 @@ def clean_and_messy_sim():
     )
     with SimulatorThread(config) as running:
         yield running
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers by what a test needs: `spark` for anything that uses the Spark session, `unit` for the
+    quick tests of tests/unit that start no Dagster run (`make test-fast` runs those)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) or item.path.name.startswith("test_spark"):
+            item.add_marker(pytest.mark.spark)
+        if item.path.parent.name == "unit" and not any(item.iter_markers("integration")):
+            item.add_marker(pytest.mark.unit)
