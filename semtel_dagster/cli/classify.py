@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 OUTPUTS = ("llm_responses", "classifications", "classification_rejects")
+OUTPUT_LOCK = ".semtel-classify.lock"  # one run per output folder: two would send every request twice
 
 
 def classify_file(
@@ -191,10 +192,11 @@ def _on_spark(
 EXIT_FAILED_REQUESTS = 1  # finished, but some requests ended with an error row (their pairs are rejects)
 EXIT_USAGE = 2
 EXIT_BUDGET = 3
-EXIT_STOPPED = 4  # dispatch stopped early: a misconfigured endpoint, or every endpoint kept failing
+EXIT_STOPPED = 4  # stopped early: a misconfigured endpoint, every endpoint kept failing, or the folder is in use
 
 
 def _run(args: argparse.Namespace) -> int:
+    from semtel_dagster.core.lake.locks import LockHeld, exclusive
     from semtel_dagster.core.llm.dispatch import DispatchFailed
     from semtel_dagster.core.llm.endpoints import EndpointsFileError
 
@@ -202,20 +204,11 @@ def _run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        summary = classify_file(
-            Path(args.input),
-            Path(args.output),
-            Path(args.endpoints) if args.endpoints else None,
-            classifiers=args.classifiers.split(",") if args.classifiers else None,
-            prompts_dir=Path(args.prompts) if args.prompts else None,
-            budget_tokens=args.budget_tokens,
-            budget_cost=args.budget_cost,
-            flush_rows=args.flush_rows,
-            flush_seconds=args.flush_seconds,
-            engine=args.engine,
-            spark_master=args.spark_master,
-            log=log,
-        )
+        with exclusive(Path(args.output) / OUTPUT_LOCK, purpose=f"semtel classify into {args.output}"):
+            summary = _classified(args, log)
+    except LockHeld as exc:
+        log(f"semtel classify: another run is writing this output folder: {exc}")
+        return EXIT_STOPPED
     except (EndpointsFileError, FileNotFoundError, ValueError) as exc:
         log(f"semtel classify: {exc}")
         return EXIT_USAGE
@@ -234,6 +227,23 @@ def _run(args: argparse.Namespace) -> int:
     if summary["budget"]["exhausted"]:
         return EXIT_BUDGET
     return EXIT_FAILED_REQUESTS if summary["failed_requests"] else 0
+
+
+def _classified(args: argparse.Namespace, log) -> dict:
+    return classify_file(
+        Path(args.input),
+        Path(args.output),
+        Path(args.endpoints) if args.endpoints else None,
+        classifiers=args.classifiers.split(",") if args.classifiers else None,
+        prompts_dir=Path(args.prompts) if args.prompts else None,
+        budget_tokens=args.budget_tokens,
+        budget_cost=args.budget_cost,
+        flush_rows=args.flush_rows,
+        flush_seconds=args.flush_seconds,
+        engine=args.engine,
+        spark_master=args.spark_master,
+        log=log,
+    )
 
 
 def register(commands) -> None:

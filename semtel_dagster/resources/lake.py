@@ -2,12 +2,13 @@
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import polars as pl
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, DagsterInstance
 from pydantic import Field
 
-from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.lake import delta, locks, tables
 
 DEFAULT_LAKE = ".semtel/lake"
 
@@ -34,3 +35,12 @@ class LakeResource(ConfigurableResource):
 
     def append(self, table: str, frame: pl.DataFrame) -> None:
         delta.append(self.uri(table), frame, tables.TABLES[table])
+
+
+def open_dagster_instance(dagster_home: Path) -> DagsterInstance:
+    """The instance of ``dagster_home`` (as ``DAGSTER_HOME``), its storage created by one process at a time:
+    two runs initializing a fresh SQLite home at once fail with ``table ... already exists``."""
+    with locks.dagster_instance_creation(dagster_home):
+        instance = DagsterInstance.from_config(str(dagster_home))
+        instance.get_runs(limit=1)  # the run and event storages exist before the lock is released
+    return instance

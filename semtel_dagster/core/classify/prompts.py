@@ -9,6 +9,7 @@ sent by our own dispatcher, and connections stay in the endpoints file, not in p
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 import re
 from dataclasses import dataclass, field
@@ -226,6 +227,7 @@ Batch: several conversations follow, each between <conversation id="..."> and </
 Label each one on its own. This replaces the answer format above: answer with JSON
 {{"answers": [{{"id": "<conversation id>", "label": "<one label>"}}, ...]}} with exactly one entry per id."""
 
+_ATTRIBUTE_BREAKS = str.maketrans({"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
 _CONVERSATION_TAG = re.compile(r"<(/?)conversation", re.IGNORECASE)
 
 
@@ -264,9 +266,12 @@ def quote_conversation(transcript: str) -> str:
 
 
 def multi_conversation_messages(classifier: Classifier, items: list[tuple[str, str]]) -> list[dict[str, str]]:
-    """Several conversations, one classifier: ids in, ids out."""
+    """Several conversations, one classifier: ids in, ids out. An id is data like the transcript, so it is
+    escaped as an XML attribute (newlines included): it cannot end its tag, close the block or add lines."""
     blocks = "\n\n".join(
-        f'<conversation id="{cid}">\n{quote_conversation(transcript)}\n</conversation>' for cid, transcript in items
+        f'<conversation id="{html.escape(cid, quote=True).translate(_ATTRIBUTE_BREAKS)}">\n'
+        f"{quote_conversation(transcript)}\n</conversation>"
+        for cid, transcript in items
     )
     messages = classifier.messages(blocks)
     return [{**m, "content": m["content"] + _MULTI_CONVERSATION_NOTE} if m["role"] == "system" else m for m in messages]

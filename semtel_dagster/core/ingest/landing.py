@@ -8,6 +8,12 @@ Other real formats (``input_format``) go through :mod:`semtel_dagster.core.inges
 record that carries no id gets its landing reference (``file:line``) as id; one that carries no
 timestamp starts at the configured ``default_week`` (Monday 00:00 UTC) or, without one, in the week
 of its file's modification time, so re-ingesting an unchanged folder always yields the same week.
+
+A record dated before the first partition week is rejected into that week, one dated more than a
+day ahead of the run is rejected into its file's week: no week would ever hold them otherwise. A
+whole-file problem (unreadable, corrupt gzip, removed while being read) cannot say which records it
+lost, so it is reported in every week the file fed before failing, else in the week of its dated path,
+else in the week being run.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from semtel_dagster.core.ingest.adapters import AdapterError, AdapterOptions, adapt, arena_answers
 from semtel_dagster.core.ingest.conversation import Conversation, UtcDatetime
+from semtel_dagster.core.ingest.index import FileWeeks, LandingIndex, file_stat, settings_key
 from semtel_dagster.core.lake import tables
+from semtel_dagster.core.lake.weeks import first_week as pipeline_first_week
 from semtel_dagster.core.lake.weeks import parse_week, week_start_of
 
 _STARTED_AT = TypeAdapter(UtcDatetime)
@@ -37,14 +45,17 @@ _PATH_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _CHUNK = 1 << 20
 _MAX_REASON_ERRORS = 3
+_GZIP_MAGIC = b"\x1f\x8b"
+_FUTURE_TOLERANCE = dt.timedelta(days=1)  # producers' clocks run a little ahead
+_ANY_WEEK = dt.date(1, 1, 1)  # a Monday: the lower bound where there are no partitions
 
 
 @dataclass(frozen=True)
 class IngestResult:
     conversations: pl.DataFrame  # tables.CONVERSATIONS
     rejects: pl.DataFrame  # tables.INGEST_REJECTS
-    records_read: int  # non-blank records in all landing files, every week
-    files_read: int
+    records_read: int  # non-blank records in the files read, every week
+    files_read: int  # files opened (with an index: only those that can hold the week)
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class _Record:
     conversation: Conversation | None = None
     reason: str = ""
     week: dt.date | None = None  # of a reject; None: the record does not say, use the file's week
+    whole_file: bool = False  # the file failed here: the records it lost could be of any week it feeds
 
 
 def landing_files(landing_dir: Path, input_format: str = "canonical") -> list[Path]:
@@ -96,9 +108,17 @@ def read_landing(
     input_format: str = "canonical",
     adapter_options: AdapterOptions | None = None,
     default_week: dt.date | None = None,
+    first_week: dt.date | None = None,
+    index_uri: str | None = None,
 ) -> IngestResult:
-    """Validate every landed record and return the conversations and rejects of ``week_start``."""
+    """Validate every landed record and return the conversations and rejects of ``week_start``.
+
+    ``first_week`` (default: the pipeline's first partition) bounds the weeks records may fall in.
+    With ``index_uri`` (the lake's ``_landing_index``) only files that can hold the week are opened
+    (:mod:`semtel_dagster.core.ingest.index`); the result is the same as reading every file.
+    """
     week_start = parse_week(week_start)
+    bounds = _Bounds(week_start, first_week or pipeline_first_week(), dt.datetime.now(dt.UTC) + _FUTURE_TOLERANCE)
     landing_dir = Path(landing_dir)
     rows: list[dict] = []
     rejects: list[_Record] = []
@@ -113,8 +133,24 @@ def read_landing(
             _week_start_time(parse_week(default_week)) if default_week else None,
             _arena_answers(landing_dir) if input_format == "arena_hard" else {},
         )
+    index = None
+    if index_uri and input_format != "table":  # table folders have no trustworthy size and mtime
+        key = settings_key(
+            input_format=input_format,
+            adapter_options=adapter_options,
+            default_week=default_week,
+            first_week=bounds.first_week,
+            max_record_bytes=max_record_bytes,
+        )
+        index = LandingIndex.load(index_uri, key)
+    files_read = 0
     for path in files:
         rel = path.relative_to(landing_dir).as_posix()
+        stat = file_stat(path) if index else None
+        if index and index.can_skip(rel, stat, week_start):
+            continue
+        files_read += 1
+        learned = FileWeeks()
         weeks: Counter[dt.date] = Counter()
         pending: list[_Record] = []
         scan = (
@@ -129,6 +165,11 @@ def read_landing(
                 pending.append(rec)
                 continue
             week = week_start_of(conv.started_at)
+            learned.saw(conv.started_at)
+            learned.weeks.add(week)  # a record in the future falls in its own week once that week is run
+            if outside := _outside_range(conv.started_at, week, bounds):
+                pending.append(replace(rec, conversation=None, reason=outside, week=week))
+                continue
             weeks[week] += 1
             if week != week_start:
                 continue
@@ -139,8 +180,19 @@ def read_landing(
             first_seen[conv.conversation_id] = rec.ref
             rows.append(_row(conv, week, rec.source))
         if pending:
-            fallback = _home_week(weeks) or _path_week(rel) or _mtime_week(path)
-            rejects.extend(r for r in pending if (r.week or fallback) == week_start)
+            fallback = _fallback_week(weeks, rel, path, bounds)
+            for r in pending:
+                targets = _reject_weeks(r, weeks, rel, fallback, bounds)
+                if r.whole_file and not weeks and _path_week(rel) is None:
+                    learned.every_week = True  # its reject shows in whichever week is run
+                else:
+                    learned.weeks |= targets
+                if week_start in targets:
+                    rejects.append(r)
+        if index:
+            index.record(rel, stat, learned)
+    if index:
+        index.save()
     reject_rows = [
         {"week_start": week_start, "source": r.source, "record_ref": r.ref, "reason": r.reason, "raw": r.raw} for r in rejects
     ]
@@ -148,18 +200,61 @@ def read_landing(
         conversations=_frame(rows, tables.CONVERSATIONS),
         rejects=_frame(reject_rows, tables.INGEST_REJECTS),
         records_read=records_read,
-        files_read=len(files),
+        files_read=files_read,
     )
+
+
+def _outside_range(started_at: dt.datetime, week: dt.date, bounds: _Bounds) -> str:
+    """Why a valid record belongs to no week the pipeline runs ("" if it does)."""
+    if week < bounds.first_week:
+        return f"out of range: started_at {started_at.isoformat()} is before the first partition week {bounds.first_week}"
+    if started_at > bounds.latest_start:
+        return f"out of range: started_at {started_at.isoformat()} is in the future"
+    return ""
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What one read knows about weeks: the run's, the first partition's, and the latest valid start."""
+
+    run_week: dt.date
+    first_week: dt.date
+    latest_start: dt.datetime
+
+
+def _reject_weeks(rec: _Record, weeks: Counter[dt.date], rel: str, fallback: dt.date, bounds: _Bounds) -> set[dt.date]:
+    """The weeks whose ``ingest_rejects`` show this reject (one, except for a whole-file problem)."""
+    if rec.whole_file:
+        return set(weeks) or {max(_path_week(rel) or bounds.run_week, bounds.first_week)}
+    if rec.week is None or rec.week > bounds.latest_start.date():
+        return {fallback}
+    return {max(rec.week, bounds.first_week)}
+
+
+def is_gzip(path: Path) -> bool:
+    """Gzip by its magic bytes, whatever the name says (two bytes read, never the file)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def _open(path: Path) -> BinaryIO:
+    raw = open(path, "rb")  # noqa: SIM115 - returned open; the caller's ``with`` closes it
+    if raw.read(2) == _GZIP_MAGIC:
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    raw.seek(0)
+    return raw
 
 
 def _scan(path: Path, rel: str, limit: int, raw_chars: int, adapter: _Adapter | None = None) -> Iterator[_Record]:
     """Every non-blank line of one file, parsed and validated; never raises on bad content.
 
-    A corrupt gzip stream ends the file with one extra reject instead of failing the partition.
+    A corrupt gzip stream, or a file that cannot be opened or was removed, ends the file with one
+    whole-file reject instead of failing the partition.
     """
     line_no = 0
     try:
-        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as fh:
+        with _open(path) as fh:
             for line_no, data, size in _split(fh, limit):
                 ref = f"{rel}:{line_no}"
                 raw = data.decode("utf-8", errors="replace")[:raw_chars]
@@ -174,8 +269,10 @@ def _scan(path: Path, rel: str, limit: int, raw_chars: int, adapter: _Adapter | 
                     yield from _adapted(parsed, ref, rel, raw, adapter, path)
                     continue
                 yield _validated(parsed, ref, _source(parsed, rel), raw)
+    except FileNotFoundError as exc:
+        yield _Record(f"{rel}:{line_no + 1}", rel, "", reason=f"file vanished during ingest: {exc}", whole_file=True)
     except (OSError, EOFError, zlib.error) as exc:
-        yield _Record(f"{rel}:{line_no + 1}", rel, "", reason=f"unreadable file: {exc}")
+        yield _Record(f"{rel}:{line_no + 1}", rel, "", reason=f"unreadable file: {exc}", whole_file=True)
 
 
 def _adapted(record: dict, ref: str, rel: str, raw: str, adapter: _Adapter, path: Path) -> Iterator[_Record]:
@@ -188,7 +285,8 @@ def _adapted(record: dict, ref: str, rel: str, raw: str, adapter: _Adapter, path
     for k, rec in enumerate(canonical):
         sub_ref = ref if len(canonical) == 1 else f"{ref}#{k}"
         rec.setdefault("conversation_id", sub_ref)
-        rec.setdefault("started_at", adapter.default_start or _mtime_start(path))
+        if started := adapter.default_start or _mtime_start(path):
+            rec.setdefault("started_at", started)
         yield _validated(rec, sub_ref, _source(rec, rel), raw)
 
 
@@ -205,7 +303,7 @@ def _scan_table(path: Path, rel: str, raw_chars: int, adapter: _Adapter) -> Iter
     try:
         frame = pl.read_delta(str(path)) if path.is_dir() else pl.read_parquet(path)
     except Exception as exc:  # any unreadable table is one reject, never a failed partition
-        yield _Record(f"{rel}:1", rel, "", reason=f"unreadable file: {exc}")
+        yield _Record(f"{rel}:1", rel, "", reason=f"unreadable file: {exc}", whole_file=True)
         return
     for row_no, row in enumerate(frame.iter_rows(named=True), start=1):
         raw = json.dumps(row, default=str, ensure_ascii=False)[:raw_chars]
@@ -226,8 +324,9 @@ def _week_start_time(week: dt.date) -> dt.datetime:
     return dt.datetime.combine(week, dt.time(), dt.UTC)
 
 
-def _mtime_start(path: Path) -> dt.datetime:
-    return _week_start_time(_mtime_week(path))
+def _mtime_start(path: Path) -> dt.datetime | None:
+    week = _mtime_week(path)
+    return _week_start_time(week) if week else None  # removed meanwhile: the record is rejected as undated
 
 
 def _split(fh: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, int]]:
@@ -296,6 +395,11 @@ def _record_week(record: dict) -> dt.date | None:
         return None
 
 
+def _fallback_week(weeks: Counter[dt.date], rel: str, path: Path, bounds: _Bounds) -> dt.date:
+    """The week of a file's undated rejects: its home week, its path's, its mtime's, else the run's."""
+    return max(_home_week(weeks) or _path_week(rel) or _mtime_week(path) or bounds.run_week, bounds.first_week)
+
+
 def _home_week(weeks: Counter[dt.date]) -> dt.date | None:
     """The file's most common week; ties go to the earliest week so the choice is stable."""
     if not weeks:
@@ -314,8 +418,12 @@ def _path_week(rel: str) -> dt.date | None:
     return None
 
 
-def _mtime_week(path: Path) -> dt.date:
-    return week_start_of(dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC))
+def _mtime_week(path: Path) -> dt.date | None:
+    """The week the file was last written; None once it has been removed."""
+    try:
+        return week_start_of(dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC))
+    except FileNotFoundError:
+        return None
 
 
 def _row(conv: Conversation, week: dt.date, source: str) -> dict:
@@ -339,31 +447,27 @@ def read_file(path: Path, *, max_record_bytes: int = 1_000_000, raw_chars: int =
 
     A first pass finds the weeks the file touches; each is then read by ``read_landing`` from a folder
     holding only this file, so week assignment, duplicates and reject reasons are the pipeline's own.
+    There are no partitions here, so no week is too early.
     """
     path = Path(path).resolve()
-    gz = path.read_bytes()[:2] == b"\x1f\x8b" if path.stat().st_size else False
+    gz = is_gzip(path)
     name = path.name if path.name.endswith(".jsonl.gz" if gz else ".jsonl") else ("input.jsonl.gz" if gz else "input.jsonl")
+    now = dt.datetime.now(dt.UTC)
+    bounds = _Bounds(week_start_of(now), _ANY_WEEK, now + _FUTURE_TOLERANCE)
     weeks: Counter[dt.date] = Counter()
     reject_weeks: set[dt.date] = set()
-    homeless = False
     for rec in _scan(path, name, max_record_bytes, raw_chars):
-        if rec.conversation is not None:
+        if rec.conversation is not None and not _outside_range(rec.conversation.started_at, _ANY_WEEK, bounds):
             weeks[week_start_of(rec.conversation.started_at)] += 1
-        elif rec.week is not None:
+        elif rec.week is not None and rec.week <= bounds.latest_start.date():
             reject_weeks.add(rec.week)
-        else:
-            homeless = True
-    if homeless:
-        reject_weeks.add(_home_week(weeks) or _path_week(name) or _mtime_week(path))
+    reject_weeks.add(_fallback_week(weeks, name, path, bounds))
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / name).symlink_to(path)
         parts = [
-            read_landing(Path(folder), week, max_record_bytes=max_record_bytes, raw_chars=raw_chars)
+            read_landing(Path(folder), week, max_record_bytes=max_record_bytes, raw_chars=raw_chars, first_week=_ANY_WEEK)
             for week in sorted(set(weeks) | reject_weeks)
         ]
-    return IngestResult(
-        conversations=pl.concat([p.conversations for p in parts]) if parts else _frame([], tables.CONVERSATIONS),
-        rejects=pl.concat([p.rejects for p in parts]) if parts else _frame([], tables.INGEST_REJECTS),
-        records_read=parts[0].records_read if parts else 0,
-        files_read=1,
-    )
+    conversations = pl.concat([p.conversations for p in parts])
+    rejects = pl.concat([p.rejects for p in parts]).unique(["record_ref", "reason"], keep="first", maintain_order=True)
+    return IngestResult(conversations, rejects, records_read=parts[0].records_read, files_read=1)

@@ -5,22 +5,35 @@ computed with one atomic ``overwrite`` commit guarded by a predicate: delta-rs r
 the predicate, so a bug can never clobber another week, and rerunning a week converges to the same
 table. (The dagster-deltalake IO manager is avoided on purpose: with weekly partitions it overwrites
 whole tables, dagster issue #34064; see docs/architecture.md.)
+
+Concurrent writers of one week never duplicate it. A table is always created first by an empty
+commit, because delta-rs retries a create that lost a race as a plain append (two first writes of a
+week then leave both copies). On an existing table, two predicate overwrites of one week conflict in
+Delta's own check and the later commit is refused (:class:`ConcurrentWeekWrite`, a clear failure on
+object stores). On a local lake a lock per table and week makes the second writer wait instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 from collections.abc import Iterable
 
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from semtel_dagster.core.lake import tables
+from semtel_dagster.core.lake import locks, tables
 from semtel_dagster.core.lake.weeks import WEEK
 
 PARTITION_COLUMN = "week_start"
+LOCKS_FOLDER = "_locks"
+WEEK_LOCK_WAIT_SECONDS = 600.0  # one commit of a week; a writer stuck longer than this is a failure to report
+
+
+class ConcurrentWeekWrite(RuntimeError):
+    """Another writer committed the same weeks of the table while this one was writing."""
 
 
 def table_uri(root: str, name: str) -> str:
@@ -53,26 +66,80 @@ def overwrite_weeks(
     weeks: Iterable[dt.date],
     storage_options: dict | None = None,
 ) -> int:
-    """Atomically replace the given weeks of the table with ``frame``; returns the new version."""
-    weeks = list(weeks)
+    """Atomically replace the given weeks of the table with ``frame``; returns the new version.
+
+    On a local lake a concurrent writer of the same weeks waits for this one (last writer wins, whole);
+    elsewhere the later commit fails with :class:`ConcurrentWeekWrite`.
+    """
+    weeks = sorted(set(weeks))
     data = tables.conform(frame, schema)
     outside = data.filter(~pl.col(PARTITION_COLUMN).is_in(weeks)).height
     if outside:
-        raise ValueError(f"{outside} rows fall outside the weeks being written {sorted(weeks)}")
-    write_deltalake(
-        uri,
-        data.to_arrow(),
-        mode="overwrite",
-        predicate=week_predicate(weeks),
-        partition_by=[PARTITION_COLUMN],
-        storage_options=storage_options,
-        schema_mode="merge",  # a column added to a contract (additive) extends tables written before it
-    )
+        raise ValueError(f"{outside} rows fall outside the weeks being written {weeks}")
+    with week_locks(uri, weeks):
+        return commit_overwrite(uri, data, schema, weeks, storage_options)
+
+
+def week_locks(uri: str, weeks: list[dt.date]) -> contextlib.AbstractContextManager:
+    """One lock per table and week beside the tables (``<lake>/_locks/<table>/<week>.lock``), taken in
+    week order so two multi-week writers cannot deadlock; nothing to take on object stores."""
+    if not locks.is_local(uri):
+        return contextlib.nullcontext()
+    table = locks.local_path(uri)
+    folder = table.parent / LOCKS_FOLDER / table.name
+    stack = contextlib.ExitStack()
+    for week in weeks:
+        stack.enter_context(
+            locks.exclusive(
+                folder / f"{week}.lock", wait_seconds=WEEK_LOCK_WAIT_SECONDS, purpose=f"writing {table.name} week {week}"
+            )
+        )
+    return stack
+
+
+def commit_overwrite(
+    uri: str, data: pl.DataFrame, schema: pl.Schema, weeks: list[dt.date], storage_options: dict | None = None
+) -> int:
+    """The predicate overwrite itself, on a table created first so that Delta's conflict check applies."""
+    ensure_table(uri, schema, storage_options)
+    try:
+        write_deltalake(
+            uri,
+            data.to_arrow(),
+            mode="overwrite",
+            predicate=week_predicate(weeks),
+            partition_by=[PARTITION_COLUMN],
+            storage_options=storage_options,
+            schema_mode="merge",  # a column added to a contract (additive) extends tables written before it
+        )
+    except CommitFailedError as exc:
+        raise ConcurrentWeekWrite(
+            f"{uri}: another run wrote week(s) {', '.join(map(str, weeks))} at the same time; this write was refused "
+            f"so the week holds one run's rows, not both. Run the week again once the other run has finished. ({exc})"
+        ) from exc
     return DeltaTable(uri, storage_options=storage_options).version()
+
+
+def ensure_table(uri: str, schema: pl.Schema, storage_options: dict | None = None) -> None:
+    """Create the table by an empty commit if it does not exist yet (concurrent creators all succeed)."""
+    if table_exists(uri, storage_options):
+        return
+    try:
+        write_deltalake(
+            uri,
+            tables.empty(schema).to_arrow(),
+            mode="ignore",
+            partition_by=[PARTITION_COLUMN],
+            storage_options=storage_options,
+        )
+    except CommitFailedError:
+        if not table_exists(uri, storage_options):  # lost the race to a creator that committed version 0
+            raise
 
 
 def append(uri: str, frame: pl.DataFrame, schema: pl.Schema, storage_options: dict | None = None) -> None:
     """A small commit of new rows (used to stream LLM responses while a run is in flight)."""
+    ensure_table(uri, schema, storage_options)
     write_deltalake(
         uri,
         tables.conform(frame, schema).to_arrow(),
@@ -81,6 +148,11 @@ def append(uri: str, frame: pl.DataFrame, schema: pl.Schema, storage_options: di
         storage_options=storage_options,
         schema_mode="merge",
     )
+
+
+def read_all(uri: str, schema: pl.Schema, storage_options: dict | None = None) -> pl.DataFrame:
+    """Every row of a small unpartitioned table (e.g. the landing index), cast to ``schema``."""
+    return tables.conform(pl.read_delta(uri, storage_options=storage_options), schema)
 
 
 def read_weeks(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 WEEK = dt.timedelta(days=7)
+DEFAULT_FIRST_WEEK = "2025-01-06"
 
 
 def week_start_of(ts: dt.datetime | dt.date) -> dt.date:
@@ -28,3 +30,8 @@ def last_complete_week(today: dt.date | None = None) -> dt.date:
     """The week that ended most recently: what the weekly schedule asks for on Monday."""
     today = today or dt.datetime.now(dt.UTC).date()
     return week_start_of(today) - WEEK
+
+
+def first_week() -> dt.date:
+    """The first weekly partition (``SEMTEL_FIRST_WEEK``): nothing earlier is ever run."""
+    return parse_week(os.environ.get("SEMTEL_FIRST_WEEK", DEFAULT_FIRST_WEEK))

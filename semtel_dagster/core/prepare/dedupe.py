@@ -38,13 +38,27 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()[:32]
 
 
+def normalize_texts(texts: pl.Series) -> pl.Series:
+    """``normalize_text`` of every row: ASCII rows (NFKC and casefold change nothing there, and ``\\w`` is
+    ``[A-Za-z0-9_]``) in Polars expressions, the rest through the Unicode rules row by row."""
+    ascii_only = ~texts.str.contains(r"[^\x00-\x7F]").fill_null(True)
+    fast = texts.str.to_lowercase().str.replace_all(r"[^a-z0-9_]+", " ").str.strip_chars(" ")
+    if ascii_only.all():
+        return fast
+    slow = texts.filter(~ascii_only).map_elements(normalize_text, return_dtype=pl.String)
+    return fast.scatter((~ascii_only).arg_true(), slow)
+
+
+def text_hashes(texts: pl.Series) -> pl.Series:
+    """``text_hash`` of every row (the same values, so later weeks still match stored hashes)."""
+    normalized = normalize_texts(texts).to_list()
+    digests = [None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] for text in normalized]
+    return pl.Series("text_hash", digests, dtype=pl.String)
+
+
 def cluster_exact(truncated: pl.DataFrame) -> pl.DataFrame:
     """One ``conversation_clusters`` row per input row; every row maps to a representative."""
-    hashed = truncated.select(
-        "conversation_id",
-        "week_start",
-        pl.col("transcript").map_elements(text_hash, return_dtype=pl.String).alias("text_hash"),
-    )
+    hashed = truncated.select("conversation_id", "week_start").with_columns(text_hashes(truncated.get_column("transcript")))
     clusters = hashed.with_columns(
         pl.col("conversation_id").min().over("week_start", "text_hash").alias("representative_id"),
         pl.len().over("week_start", "text_hash").cast(pl.Int64).alias("cluster_size"),
