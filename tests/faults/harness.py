@@ -36,7 +36,7 @@ def endpoints_file(folder: Path, *endpoints: dict) -> Path:
     return path
 
 
-def classify_command(input_path: Path, output: Path, endpoints: Path, *extra: str) -> list[str]:
+def classify_command(input_path: Path, output: Path, endpoints: Path, *extra: str, summary: Path | None = None) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -51,7 +51,7 @@ def classify_command(input_path: Path, output: Path, endpoints: Path, *extra: st
         "--classifiers",
         "topic",
         "--summary-json",
-        str(output.parent / f"{output.name}-summary.json"),
+        str(summary or output.parent / f"{output.name}-summary.json"),
         *extra,
     ]
 
