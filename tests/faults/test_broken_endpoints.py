@@ -17,7 +17,7 @@ from scripted_http import HandlerServer, always_500, completion, empty_200, html
 
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 HUGE_BYTES = 5 * 1024 * 1024
 TIMEOUT_S = 5  # the endpoints' request timeout: a stall costs this, not the default 60 s
@@ -54,7 +54,7 @@ def test_sole_broken_endpoint_ends_in_bounded_time_with_a_failure(tmp_path, conv
             folder.mkdir()
             endpoints = endpoints_file(folder, {"name": "sole", "base_url": server.base_url, "timeout_s": TIMEOUT_S})
             runs[kind] = (server, folder, time.monotonic(), start(classify_command(conversations, folder / "out", endpoints)))
-        finished = {kind: finish(proc, started, timeout_s=120) for kind, (_, _, started, proc) in runs.items()}
+        finished = {kind: finish(proc, started, timeout_s=240) for kind, (_, _, started, proc) in runs.items()}
         calls = {kind: len(server.calls) for kind, (server, _, _, _) in runs.items()}
     measured = {}
     for kind, done in finished.items():
@@ -82,9 +82,9 @@ def test_sole_broken_endpoint_ends_in_bounded_time_with_a_failure(tmp_path, conv
     for kind, done in finished.items():
         answered, longest = measured[kind]
         assert done.code in (1, 4), (kind, done.code, done.stderr[-2000:])
-        # the stop comes stop_after_failing_s (30 s) after the first failure; the rest is seven processes
-        # starting and writing at once on two shared cores
-        assert done.seconds < 110 and (_failing_for(done.stderr) or 0) <= 45, kind
+        # the stop comes stop_after_failing_s (30 s) after the first failure; the rest of the time is seven
+        # processes starting and writing at once on two shared cores (45 s alone, up to 2 min under load)
+        assert (_failing_for(done.stderr) or 0) <= 45 and done.seconds < 200, kind
         assert "dispatch stopped: every endpoint failing" in done.stderr or "failed" in done.stderr, kind
         assert answered == 0 and (done.summary is None or done.summary["answered_requests"] == 0), kind
         assert longest < 512 * 1024, kind  # the 5 MB answer is never stored
