@@ -17,7 +17,7 @@ from scripted_http import HandlerServer, always_500, completion, empty_200, html
 
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
 
 HUGE_BYTES = 5 * 1024 * 1024
 TIMEOUT_S = 5  # the endpoints' request timeout: a stall costs this, not the default 60 s

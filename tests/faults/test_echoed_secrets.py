@@ -18,7 +18,7 @@ from scripted_http import HandlerServer, completion
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(150)]
 
 KEY_ENV = "SEMTEL_FAULTS_ECHOED_KEY"
 SAMPLED = ("STEP_OUTPUT", "ASSET_MATERIALIZATION")  # the events that carry a table's metadata

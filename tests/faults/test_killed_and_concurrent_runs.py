@@ -18,7 +18,7 @@ from semtel_dagster.core.ingest.landing import read_file
 from semtel_dagster.resources import PipelineSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(150)]
 FLUSH_ROWS = 5
 _SPAWN = mp.get_context("spawn")  # fork would copy Polars' thread pool mid-use
 
