@@ -87,3 +87,52 @@ class HandlerServer:
     def __exit__(self, *exc):
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+# Handlers for the faults real providers show.
+
+
+async def ok(request, call):
+    return web.json_response(completion())
+
+
+async def always_500(request, call):
+    return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+
+
+async def html_200(request, call):
+    return web.Response(text="<html><body>Gateway maintenance</body></html>", content_type="text/html")
+
+
+async def empty_200(request, call):
+    return web.Response(body=b"", content_type="application/json")
+
+
+async def no_choices(request, call):
+    return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
+
+
+async def stall(request, call):
+    await asyncio.sleep(30)
+    return web.json_response(completion())
+
+
+async def mid_body_close(request, call):
+    response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "5000"})
+    await response.prepare(request)
+    await response.write(b'{"id": "x", "choices": [')
+    request.transport.close()
+    return response
+
+
+async def huge(request, call):
+    return web.json_response(completion(content='{"label": "' + "x" * (2 * 1024 * 1024) + '"}'))
+
+
+async def huge_chunked(request, call):
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for _ in range(64):
+        await response.write(b"x" * 32 * 1024)
+    return response

@@ -9,7 +9,19 @@ import time
 
 import pytest
 from aiohttp import web
-from scripted_http import HandlerServer, completion
+from scripted_http import (
+    HandlerServer,
+    always_500,
+    completion,
+    empty_200,
+    html_200,
+    huge,
+    huge_chunked,
+    mid_body_close,
+    no_choices,
+    ok,
+    stall,
+)
 
 from semtel_dagster.core.llm.dispatch import Dispatcher, DispatchFailed
 from semtel_dagster.core.llm.endpoints import Endpoint
@@ -62,54 +74,8 @@ def _run(endpoints, requests, **settings):
     return rows, dispatcher, time.monotonic() - started, None
 
 
-async def _ok(request, call):
-    return web.json_response(completion())
-
-
-async def _always_500(request, call):
-    return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
-
-
-async def _html_200(request, call):
-    return web.Response(text="<html><body>Gateway maintenance</body></html>", content_type="text/html")
-
-
-async def _empty_200(request, call):
-    return web.Response(body=b"", content_type="application/json")
-
-
-async def _no_choices(request, call):
-    return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
-
-
-async def _stall(request, call):
-    await asyncio.sleep(30)
-    return web.json_response(completion())
-
-
-async def _mid_body_close(request, call):
-    response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "5000"})
-    await response.prepare(request)
-    await response.write(b'{"id": "x", "choices": [')
-    request.transport.close()
-    return response
-
-
-async def _huge(request, call):
-    return web.json_response(completion(content='{"label": "' + "x" * (2 * 1024 * 1024) + '"}'))
-
-
-async def _huge_chunked(request, call):
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    for _ in range(64):
-        await response.write(b"x" * 32 * 1024)
-    return response
-
-
-def test_sole_always_500_endpoint_ends_as_errors_in_seconds():
-    with HandlerServer(_always_500) as server:
+def test_solealways_500_endpoint_ends_as_errors_in_seconds():
+    with HandlerServer(always_500) as server:
         rows, dispatcher, wall, failure = _run([_endpoint("broken", server.base_url)], _requests(30), give_up_s=3.0)
     assert failure is None
     assert len(rows) == 30 and len({r["request_id"] for r in rows}) == 30  # one row each
@@ -121,7 +87,7 @@ def test_sole_always_500_endpoint_ends_as_errors_in_seconds():
 
 def test_every_endpoint_failing_stops_the_run_with_a_clear_failure():
     requests = _requests(200)
-    with HandlerServer(_always_500) as a, HandlerServer(_html_200) as b:
+    with HandlerServer(always_500) as a, HandlerServer(html_200) as b:
         endpoints = [_endpoint("five-hundred", a.base_url), _endpoint("html", b.base_url)]
         rows, _dispatcher, wall, failure = _run(endpoints, requests, stop_after_failing_s=2.0)
         calls = len(a.calls) + len(b.calls)
@@ -137,20 +103,20 @@ def test_every_endpoint_failing_stops_the_run_with_a_clear_failure():
 @pytest.mark.parametrize(
     "handler,timeout_s",
     [
-        (_always_500, 5),
-        (_html_200, 5),
-        (_empty_200, 5),
-        (_no_choices, 5),
-        (_stall, 0.5),
-        (_mid_body_close, 5),
-        (_huge, 5),
-        (_huge_chunked, 5),
+        (always_500, 5),
+        (html_200, 5),
+        (empty_200, 5),
+        (no_choices, 5),
+        (stall, 0.5),
+        (mid_body_close, 5),
+        (huge, 5),
+        (huge_chunked, 5),
     ],
     ids=["500", "html", "empty", "no-choices", "stall", "mid-body-close", "too-large", "too-large-chunked"],
 )
 def test_broken_endpoint_is_isolated_and_work_moves_elsewhere(handler, timeout_s):
     requests = _requests(60)
-    with HandlerServer(handler) as bad, HandlerServer(_ok) as good:
+    with HandlerServer(handler) as bad, HandlerServer(ok) as good:
         endpoints = [_endpoint("bad", bad.base_url, timeout_s=timeout_s), _endpoint("good", good.base_url)]
         rows, dispatcher, wall, failure = _run(endpoints, requests, hedge_quantile=None)
         bad_calls = len(bad.calls)
@@ -163,7 +129,7 @@ def test_broken_endpoint_is_isolated_and_work_moves_elsewhere(handler, timeout_s
 
 
 def test_too_large_answer_is_read_no_further():
-    with HandlerServer(_huge) as server:
+    with HandlerServer(huge) as server:
         endpoints = [_endpoint("big", server.base_url, max_response_bytes=64 * 1024)]
         rows, _dispatcher, _wall, _failure = _run(endpoints, _requests(1), max_attempts=1)
     (row,) = rows
@@ -204,7 +170,7 @@ def test_request_specific_400_fails_that_request_only():
 
 
 def test_cross_host_redirect_is_never_followed():
-    with HandlerServer(_ok) as elsewhere:
+    with HandlerServer(ok) as elsewhere:
 
         async def redirect(request, call):
             raise web.HTTPTemporaryRedirect(f"{elsewhere.base_url}/chat/completions")
@@ -219,12 +185,12 @@ def test_cross_host_redirect_is_never_followed():
 def test_rate_limits_do_not_count_towards_giving_up():
     refusals = iter(range(3))
 
-    async def busy_then_ok(request, call):
+    async def busy_thenok(request, call):
         if next(refusals, None) is not None:
             return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "1"})
         return web.json_response(completion())
 
-    with HandlerServer(busy_then_ok) as server:
+    with HandlerServer(busy_thenok) as server:
         rows, _dispatcher, wall, failure = _run([_endpoint("busy", server.base_url)], _requests(1), give_up_s=0.5)
     (row,) = rows
     assert failure is None and row["status"] == STATUS_OK and row["rate_limited"] == 3 and wall >= 2.5
