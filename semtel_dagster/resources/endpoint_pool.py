@@ -73,9 +73,10 @@ class EndpointPoolResource(ConfigurableResource):
     )
     max_attempts: int = Field(default=6, gt=0, description="Attempts per request across endpoints.")
     give_up_s: float = Field(
-        default=90.0,
+        default=25.0,
         gt=0,
-        description="A request still failing this long after its first failure (429s aside) gets an error row.",
+        description="A request still failing this long after its first failure (429s aside) gets an error row "
+        "(keep it below stop_after_failing_s, so one bad request cannot stop the run).",
     )
     stop_after_failing_s: float = Field(
         default=30.0, gt=0, description="Every endpoint failing this long, with no answer from any: the run stops and fails."

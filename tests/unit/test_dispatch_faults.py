@@ -194,3 +194,24 @@ def test_rate_limits_do_not_count_towards_giving_up():
         rows, _dispatcher, wall, failure = _run([_endpoint("busy", server.base_url)], _requests(1), give_up_s=0.5)
     (row,) = rows
     assert failure is None and row["status"] == STATUS_OK and row["rate_limited"] == 3 and wall >= 2.5
+
+
+def test_requests_that_fail_on_their_own_end_as_errors_while_the_rest_are_answered():
+    """A third of the requests always get a 500 from the sole endpoint: they give up as error rows
+    before the pool can look dead, and every other request is answered (defaults' ordering)."""
+    defaults = DispatchSettings()
+    assert defaults.give_up_s < defaults.stop_after_failing_s
+
+    async def some_fail(request, call):
+        body = await request.json()
+        number = int(body["messages"][0]["content"].split()[-1])
+        return await (always_500 if number % 3 == 0 else ok)(request, call)
+
+    with HandlerServer(some_fail) as server:
+        rows, _, wall, failure = _run(
+            [_endpoint("flaky", server.base_url)], _requests(30), give_up_s=1.5, stop_after_failing_s=2.5, backoff_max_s=0.3
+        )
+    assert failure is None, failure
+    by_status = {status: sum(r["status"] == status for r in rows) for status in (STATUS_OK, STATUS_ERROR)}
+    assert by_status == {STATUS_OK: 20, STATUS_ERROR: 10} and len(rows) == 30
+    assert wall < 20

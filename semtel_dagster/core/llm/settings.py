@@ -10,7 +10,10 @@ from semtel_dagster.core.llm.endpoints import ModelPrice
 @dataclass(frozen=True)
 class DispatchSettings:
     max_attempts: int = 6
-    give_up_s: float = 90.0  # a request still failing this long after its first failure (429s aside) gets an error row
+    # A request still failing this long after its first failure (429s aside) gets an error row. Shorter than
+    # stop_after_failing_s, so requests that fail on their own end as errors before they can make the
+    # whole pool look dead and stop a run whose other requests are being answered.
+    give_up_s: float = 25.0
     stop_after_failing_s: float = 30.0  # every endpoint failing (no answer from any) this long: the run stops
     backoff_base_s: float = 0.25
     backoff_max_s: float = 20.0
