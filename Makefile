@@ -1,29 +1,62 @@
-# The two commands in the README: `make demo` and `make test`. Both set up .venv first.
+# The two commands in the README: `make demo` and `make test`. Both set up .venv first, with the
+# versions pinned in requirements.lock (a pip constraints file: every package, direct or not, at the
+# version the project was tested with; `make lock` writes it from a full dev environment).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+LOCK   := requirements.lock
+# llama-cpp-python builds from source (minutes): its wheel is kept here between runs on a machine.
+WHEELS ?= $(HOME)/.cache/semtel/wheels
 
-.PHONY: demo test setup dev clean
+.PHONY: demo test test-fast lint setup setup-dev dev lock clean
 
-$(BIN)/semtel: pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("semtel needs Python 3.11 or 3.12, found " + sys.version.split()[0]) if sys.version_info[:2] not in ((3, 11), (3, 12)) else None'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(BIN)/semtel
 
-setup: $(BIN)/semtel
+# The base install runs the demo (Polars, exact dedupe, GX gates, the simulator).
+$(VENV)/.base: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
+	touch $@
+
+# Everything the tests use: the extras, and llama-cpp-python for the real-model tests.
+$(VENV)/.dev: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || $(BIN)/python -m pip wheel --quiet --no-deps -c $(LOCK) llama-cpp-python -w $(WHEELS)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --find-links $(WHEELS) -e ".[dev,real-llm]"
+	touch $@ $(VENV)/.base
+
+setup: $(VENV)/.base
+
+setup-dev: $(VENV)/.dev
 
 demo: setup
 	$(BIN)/semtel demo $(ARGS)
 
-test: setup
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy semtel_dagster
+
+# Everything: lint, unit, integration, Spark, fault, real-model and browser tests.
+test: lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The unit tests only (pure logic and single components over loopback HTTP).
+test-fast: setup-dev
+	$(BIN)/python -m pytest -q -m unit $(ARGS)
 
 # The UI on the demo's instance (run monitoring on); runs from the UI use SEMTEL_ENDPOINTS, else the simulator.
 dev: setup
 	$(BIN)/python -c 'from pathlib import Path; from semtel_dagster.cli.demo import ensure_instance; ensure_instance(Path(".semtel/dagster"))'
 	DAGSTER_HOME=$(CURDIR)/.semtel/dagster SEMTEL_ENDPOINTS=$${SEMTEL_ENDPOINTS:-sim} $(BIN)/dagster dev -w workspace.yaml
+
+# Rewrite requirements.lock from this environment (after `pip install -e ".[dev,real-llm,bench]"`).
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable \
+	  | sed -E 's/^([A-Za-z0-9_.-]+) @ file:.*\/[A-Za-z0-9_]+-([0-9][^-]*)-.*$$/\1==\2/; s/\+cpu$$//' > $(LOCK)
 
 clean:
 	rm -rf .semtel
