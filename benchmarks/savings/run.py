@@ -1,13 +1,16 @@
-"""Fewer calls, fewer tokens, same labels: measured cost-quality of every saving.
+"""Fewer calls, fewer tokens, same labels: measured cost-quality of every saving, through the product.
 
-    python -m benchmarks.savings.run            # everything (~15 min on 2 cores; embeddings cached)
+    python -m benchmarks.savings.run            # everything (embeddings cached under .semtel/bench-cache)
     python -m benchmarks.savings.run --quick    # smaller real/human sets, for a smoke run
+    python -m benchmarks.savings.run --savings  # only the savings tables (add --quick for the smaller real set)
     python -m benchmarks.savings.run --scaling  # only the dedupe stage throughput (~6 min)
 
-Labels come from the simulator over HTTP (deterministic from content). The no-savings baseline sends
-every conversation, head_tail at 3000 tokens, no compression. Each setting reports the share of LLM
-calls and prompt tokens it avoids and Cohen's kappa of its labels against the baseline, per
-classifier (mean and min). Writes results.json, RESULTS.md and cost_quality.png next to this file.
+Every setting is pipeline settings and prompt files run through ``engines.pipeline.Pipeline.run_week``
+(the stage chain the assets, ``semtel classify`` and ``semtel eval`` run) on a fresh lake, against the
+simulator over HTTP (labels deterministic from content). The no-savings baseline sends every
+conversation, head_tail at 3000 tokens, no compression, no per-classifier budgets. Each setting reports
+the share of LLM calls and prompt tokens it avoids and Cohen's kappa of its stored labels against the
+baseline's, per classifier (mean and min). Writes results.json, RESULTS.md and cost_quality.png here.
 """
 
 from __future__ import annotations
@@ -19,25 +22,28 @@ import json
 import os
 import platform
 import random
+import re
+import shutil
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from openai import OpenAI
 from sklearn.metrics import cohen_kappa_score
-from tqdm.auto import tqdm
 
+from semtel_dagster.core.classify.answering import Calls
 from semtel_dagster.core.classify.embedding_classifier import train
-from semtel_dagster.core.classify.prompts import load_classifiers
 from semtel_dagster.core.ingest.adapters import AdapterOptions
 from semtel_dagster.core.ingest.landing import read_landing
-from semtel_dagster.core.prepare.dedupe import cluster_embedding, cluster_exact, near_duplicates
-from semtel_dagster.core.prepare.embeddings import LocalEmbedder
-from semtel_dagster.core.prepare.tokens import count_tokens
-from semtel_dagster.core.prepare.truncate import TruncationConfig, render_transcript, truncate_messages
+from semtel_dagster.core.prepare.dedupe import cluster_exact, near_duplicates
+from semtel_dagster.core.prepare.embeddings import LOCAL_MODEL, EmbeddingStats, LocalEmbedder
+from semtel_dagster.core.prepare.truncate import TruncationConfig, render_transcript
+from semtel_dagster.engines.pipeline import Pipeline
+from semtel_dagster.engines.polars_engine import PolarsEngine
+from semtel_dagster.resources.endpoint_pool import simulator_endpoints
+from semtel_dagster.resources.settings import PipelineSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 from semtel_dagster.sim.embeddings import hashed_embedding
 from semtel_dagster.sim.sample import generate_week
@@ -45,53 +51,37 @@ from semtel_dagster.sim.sample import generate_week
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SEMTEL_SHARED_DATA", HERE.parents[2] / "shared" / "data"))
 CACHE = HERE.parents[1] / ".semtel" / "bench-cache"
+PROMPTS = HERE.parents[1] / "prompts"
 WEEK = dt.date(2026, 11, 16)
+TRAIN_WEEK = WEEK - dt.timedelta(weeks=1)
 BASELINE = "head_tail:3000"
-PER_CLASSIFIER = {"topic": "head:256", "intent": "head:256", "user_expertise": "turns:512", "satisfaction": "tail:256"}
-PROMPT_FILE_BUDGETS = "prompt-file"  # each classifier's metadata.transcript_budget, as the pipeline applies it
+PER_CLASSIFIER = {"topic": "head:256", "intent": "head:256", "user_expertise": "head_tail:512", "satisfaction": "tail:256"}
+# ... as prompt-file budgets, which cut the transcript (head, tail, head_tail; turns work on messages only)
+PROMPT_FILE_BUDGETS = "prompt-file"  # the shipped prompts: each classifier's metadata.transcript_budget
+UNIFORM = "uniform"  # prompt files without a budget of their own: the stage's cut only
+PER_CLASSIFIER_BUDGETS = "per-classifier"  # prompt files with the PER_CLASSIFIER budgets
+_BUDGET_LINE = re.compile(r"^\s*transcript_budget:.*\n", re.M)
 SCALING_SIZES = [10_000, 30_000, 100_000]
-KAPPA_GOAL = 0.9  # every classifier's kappa against the baseline, not only the mean
+KAPPA_GOAL = 0.9
+SHOWN_MODELS = "embedding classifier target 0.95"  # the setting whose trained models RESULTS.md lists  # every classifier's kappa against the baseline, not only the mean
 
 
-# ----------------------------------------------------------------------------- oracles
-
-
-class SimLabels:
-    """LLM labels over HTTP from the simulator, cached per (classifier, transcript): it is deterministic."""
-
-    def __init__(self, base_url: str, classifiers: dict) -> None:
-        self.client = OpenAI(base_url=base_url, api_key="sim", max_retries=5)
-        self.classifiers = classifiers
-        self.cache: dict[tuple[str, str], str] = {}
-
-    def _ask(self, name: str, transcript: str) -> str:
-        c = self.classifiers[name]
-        r = self.client.chat.completions.create(
-            model="sim", messages=c.messages(transcript), response_format=c.response_format(), max_tokens=c.max_tokens
-        )
-        return json.loads(r.choices[0].message.content)["label"]
-
-    def labels(self, name: str, transcripts: list[str]) -> list[str]:
-        todo = sorted({t for t in transcripts if (name, t) not in self.cache})
-        if todo:
-            with ThreadPoolExecutor(16) as pool:
-                answers = list(
-                    tqdm(pool.map(lambda t: self._ask(name, t), todo), total=len(todo), desc=f"sim labels {name}", leave=False)
-                )
-            self.cache.update({(name, t): a for t, a in zip(todo, answers)})
-        return [self.cache[(name, t)] for t in transcripts]
+# ----------------------------------------------------------------------------- embedder
 
 
 class CachedEmbedder:
-    """The local model with an on-disk cache (text hash -> vector), so reruns skip the model."""
+    """The local model with an on-disk cache (text hash -> vector), so reruns skip the model. An ``Embedder``
+    (name, stats, embed): the pipeline's embedding dedupe and embedding classifiers use it as they would the
+    model itself."""
+
+    name = LOCAL_MODEL
 
     def __init__(self) -> None:
         self._model: LocalEmbedder | None = None
         CACHE.mkdir(parents=True, exist_ok=True)
         self.path = CACHE / "minilm.npz"
         self.store: dict[str, np.ndarray] = dict(np.load(self.path)) if self.path.exists() else {}
-        self.seconds = 0.0
-        self.embedded = 0
+        self.stats = EmbeddingStats()
 
     def model(self) -> LocalEmbedder:
         if self._model is None:
@@ -104,8 +94,8 @@ class CachedEmbedder:
         if missing:
             start = time.perf_counter()
             vectors = self.model().embed([t for _, t in missing])
-            self.seconds += time.perf_counter() - start
-            self.embedded += len(missing)
+            self.stats.seconds += time.perf_counter() - start
+            self.stats.texts += len(missing)
             self.store.update({k: v for (k, _), v in zip(missing, vectors)})
             np.savez(self.path, **self.store)
         return np.stack([self.store[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
@@ -117,8 +107,8 @@ class CachedEmbedder:
 @dataclass
 class Dataset:
     name: str
-    test: pl.DataFrame  # conversation_id, week_start, messages
-    train: pl.DataFrame  # earlier weeks: the embedding classifier learns the LLM's labels here
+    test: pl.DataFrame  # conversations of the measured week
+    train: pl.DataFrame  # the week before: the embedding classifiers learn the LLM's labels here
 
 
 def sample_dataset() -> Dataset:
@@ -150,114 +140,114 @@ def real_dataset(quick: bool) -> Dataset:
     )
 
 
-# ----------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- the product, per setting
 
 
-def base_tokens(classifier) -> int:
-    return sum(count_tokens(m["content"]) + 4 for m in classifier.messages(""))
+def prompts_folder(root: Path, budgets: str) -> Path:
+    """The shipped prompts (``PROMPT_FILE_BUDGETS``), or a copy whose files carry no budget of their own
+    (``UNIFORM``: the stage's cut only) or the ``PER_CLASSIFIER`` budgets: a setting is prompt files."""
+    if budgets == PROMPT_FILE_BUDGETS:
+        return PROMPTS
+    folder = root / f"prompts-{budgets}"
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for file in sorted(PROMPTS.glob("*.prompty")):
+            text = _BUDGET_LINE.sub("", file.read_text(encoding="utf-8"))
+            if budgets == PER_CLASSIFIER_BUDGETS and file.stem in PER_CLASSIFIER:
+                text = text.replace(
+                    f"  classifier: {file.stem}\n",
+                    f'  classifier: {file.stem}\n  transcript_budget: "{PER_CLASSIFIER[file.stem]}"\n',
+                )
+            (folder / file.name).write_text(text, encoding="utf-8")
+    return folder
 
 
-class Evaluator:
-    def __init__(self, data: Dataset, oracle: SimLabels, embedder: CachedEmbedder) -> None:
-        self.data, self.oracle, self.embedder = data, oracle, embedder
-        self.names = list(oracle.classifiers)
-        self.base = {n: base_tokens(c) for n, c in oracle.classifiers.items()}
+class ProductRuns:
+    """Each setting is ``PipelineSettings`` and prompt files, run through ``Pipeline.run_week`` (truncate,
+    dedupe, answer, parse) on a fresh lake against the simulator over HTTP: the calls and prompt tokens
+    are what the pipeline sent and the endpoint counted, the labels what it stored."""
+
+    def __init__(self, data: Dataset, calls: Calls, embedder: CachedEmbedder, root: Path) -> None:
+        self.data, self.calls, self.embedder, self.root = data, calls, embedder, root
         self.ids = data.test["conversation_id"].to_list()
-        self.messages = dict(zip(self.ids, data.test["messages"].to_list()))
-        self._cut: dict[tuple[str, str], tuple[str, int]] = {}
-        self.baseline = {n: self.labels_for(n, self.ids, BASELINE) for n in self.names}
-        truncated = self.truncated(BASELINE)
-        self.exact = cluster_exact(truncated)
-        self.vectors = dict(zip(self.ids, embedder.embed(truncated["transcript"].to_list())))
-        self.models = {}
+        self._histories: dict[str, Path] = {}
+        self.models: dict[str, dict] = {}  # per setting with embedding classifiers: what was trained
+        self.base = self.run("baseline (no savings)")
+        self.baseline = self.labels(self.base.pop("_run"))
+        self.base |= {"kappa_mean": 1.0, "kappa_min": 1.0, "kappa": dict.fromkeys(self.baseline, 1.0)}
 
-    def cut(self, cid: str, spec: str, classifier: str | None = None) -> tuple[str, int]:
-        """The transcript a classifier reads under ``spec``; ``PROMPT_FILE_BUDGETS`` is the shipped pipeline:
-        the stage's head_tail:3000 cut, then the classifier's own ``transcript_budget`` from its prompt file."""
-        key = (cid, spec if spec != PROMPT_FILE_BUDGETS else f"{spec}:{classifier}")
-        if key not in self._cut:
-            if spec == PROMPT_FILE_BUDGETS:
-                self._cut[key] = self.oracle.classifiers[classifier].fit(*self.cut(cid, BASELINE))
-            else:
-                text, _, _, after, _, _ = truncate_messages(self.messages[cid], TruncationConfig.parse(spec))
-                self._cut[key] = (text, after)
-        return self._cut[key]
-
-    def truncated(self, spec: str) -> pl.DataFrame:
-        return pl.DataFrame(
-            {
-                "conversation_id": self.ids,
-                "week_start": [WEEK] * len(self.ids),
-                "transcript": [self.cut(c, spec)[0] for c in self.ids],
-            }
+    def settings(self, *, dedupe: str, threshold: float, truncation: str, budgets: str, target: float | None):
+        cut = TruncationConfig.parse(truncation)
+        return PipelineSettings(
+            prompts_dir=str(prompts_folder(self.root, budgets)),
+            max_transcript_tokens=cut.max_tokens,
+            truncation_strategy=cut.strategy,
+            compress=cut.compress,
+            dedupe_method=dedupe,
+            dedupe_threshold=threshold,
+            embedding_classifier=target is not None,
+            embedding_classifier_target_agreement=target or 0.95,
+            embedding_classifier_train_weeks=1,
         )
 
-    def labels_for(self, name: str, ids: list[str], spec: str) -> list[str]:
-        return self.oracle.labels(name, [self.cut(c, spec, name)[0] for c in ids])
+    def lake(self, settings: PipelineSettings, week: dt.date, conversations: pl.DataFrame, history: Path | None):
+        lake = Path(tempfile.mkdtemp(dir=self.root, prefix="lake-"))
+        if history is not None:
+            shutil.copytree(history, lake, dirs_exist_ok=True)
+        engine = PolarsEngine(str(lake))
+        engine.write("conversations", conversations.with_columns(week_start=pl.lit(week)), week)
+        return lake, Pipeline(engine, settings, calls=self.calls, embedder=lambda: self.embedder)
 
-    def clusters(self, threshold: float | None) -> dict[str, str]:
-        if threshold is None:
-            frame = self.exact
-        else:
-            frame = cluster_embedding(self.exact, self.truncated(BASELINE), lambda texts: self.embedder.embed(texts), threshold)
-        return dict(zip(frame["conversation_id"], frame["representative_id"]))
-
-    def train_models(self, target: float) -> None:
-        train_frame = self.data.train
-        ids = train_frame["conversation_id"].to_list()
-        msgs = dict(zip(ids, train_frame["messages"].to_list()))
-        transcripts = [truncate_messages(msgs[c], TruncationConfig.parse(BASELINE))[0] for c in ids]
-        vectors = self.embedder.embed(transcripts)
-        for name in self.names:
-            labels = self.oracle.labels(name, transcripts)
-            if len(set(labels)) < 2:
-                continue
-            self.models[name] = train(
-                name,
-                vectors,
-                labels,
-                prompt_version=self.oracle.classifiers[name].version,
-                llm_model="sim",
-                embedder="all-MiniLM-L6-v2",
-                target_agreement=target,
-            )
+    def history(self, budgets: str) -> Path:
+        """The week before, answered by the LLM under the baseline cut and these prompt files (labels of
+        the same prompt versions): what an embedding classifier trains on."""
+        if budgets not in self._histories:
+            settings = self.settings(dedupe="none", threshold=0.95, truncation=BASELINE, budgets=budgets, target=None)
+            lake, pipeline = self.lake(settings, TRAIN_WEEK, self.data.train, None)
+            pipeline.run_week(TRAIN_WEEK)
+            self._histories[budgets] = lake
+        return self._histories[budgets]
 
     def run(
         self,
         label: str,
         *,
         dedupe: str = "none",
-        threshold: float | None = None,
-        budgets: dict[str, str] | str = BASELINE,
-        confidence: float | str | None = None,
+        threshold: float = 0.95,
+        truncation: str = BASELINE,
+        budgets: str = UNIFORM,
+        target: float | None = None,
     ) -> dict:
-        reps = {c: c for c in self.ids} if dedupe == "none" else self.clusters(threshold)
-        rep_ids = sorted(set(reps.values()))
-        calls = tokens = 0
-        kappas = {}
-        for name in self.names:
-            spec = budgets if isinstance(budgets, str) else budgets.get(name, BASELINE)
-            rep_label: dict[str, str] = {}
-            to_llm = rep_ids
-            model = self.models.get(name)
-            if confidence is not None and model is not None:
-                cut = model.card.threshold if confidence == "calibrated" else float(confidence)
-                predicted, conf = model.predict(np.stack([self.vectors[r] for r in rep_ids]))
-                rep_label = {r: p for r, p, c in zip(rep_ids, predicted, conf) if c >= cut}
-                to_llm = [r for r in rep_ids if r not in rep_label]
-            rep_label.update(zip(to_llm, self.labels_for(name, to_llm, spec)))
-            calls += len(to_llm)
-            tokens += sum(self.base[name] + self.cut(r, spec, name)[1] for r in to_llm)
-            labels = [rep_label[reps[c]] for c in self.ids]
-            kappas[name] = _kappa(self.baseline[name], labels)
-        return {
-            "setting": label,
-            "calls": calls,
-            "tokens": tokens,
+        settings = self.settings(dedupe=dedupe, threshold=threshold, truncation=truncation, budgets=budgets, target=target)
+        history = self.history(budgets) if target is not None else None
+        lake, pipeline = self.lake(settings, WEEK, self.data.test, history)
+        try:
+            run = pipeline.run_week(WEEK)
+        finally:
+            shutil.rmtree(lake)
+        report = run.classified.report
+        row = {"setting": label, "calls": report.sent, "tokens": report.stats["prompt_tokens"]}
+        if target is not None:
+            row["answered_by_embedding_classifiers"] = dict(report.embedded)
+            self.models[label] = run.classified.embedding_classifiers
+        if label == "baseline (no savings)":
+            return row | {"_run": run}
+        labels = self.labels(run)
+        kappas = {name: _kappa(self.baseline[name], labels[name]) for name in self.baseline}
+        return row | {
             "kappa_mean": float(np.mean(list(kappas.values()))),
             "kappa_min": float(min(kappas.values())),
             "kappa": kappas,
         }
+
+    def labels(self, run) -> dict[str, list[str]]:
+        """Per classifier, the stored label of every test conversation (``-`` where the pipeline rejected it)."""
+        frame = run.classifications.frame
+        out = {}
+        for name in sorted(set(frame.get_column("classifier").to_list())):
+            got = dict(frame.filter(pl.col("classifier") == name).select("conversation_id", "label").iter_rows())
+            out[name] = [got.get(cid, "-") for cid in self.ids]
+        return out
 
 
 def _kappa(a: list[str], b: list[str]) -> float:
@@ -267,10 +257,9 @@ def _kappa(a: list[str], b: list[str]) -> float:
     return 0.0 if np.isnan(value) else float(value)
 
 
-def savings_table(ev: Evaluator) -> list[dict]:
-    ev.train_models(target=0.95)
-    rows = [ev.run("baseline (no savings)"), ev.run("exact dedupe", dedupe="exact")]
-    rows += [ev.run(f"embedding dedupe @{t}", dedupe="embedding", threshold=t) for t in (0.98, 0.95, 0.92, 0.9, 0.85)]
+def savings_table(runs: ProductRuns) -> list[dict]:
+    rows = [runs.run("exact dedupe", dedupe="exact")]
+    rows += [runs.run(f"embedding dedupe @{t}", dedupe="embedding", threshold=t) for t in (0.98, 0.95, 0.92, 0.9, 0.85)]
     for spec in (
         "head_tail:1024",
         "head_tail:512",
@@ -282,59 +271,64 @@ def savings_table(ev: Evaluator) -> list[dict]:
         "head_tail:3000+compress",
         "turns:512+compress",
     ):
-        rows.append(ev.run(f"truncate {spec}", budgets=spec))
-    rows.append(ev.run("per-classifier budgets " + json.dumps(PER_CLASSIFIER), budgets=PER_CLASSIFIER))
-    for c in (0.99, 0.95, 0.9, 0.8, 0.7, "calibrated"):
-        rows.append(ev.run(f"embedding classifier conf>={c}", confidence=c))
-    rows.append(ev.run("prompt-file budgets (shipped)", budgets=PROMPT_FILE_BUDGETS))
-    per_clf_compressed = {k: v + "+compress" for k, v in PER_CLASSIFIER.items()}
-    rows.append(ev.run("exact + per-classifier budgets + compression", dedupe="exact", budgets=per_clf_compressed))
+        rows.append(runs.run(f"truncate {spec}", truncation=spec))
+    rows.append(runs.run("per-classifier budgets " + json.dumps(PER_CLASSIFIER), budgets=PER_CLASSIFIER_BUDGETS))
+    for target in (0.99, 0.95, 0.9, 0.8):
+        rows.append(runs.run(f"embedding classifier target {target}", target=target))
+    rows.append(runs.run("prompt-file budgets (shipped)", budgets=PROMPT_FILE_BUDGETS))
     rows.append(
-        ev.run(
-            "exact + emb@0.95 + per-classifier budgets + compression + classifier calibrated",
+        runs.run(
+            "exact + per-classifier budgets + compression",
+            dedupe="exact",
+            truncation=BASELINE + "+compress",
+            budgets=PER_CLASSIFIER_BUDGETS,
+        )
+    )
+    rows.append(
+        runs.run(
+            "exact + emb@0.95 + per-classifier budgets + compression + classifier target 0.95",
             dedupe="embedding",
-            threshold=0.95,
-            budgets=per_clf_compressed,
-            confidence="calibrated",
+            truncation=BASELINE + "+compress",
+            budgets=PER_CLASSIFIER_BUDGETS,
+            target=0.95,
         )
     )
     for dedupe, threshold, name in (
-        ("exact", None, "exact"),
+        ("exact", 0.95, "exact"),
         ("embedding", 0.95, "exact + emb@0.95"),
         ("embedding", 0.92, "exact + emb@0.92"),
     ):
         rows.append(
-            ev.run(
-                f"{name} + prompt-file budgets + classifier calibrated",
+            runs.run(
+                f"{name} + prompt-file budgets + classifier target 0.95",
                 dedupe=dedupe,
                 threshold=threshold,
                 budgets=PROMPT_FILE_BUDGETS,
-                confidence="calibrated",
+                target=0.95,
             )
         )
     rows.append(
-        ev.run(
-            "exact + emb@0.95 + head_tail:1024 + classifier calibrated",
+        runs.run(
+            "exact + emb@0.95 + head_tail:1024 + classifier target 0.95",
             dedupe="embedding",
-            threshold=0.95,
-            budgets="head_tail:1024",
-            confidence="calibrated",
+            truncation="head_tail:1024",
+            target=0.95,
         )
     )
     rows.append(
-        ev.run(
-            "exact + emb@0.95 + prompt-file budgets + classifier conf>=0.9",
+        runs.run(
+            "exact + emb@0.95 + prompt-file budgets + classifier target 0.9",
             dedupe="embedding",
-            threshold=0.95,
             budgets=PROMPT_FILE_BUDGETS,
-            confidence=0.9,
+            target=0.9,
         )
     )
-    base = rows[0]
+    base = runs.base
+    rows = [base, *rows]
     for row in rows:
         row["calls_avoided"] = 1 - row["calls"] / base["calls"]
         row["tokens_avoided"] = 1 - row["tokens"] / base["tokens"]
-    rows.append({"models": {n: m.card.__dict__ for n, m in ev.models.items()}})
+    rows.append({"models": runs.models})
     return rows
 
 
@@ -499,9 +493,16 @@ def markdown(results: dict) -> str:
         f"Reproduce: `python -m benchmarks.savings.run{' --quick' if results.get('mode', '').startswith('quick') else ''}`"
         f" ({results['wall_seconds']:.0f} s wall, embeddings cached under .semtel/bench-cache).",
         "",
-        "Labels: the simulator over HTTP (deterministic from content; a stand-in for an LLM). Baseline: every "
-        "conversation sent, head_tail at 3000 tokens, no compression. kappa: Cohen's kappa of each setting's "
-        "labels against the baseline's, per classifier (all six prompts in prompts/); the goal is every classifier at kappa >= 0.9.",
+        f"Savings tables measured {results.get('savings_measured', results['date'])}: every setting is pipeline "
+        "settings and prompt files, run through the product's stage chain (`Pipeline.run_week`: truncate, dedupe, "
+        "answer, parse) on a fresh lake; reproduce them alone with `python -m benchmarks.savings.run --savings [--quick]`.",
+        "",
+        "Labels: the simulator over HTTP (deterministic from content; a stand-in for an LLM). LLM calls: requests the "
+        "pipeline sent; prompt tokens: as the endpoint counted them. Baseline: every conversation sent (dedupe none), "
+        "head_tail at 3000 tokens, no compression, prompt files without budgets of their own. Embedding classifiers "
+        "train on the LLM's labels of the week before (the train set) and answer where confident enough for the "
+        "target held-out agreement. kappa: Cohen's kappa of each setting's stored labels against the baseline's, per "
+        "classifier (all six prompts in prompts/); the goal is every classifier at kappa >= 0.9.",
         "",
         "![cost-quality curve](cost_quality.png)",
         "",
@@ -526,17 +527,16 @@ def markdown(results: dict) -> str:
             f"{best['calls_avoided']:.1%} of calls and {best['tokens_avoided']:.1%} of prompt tokens avoided, "
             f"kappa mean {best['kappa_mean']:.3f} (min {best['kappa_min']:.3f}).",
         ]
-        models = next((r["models"] for r in results[key] if "models" in r), {})
+        models = next((r["models"] for r in results[key] if "models" in r), {}).get(SHOWN_MODELS, {})
         if models:
-            lines += [
-                "",
-                "Embedding classifiers (trained on the LLM's labels of earlier weeks, threshold for 95% held-out agreement):",
-                "",
-            ]
+            lines += ["", f"Embedding classifiers of `{SHOWN_MODELS}` (trained on the LLM's labels of the week before):", ""]
             for n, m in models.items():
                 lines.append(
-                    f"- {n}: trained on {m['trained_on']}, threshold {m['threshold']:.3f}, held-out "
-                    f"agreement {m['heldout_agreement']:.3f} at coverage {m['heldout_coverage']:.1%}"
+                    f"- {n}: {m['reason']}, threshold "
+                    f"{'none reached' if m['threshold'] is None else format(m['threshold'], '.3f')}, held-out agreement "
+                    f"{m['heldout_agreement']:.3f} at coverage {m['heldout_coverage']:.1%}"
+                    if m["used"]
+                    else f"- {n}: not used ({m['reason']})"
                 )
         lines.append("")
     h = results["human"]
@@ -584,6 +584,33 @@ def scaling_markdown(results: dict) -> list[str]:
     return lines
 
 
+def measure_savings(sample: Dataset, real: Dataset, embedder: CachedEmbedder) -> dict:
+    """Both datasets' savings tables, every setting through the product (``ProductRuns``) against the
+    simulator over HTTP (deterministic labels from content, no latency)."""
+    sim = SimConfig(endpoints=[SimEndpointConfig(name="bench", model="sim", latency_ms=0.0, jitter=0.0)])
+    out: dict = {"datasets": {"sample": sample.name, "real": real.name}}
+    with SimulatorThread(sim) as server, tempfile.TemporaryDirectory(prefix="semtel-savings-") as root:
+        calls = Calls(simulator_endpoints(server, sim), flush_rows=10_000, flush_seconds=60.0)
+        for key, data in (("sample", sample), ("real", real)):
+            started = time.perf_counter()
+            out[key] = savings_table(ProductRuns(data, calls, embedder, Path(root) / key))
+            print(f"{key}: {time.perf_counter() - started:.0f} s", flush=True)
+    return out
+
+
+def resavings(quick: bool) -> None:
+    """Re-measures the savings tables only; the human-label and scaling figures stay as last measured."""
+    results = json.loads((HERE / "results.json").read_text())
+    start = time.perf_counter()
+    results |= measure_savings(sample_dataset(), real_dataset(quick), CachedEmbedder())
+    results["savings_wall_seconds"] = time.perf_counter() - start
+    results["savings_measured"] = f"{dt.date.today().isoformat()} on {_machine()}, mode {'quick' if quick else 'full'}"
+    (HERE / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    plot(results, HERE / "cost_quality.png")
+    (HERE / "RESULTS.md").write_text(markdown(results))
+    print(markdown(results))
+
+
 def rescale() -> None:
     """Re-measures the dedupe scaling only; the other figures stay as last measured."""
     results = json.loads((HERE / "results.json").read_text())
@@ -605,16 +632,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="re-measure only the dedupe stage throughput")
+    parser.add_argument("--savings", action="store_true", help="re-measure only the savings tables (with --quick: smaller)")
     args = parser.parse_args(argv)
     if args.scaling:
         return rescale()
+    if args.savings:
+        return resavings(args.quick)
     random.seed(0)
     start = time.perf_counter()
     mode = "quick (real 300 test/600 train; CLINC150 and banking77 every 5th row)" if args.quick else "full"
     if not DATA.is_dir():
         raise SystemExit(f"real data not found at {DATA} (set SEMTEL_SHARED_DATA)")
     embedder = CachedEmbedder()
-    classifiers = load_classifiers()
     results: dict = {"date": dt.date.today().isoformat(), "mode": mode, "machine": _machine()}
     # Model throughput measured uncached, on the sample's transcripts.
     model = embedder.model()
@@ -624,17 +653,12 @@ def main(argv: list[str] | None = None) -> None:
     model.stats.seconds = 0.0
     model.embed(texts)
     results["embedding_model"] = model.stats.as_dict()
-    sim = SimConfig(endpoints=[SimEndpointConfig(name="bench", model="sim", latency_ms=0.0, jitter=0.0)])
-    with SimulatorThread(sim) as server:
-        oracle = SimLabels(server.base_url(), classifiers)
-        real = real_dataset(args.quick)
-        results["datasets"] = {"sample": sample.name, "real": real.name}
-        for key, data in (("sample", sample), ("real", real)):
-            results[key] = savings_table(Evaluator(data, oracle, embedder))
+    results |= measure_savings(sample, real_dataset(args.quick), embedder)
     results["human"] = human_label_eval(embedder, args.quick)
     results["scaling"] = dedupe_scaling(SCALING_SIZES)
     results["scaling_measured"] = f"{results['date']} on {results['machine']}"
     results["wall_seconds"] = time.perf_counter() - start
+    results["savings_measured"] = f"{results['date']} on {results['machine']}, mode {'quick' if args.quick else 'full'}"
     (HERE / "results.json").write_text(json.dumps(results, indent=2, default=str))
     plot(results, HERE / "cost_quality.png")
     (HERE / "RESULTS.md").write_text(markdown(results))

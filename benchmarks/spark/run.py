@@ -38,8 +38,8 @@ def generate(landing: Path, n: int, files: int) -> None:
 def stages(engine: str, landing: str, lake: str) -> dict:
     """One configuration, in this process: seconds per stage and rows."""
     from semtel_dagster.core.ingest.landing import read_landing
-    from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
-    from semtel_dagster.resources import EngineResource
+    from semtel_dagster.engines.pipeline import Pipeline
+    from semtel_dagster.resources import EngineResource, PipelineSettings
 
     kind, _, master = engine.partition(":")
     resource = EngineResource(
@@ -48,15 +48,11 @@ def stages(engine: str, landing: str, lake: str) -> dict:
     started = time.monotonic()
     stage = resource.for_lake(lake)
     seconds = {"session": time.monotonic() - started}
+    pipeline = Pipeline(stage, PipelineSettings())  # the product's stages: head_tail:3000, exact dedupe
     steps = [
         ("ingest", lambda: stage.ingest(WEEK, landing, partial(read_landing, week_start=WEEK))[0]),
-        (
-            "truncate",
-            lambda: stage.map_week(
-                "conversations", "conversations_truncated", WEEK, partial(truncate_conversations, config=TruncationConfig())
-            ),
-        ),
-        ("dedupe", lambda: stage.cluster_exact(WEEK)),
+        ("truncate", lambda: pipeline.truncate(WEEK)),
+        ("dedupe", lambda: pipeline.dedupe(WEEK).clusters),
     ]
     rows = {}
     for name, step in steps:

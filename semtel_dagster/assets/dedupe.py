@@ -8,9 +8,8 @@ from dagster import (
 )
 
 from semtel_dagster.assets.metadata import table_metadata
-from semtel_dagster.core.lake import tables
+from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.lake.frames import summary
-from semtel_dagster.engines import Written
 from semtel_dagster.partitions import (
     partition_week,
     weekly_backfill_policy,
@@ -55,17 +54,11 @@ def dedupe(
     """Clusters duplicates; the vectors embedding dedupe computes anyway are kept as their own asset.
 
     One step, two assets: the vectors exist only inside the dedupe computation, and both tables of a
-    week must describe the same clustering. Under exact dedupe the week's vectors are replaced by none,
-    so a table never holds vectors of an older clustering.
+    week must describe the same clustering (``Pipeline.dedupe``).
     """
     week = partition_week(context.partition_key)
-    stage, embedding_stats = engine.for_lake(lake.root), {}
-    if settings.dedupe_method == "embedding":  # on Spark the model runs on the executors
-        written, vectors, embedding_stats = stage.cluster_embedding(week, embedder.factory(), settings.dedupe_threshold)
-    else:
-        written = stage.cluster_exact(week)
-        none = tables.empty(tables.CONVERSATION_EMBEDDINGS)
-        vectors = Written("conversation_embeddings", lake.overwrite_week("conversation_embeddings", none, week), none)
+    deduped = pipeline_for(context, lake, settings, engine, embedder).dedupe(week)
+    written, vectors, embedding_stats = deduped.clusters, deduped.vectors, deduped.embedding
     counts = summary(
         written.frame,
         representatives=nw.col("is_representative").cast(nw.Int64).sum(),
@@ -86,5 +79,5 @@ def dedupe(
         metadata["embedding"] = MetadataValue.json(embedding_stats)
     yield MaterializeResult(asset_key="conversation_clusters", metadata=metadata)
     vector_metadata = table_metadata(vectors, lake.uri("conversation_embeddings"))
-    vector_metadata["embedder"] = MetadataValue.text(embedding_stats.get("embedder") or "none (exact dedupe)")
+    vector_metadata["embedder"] = MetadataValue.text(embedding_stats.get("embedder") or f"none ({settings.dedupe_method} dedupe)")
     yield MaterializeResult(asset_key="conversation_embeddings", metadata=vector_metadata)

@@ -33,9 +33,10 @@ def ingest(context: AssetExecutionContext, lake: LakeResource, settings: Pipelin
         adapter_options=settings.adapter_options(),
         default_week=settings.default_week_date(),
     )
-    conversations, rejects, files_read = engine.for_lake(lake.root).ingest(week, settings.landing_dir, read)
+    stage = engine.for_lake(lake.root)
+    conversations, rejects, files_read = stage.ingest(week, settings.landing_dir, read)
     context.log.info(
-        f"week {week}: {conversations.rows} conversations, {rejects.rows} rejects from {files_read} files ({engine.kind} engine)"
+        f"week {week}: {conversations.rows} conversations, {rejects.rows} rejects from {files_read} files ({stage.name} engine)"
     )
     for written in (conversations, rejects):
         metadata = table_metadata(written, lake.uri(written.table))

@@ -1,9 +1,7 @@
-from functools import partial
-
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from semtel_dagster.assets.metadata import label_distribution, table_metadata
-from semtel_dagster.core.classify.parse import parse_week
+from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
@@ -30,19 +28,9 @@ GROUP = "weekly_pipeline"
     backfill_policy=weekly_backfill_policy,
 )
 def parse_clean(context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource):
-    """Turns raw answers into labels from each classifier's set; what cannot be recovered is a reject.
-
-    The engine reads ``strategy`` and ``batch_size`` off the bound function: the Spark engine keeps whole
-    batches in one task, so every task plans the units classify planned.
-    """
+    """Turns raw answers into labels from each classifier's set; what cannot be recovered is a reject."""
     week = partition_week(context.partition_key)
-    parse = partial(
-        parse_week,
-        classifiers=settings.load_classifiers(),
-        strategy=settings.batching_strategy,
-        batch_size=settings.batch_size,
-    )
-    for written in engine.for_lake(lake.root).parse(week, parse):
+    for written in pipeline_for(context, lake, settings, engine).parse(week):
         metadata = table_metadata(written, lake.uri(written.table))
         if written.table == "classifications":
             metadata.update(label_distribution(written.frame))

@@ -1,11 +1,9 @@
-from functools import partial
-
 import narwhals.stable.v2 as nw
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from semtel_dagster.assets.metadata import table_metadata
+from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.lake.frames import summary
-from semtel_dagster.core.prepare.truncate import truncate_conversations
 from semtel_dagster.partitions import partition_week, weekly_backfill_policy, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
@@ -21,8 +19,7 @@ def conversations_truncated(
 ):
     """Transcripts compressed (optionally) and cut to the token budget, so every prompt has a bounded cost."""
     week = partition_week(context.partition_key)
-    stage = partial(truncate_conversations, config=settings.truncation())
-    written = engine.for_lake(lake.root).map_week("conversations", "conversations_truncated", week, stage)
+    written = pipeline_for(context, lake, settings, engine).truncate(week)
     totals = summary(
         written.frame,
         tokens_before=nw.col("tokens_before").sum(),

@@ -1,7 +1,7 @@
 """The engine seam: the same stage logic on one machine (Polars) or distributed (PySpark).
 
-Assets hand an engine the ``core`` function of their stage, already bound to its settings; the engine
-decides where it runs. The Polars engine calls it on the whole week; the Spark engine calls the very
+The stage chain is composed once, in ``engines.pipeline.Pipeline``, which hands an engine the ``core``
+function of each stage, already bound to its settings; the engine decides where it runs. The Polars engine calls it on the whole week; the Spark engine calls the very
 same function per partition (``mapInArrow``) and adds Spark-native shuffles only for the global steps
 (duplicate ids across landing files, exact-duplicate clusters, aggregation). Both read and replace weeks
 of the same Delta tables, so a week computed by either engine is the same table.
@@ -10,6 +10,7 @@ of the same Delta tables, so a week computed by either engine is the same table.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 import narwhals.stable.v2 as nw
 import polars as pl
 
-from semtel_dagster.core.classify.answering import Answered
+from semtel_dagster.core.classify.answering import Answered, Answering, Calls
 from semtel_dagster.core.ingest.landing import IngestResult
 from semtel_dagster.core.lake.frames import collect_small, summary
 from semtel_dagster.core.prepare.embeddings import Embedder
@@ -51,14 +52,16 @@ class Written:
 
 @dataclass(frozen=True)
 class Classified:
-    responses: Written
+    responses: Written  # the week compacted to one row per request
     report: Answered  # merged over tasks on Spark
+    embedding_classifiers: dict = field(default_factory=dict)  # per classifier: trained and used, or why not
 
 
 class Engine(Protocol):
-    """Stages both engines run. Classify is Spark-only here: on one machine the asset dispatches itself."""
+    """Every stage of the weekly chain; a new engine is one module implementing these methods."""
 
     name: str
+    lake_root: str
 
     def read(self, table: str, week: dt.date) -> Any: ...  # the committed week: pl.DataFrame, or a Spark DataFrame
 
@@ -75,6 +78,33 @@ class Engine(Protocol):
         (``conversation_embeddings``); ``embedder`` must pickle. Also returns embedding stats."""
         ...
 
+    def classify(
+        self,
+        week: dt.date,
+        answering: Answering,
+        calls: Calls,
+        *,
+        reuse_weeks: list[dt.date],
+        match_threshold: float | None,
+        embedder: Callable[[], Embedder] | None,
+        log: Callable[[str], None],
+    ) -> Classified:
+        """``core.answering.answer`` over the week's representatives (reuse candidates from ``reuse_weeks``,
+        by embedding too with ``match_threshold``), answers streamed into ``llm_responses``, then the week
+        compacted. ``embedder`` (picklable) is needed when ``answering`` has embedding classifiers."""
+        ...
+
     def parse(self, week: dt.date, parse: Parser) -> tuple[Written, Written]: ...
 
     def aggregate(self, week: dt.date) -> Written: ...
+
+
+ENGINES = {"polars": "semtel_dagster.engines.polars_engine", "spark": "semtel_dagster.engines.spark_engine"}
+
+
+def open_engine(kind: str, lake_root: str, config: Any) -> Engine:
+    """The engine ``kind`` over ``lake_root``: its module's ``open_engine(lake_root, config)``, imported only
+    when chosen (a Polars run never imports PySpark). ``config`` is the ``EngineResource``'s settings."""
+    if kind not in ENGINES:
+        raise ValueError(f"unknown engine {kind!r}; available: {sorted(ENGINES)}")
+    return importlib.import_module(ENGINES[kind]).open_engine(lake_root, config)

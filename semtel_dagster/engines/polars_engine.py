@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import polars as pl
 
+from semtel_dagster.core.classify import reuse
+from semtel_dagster.core.classify.answering import Answering, Calls, answer, logged_send
+from semtel_dagster.core.classify.plan import latest_per_request
 from semtel_dagster.core.insights.aggregate import weekly_insights
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import (
@@ -16,7 +21,7 @@ from semtel_dagster.core.prepare.dedupe import (
     representative_embeddings,
 )
 from semtel_dagster.core.prepare.embeddings import Embedder
-from semtel_dagster.engines import Parser, Reader, Stage, Written
+from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written
 
 
 class PolarsEngine:
@@ -59,9 +64,70 @@ class PolarsEngine:
         vectors = self.write("conversation_embeddings", representative_embeddings(clusters.frame, embedded, model.name), week)
         return clusters, vectors, {"embedder": model.name, **model.stats.as_dict()}
 
+    def read_weeks(self, table: str, weeks: list[dt.date]) -> pl.DataFrame:
+        return delta.read_weeks(self.uri(table), tables.TABLES[table], weeks)
+
+    def classify(
+        self,
+        week: dt.date,
+        answering: Answering,
+        calls: Calls,
+        *,
+        reuse_weeks: list[dt.date],
+        match_threshold: float | None,
+        embedder: Callable[[], Embedder] | None,
+        log: Callable[[str], None],
+    ) -> Classified:
+        """The whole week in this process; answers are committed in small appends while calls are in flight."""
+        clusters = self.read("conversation_clusters", week)
+        send = logged_send(
+            calls.dispatcher,
+            flush_rows=calls.flush_rows,
+            flush_seconds=calls.flush_seconds,
+            log=log,
+            where=f"week {week} ({answering.strategy}, to {[e.name for e in calls.endpoints]})",
+        )
+        report = answer(
+            answering,
+            clusters,
+            self.read("conversations_truncated", week),
+            self.read("llm_responses", week),
+            self._reuse_candidates(week, clusters, reuse_weeks, match_threshold),
+            send=send,
+            write=partial(delta.append, self.uri("llm_responses"), schema=tables.LLM_RESPONSES),
+            embed=(lambda texts: embedder().embed(texts)) if answering.embedding and embedder else None,
+            vectors=self.read("conversation_embeddings", week) if answering.embedding else None,
+        )
+        return Classified(self.write("llm_responses", latest_per_request(self.read("llm_responses", week)), week), report)
+
+    def _reuse_candidates(
+        self, week: dt.date, clusters: pl.DataFrame, weeks: list[dt.date], match_threshold: float | None
+    ) -> pl.DataFrame:
+        """Earlier weeks' labels of the same text (``core.reuse.candidates``) and, with ``match_threshold``,
+        of the most similar earlier representative (``core.reuse.embedding_candidates``)."""
+        if not weeks:
+            return tables.empty(reuse.CANDIDATES)
+        labels = self.read_weeks("classifications", weeks)
+        found = reuse.candidates(clusters, self.read_weeks("conversation_clusters", weeks), labels)
+        if match_threshold is None:
+            return found
+        similar = reuse.embedding_candidates(
+            found,
+            self.read("conversation_embeddings", week),
+            self.read_weeks("conversation_embeddings", weeks),
+            labels,
+            match_threshold,
+        )
+        return pl.concat([found, similar])
+
     def parse(self, week: dt.date, parse: Parser) -> tuple[Written, Written]:
         classifications, rejects = parse(self.read("conversation_clusters", week), self.read("llm_responses", week))
         return self.write("classifications", classifications, week), self.write("classification_rejects", rejects, week)
 
     def aggregate(self, week: dt.date) -> Written:
         return self.map_week("classifications", "weekly_insights", week, weekly_insights)
+
+
+def open_engine(lake_root: str, config: Any) -> PolarsEngine:
+    """Nothing to configure on one machine."""
+    return PolarsEngine(lake_root)

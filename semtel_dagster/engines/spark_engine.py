@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial, reduce
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -23,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from semtel_dagster.core.classify import reuse
-from semtel_dagster.core.classify.answering import Answered, Answering, answer
+from semtel_dagster.core.classify.answering import Answered, Answering, Calls, answer
 from semtel_dagster.core.classify.plan import (
     DEFAULT_BATCH_SIZE,
     STRATEGY_SINGLE,
@@ -34,9 +36,6 @@ from semtel_dagster.core.classify.plan import (
 )
 from semtel_dagster.core.ingest.landing import landing_files
 from semtel_dagster.core.lake import delta, tables
-from semtel_dagster.core.llm.dispatch import Dispatcher
-from semtel_dagster.core.llm.endpoints import Endpoint
-from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written, spark_dedupe
@@ -53,6 +52,8 @@ _REPS = pl.Schema(
         "is_representative": pl.Boolean,
         "transcript": pl.String,
         "tokens_after": pl.Int64,
+        "embedder": pl.String,  # the representative's vector from conversation_embeddings (embedding classifiers)
+        "vector": pl.List(pl.Float32),
     }
 )
 _TO_ANSWER = pl.Schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
@@ -149,19 +150,16 @@ class SparkEngine:
         self,
         week: dt.date,
         answering: Answering,
-        endpoints: list[Endpoint],
-        settings: DispatchSettings,
+        calls: Calls,
         *,
         reuse_weeks: list[dt.date],
-        match_threshold: float | None = None,
+        match_threshold: float | None,
         embedder: Callable[[], Embedder] | None,
-        flush_rows: int,
-        flush_seconds: float,
         log: Callable[[str], None],
     ) -> Classified:
         """Each task answers whole batches with ``core.answering.answer``, the function the Polars engine runs
-        on the week: reuse, embedding classifiers (the trained models pickled into the task, ``embedder``
-        building the embedder there), then LLM rounds through its own dispatcher with a static share of
+        on the week: reuse, embedding classifiers (the trained models pickled into the task, with the
+        representatives' stored vectors; ``embedder`` building the embedder there for the others), then LLM rounds through its own dispatcher with a static share of
         every endpoint's quota and of the budget, streaming rows into ``llm_responses``; the driver compacts
         the week at the end."""
         uri = self.uri("llm_responses")
@@ -175,6 +173,9 @@ class SparkEngine:
             .join(truncated, "conversation_id")
             .withColumn("kind", F.lit("rep"))
         )
+        if answering.embedding:  # vectors embedding dedupe stored: only the others are embedded in the tasks
+            vectors = self.read("conversation_embeddings", week).select("conversation_id", "embedder", "vector")
+            reps = reps.join(vectors, "conversation_id", "left")
         parts = [reps, _by_first_conversation(self.read("llm_responses", week))]
         if reuse_weeks:
             parts.append(self._reuse_candidates(week, clusters, reuse_weeks, match_threshold))
@@ -182,12 +183,11 @@ class SparkEngine:
         task = partial(
             _classify_partition,
             answering=answering,
-            endpoints=share_endpoints(endpoints, self.tasks),
-            settings=share_settings(settings, self.tasks),
+            calls=replace(
+                calls, endpoints=share_endpoints(calls.endpoints, self.tasks), settings=share_settings(calls.settings, self.tasks)
+            ),
             uri=uri,
             embedder=embedder,
-            flush_rows=flush_rows,
-            flush_seconds=flush_seconds,
         )
         log(f"week {week}: answering on {self.tasks} Spark tasks, each with 1/{self.tasks} of every endpoint's quota")
         keyed = _keyed(parts, keys, spark_schema(_TO_ANSWER))
@@ -284,6 +284,17 @@ class SparkEngine:
         frame = tables.conform(pl.from_arrow(insights.toArrow()), tables.WEEKLY_INSIGHTS)
         version = delta.overwrite_weeks(self.uri("weekly_insights"), frame, tables.WEEKLY_INSIGHTS, [week])
         return Written("weekly_insights", version, frame)
+
+
+def open_engine(lake_root: str, config: Any) -> SparkEngine:
+    """A session from ``config`` (``EngineResource``: master or Spark Connect, extra settings), shared by
+    every step of the process."""
+    from dagster_pyspark import LazyPySparkResource
+
+    if not config.spark_remote and config.spark_master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import this environment's semtel
+    session = LazyPySparkResource(spark_config=config.session_config()).spark_session
+    return SparkEngine(session, lake_root, writer=config.delta_writer, tasks=config.classify_tasks)
 
 
 def _parallelism(spark: SparkSession) -> int:
@@ -419,16 +430,14 @@ def _keyed(parts: list[DataFrame], keys: DataFrame, struct) -> DataFrame:
     )
 
 
-def _classify_partition(batches, *, answering, endpoints, settings, uri, embedder, flush_rows, flush_seconds):
+def _classify_partition(batches, *, answering: Answering, calls: Calls, uri: str, embedder):
     """Executor side: ``core.answering.answer`` over this task's whole batches, with its own dispatcher."""
     frame = collect_frame(batches)
     if frame is None:
         return
 
     def send(plan, write_batch):
-        return run_dispatch(
-            plan, Dispatcher(endpoints, settings), write_batch, flush_rows=flush_rows, flush_seconds=flush_seconds
-        )
+        return run_dispatch(plan, calls.dispatcher(), write_batch, flush_rows=calls.flush_rows, flush_seconds=calls.flush_seconds)
 
     reps = tables.conform(frame.filter(pl.col("kind") == "rep"), _REPS)
     report = answer(
@@ -440,6 +449,7 @@ def _classify_partition(batches, *, answering, endpoints, settings, uri, embedde
         send=send,
         write=partial(delta.append, uri, schema=tables.LLM_RESPONSES),
         embed=(lambda texts: spark_dedupe.executor_embedder(embedder)[0].embed(texts)) if embedder else None,
+        vectors=reps.select("conversation_id", "embedder", "vector"),
     )
     yield pa.RecordBatch.from_pylist([{"report": json.dumps(asdict(report))}])
 

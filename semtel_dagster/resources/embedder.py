@@ -6,7 +6,6 @@ never pay the model's start-up (about 10 s on two cores).
 
 import os
 from collections.abc import Callable
-from functools import partial
 from typing import Literal
 
 from dagster import ConfigurableResource
@@ -40,8 +39,21 @@ class EmbedderResource(ConfigurableResource):
 
     def factory(self) -> Callable[[], Embedder]:
         """Builds this embedder where it is called (a Spark executor): it pickles, a loaded model never ships."""
-        return partial(_build, {name: getattr(self, name) for name in type(self).model_fields})
+        return EmbedderFactory({name: getattr(self, name) for name in type(self).model_fields})
 
 
-def _build(config: dict) -> Embedder:
-    return EmbedderResource(**config).embedder()
+class EmbedderFactory:
+    """The embedder of ``config``, built on first call and kept, so one process (the Polars engine: dedupe,
+    training, answering) loads the model once; pickling drops the built model."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self._built: Embedder | None = None
+
+    def __call__(self) -> Embedder:
+        if self._built is None:
+            self._built = EmbedderResource(**self.config).embedder()
+        return self._built
+
+    def __getstate__(self) -> dict:
+        return {"config": self.config, "_built": None}

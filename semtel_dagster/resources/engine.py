@@ -1,20 +1,19 @@
 """Which engine runs the stages, chosen per run: ``polars`` here, or ``spark`` on any master or Spark Connect.
 
-The Spark session comes from dagster-pyspark's ``LazyPySparkResource``, so a Polars run never starts a
-JVM and a Spark run starts one session that every step of the process shares.
+Each engine builds itself from these settings (``engines.open_engine``): the Spark session comes from
+dagster-pyspark's ``LazyPySparkResource``, so a Polars run never starts a JVM and a Spark run starts one
+session that every step of the process shares.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Literal
 
 from dagster import ConfigurableResource
-from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 
-from semtel_dagster.engines import Engine
+from semtel_dagster.engines import Engine, open_engine
 
 # Settings every session needs: UTC so Dates and timestamps round-trip unchanged, quiet consoles.
 SESSION_DEFAULTS = {
@@ -52,13 +51,4 @@ class EngineResource(ConfigurableResource):
         return {**SESSION_DEFAULTS, **where, **self.spark_conf}
 
     def for_lake(self, lake_root: str) -> Engine:
-        if self.kind == "polars":
-            from semtel_dagster.engines.polars_engine import PolarsEngine
-
-            return PolarsEngine(lake_root)
-        from semtel_dagster.engines.spark_engine import SparkEngine
-
-        if not self.spark_remote and self.spark_master.startswith("local"):
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import this environment's semtel
-        session = LazyPySparkResource(spark_config=self.session_config()).spark_session
-        return SparkEngine(session, lake_root, writer=self.delta_writer, tasks=self.classify_tasks)
+        return open_engine(self.kind, lake_root, self)

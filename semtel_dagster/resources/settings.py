@@ -55,8 +55,10 @@ class PipelineSettings(ConfigurableResource):
         default="head_tail", description="How a transcript over the budget is cut."
     )
     compress: bool = Field(default=False, description="Extractive compression before truncation.")
-    dedupe_method: Literal["exact", "embedding"] = Field(
-        default="exact", description="exact: normalized-text hash; embedding: then near-duplicates by cosine (LSH)."
+    dedupe_method: Literal["exact", "embedding", "none"] = Field(
+        default="exact",
+        description="exact: normalized-text hash; embedding: then near-duplicates by cosine (LSH); "
+        "none: every conversation is sent (evaluations, cost baselines).",
     )
     dedupe_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="Cosine at which conversations merge.")
     reuse_labels_weeks: int = Field(

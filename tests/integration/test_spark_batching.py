@@ -18,7 +18,7 @@ import yaml
 from dagster import AssetSelection, DagsterInstance, materialize
 
 from semtel_dagster.checks.invariants import request_coverage
-from semtel_dagster.core.classify.plan import CALL_SAVING, STRATEGY_FOLLOWUP
+from semtel_dagster.core.classify.plan import CALL_SAVING, STRATEGY_EMBEDDING, STRATEGY_FOLLOWUP
 from semtel_dagster.core.classify.prompts import load_classifiers
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.lake.frames import collect_small
@@ -139,3 +139,28 @@ def test_engines_agree_under_batching_with_reuse_and_embedding_classifier(seeded
         expected, actual = _table(lakes["polars"], name), _table(lakes["spark"], name)
         assert expected.height > 0, name
         assert actual.equals(expected), f"{name} differs between engines under {strategy}"
+
+
+def test_engines_agree_when_embedding_classifiers_read_the_stored_vectors(seeded, sim, spark, tmp_path):
+    """Week B deduplicated by embedding: both engines answer from its ``conversation_embeddings`` vectors."""
+    settings = {
+        "dedupe_method": "embedding",
+        "embedding_classifier": True,
+        "embedding_classifier_min_labels": 20,
+        "embedding_classifier_target_agreement": 0.9,
+    }
+    base = tmp_path / "base"
+    shutil.copytree(seeded / "lake", base)
+    assert _materialize(seeded, base, sim, ["conversation_clusters", "conversation_embeddings"], WEEK_B, **settings).success
+    assert _table(base, "conversation_embeddings").height > 0
+    engines = {
+        "polars": EngineResource(kind="polars"),
+        "spark": EngineResource(kind="spark", spark_master="local[2]", classify_tasks=2),
+    }
+    for name, engine in engines.items():
+        shutil.copytree(base, tmp_path / name)
+        assert _materialize(seeded, tmp_path / name, sim, CLASSIFY, WEEK_B, engine=engine, **settings).success
+    responses = _table(tmp_path / "polars", "llm_responses")
+    assert responses.filter(pl.col("strategy") == STRATEGY_EMBEDDING).height > 0
+    for name in CLASSIFY:
+        assert _table(tmp_path / "spark", name).equals(_table(tmp_path / "polars", name)), f"{name} differs between engines"

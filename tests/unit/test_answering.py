@@ -17,7 +17,7 @@ from semtel_dagster.core.classify import embedding_classifier as ec
 from semtel_dagster.core.classify import reuse
 from semtel_dagster.core.classify.answering import Answering, answer, logged_send
 from semtel_dagster.core.classify.parse import parse_week
-from semtel_dagster.core.classify.plan import CALL_SAVING, STRATEGY_FOLLOWUP
+from semtel_dagster.core.classify.plan import CALL_SAVING, STRATEGY_FOLLOWUP, representatives
 from semtel_dagster.core.classify.prompts import load_classifiers
 from semtel_dagster.core.ingest.landing import read_landing
 from semtel_dagster.core.lake import tables
@@ -51,10 +51,10 @@ def sim(clean_and_messy_sim):
     return clean_and_messy_sim
 
 
-def _run(config, clusters, truncated, stored, found, endpoint, embed=None):
+def _run(config, clusters, truncated, stored, found, endpoint, embed=None, vectors=None):
     written: list[pl.DataFrame] = []
     send = logged_send(lambda: Dispatcher([endpoint]), flush_rows=50, flush_seconds=0.2, log=lambda line: None, where="test")
-    report = answer(config, clusters, truncated, stored, found, send=send, write=written.append, embed=embed)
+    report = answer(config, clusters, truncated, stored, found, send=send, write=written.append, embed=embed, vectors=vectors)
     return report, pl.concat([tables.empty(tables.LLM_RESPONSES), *written])
 
 
@@ -104,3 +104,46 @@ def test_batched_week_after_reuse_and_embedding_answers_then_rerun(sim, tmp_path
 
     again, more = _run(config, clusters_b, truncated_b, rows, found, messy, embed=embedder.embed)
     assert again.sent == 0 and more.height == 0 and again.resumed == again.needed >= report.needed
+
+
+def test_embedding_classifier_answers_from_the_weeks_stored_vectors(sim, tmp_path):
+    """Vectors embedding dedupe stored for the week stand in for embedding the transcripts again."""
+    classifiers = load_classifiers(PROMPTS, ["satisfaction"])
+    clean = Endpoint(name="clean", base_url=sim.base_url("clean"), model=MODEL)
+    empty, none_found = tables.empty(tables.LLM_RESPONSES), tables.empty(reuse.CANDIDATES)
+    _, clusters_a, truncated_a = _week(tmp_path / "a", WEEK_A, seed=1)
+    _, responses_a = _run(Answering(WEEK_A, classifiers, frozenset({MODEL})), clusters_a, truncated_a, empty, none_found, clean)
+    labels_a, _ = parse_week(clusters_a, responses_a, classifiers)
+    embedder = OpenAIEmbedder(sim.base_url("clean"), model="sim-hashed", progress=False)
+    model, why = ec.train_from_history(
+        "satisfaction",
+        classifiers["satisfaction"].version,
+        labels_a,
+        truncated_a,
+        {MODEL},
+        lambda: embedder,
+        min_labels=20,
+        target_agreement=0.5,
+    )
+    assert model is not None, why
+    config = Answering(WEEK_B, classifiers, frozenset({MODEL}), embedding=(model,))
+
+    _, clusters_b, truncated_b = _week(tmp_path / "b", WEEK_B, seed=2)
+    reps = representatives(clusters_b, truncated_b)
+    vectors = reps.select(
+        "conversation_id",
+        "week_start",
+        pl.lit(embedder.name).alias("embedder"),
+        pl.Series("vector", [v.tolist() for v in embedder.embed(reps["transcript"].to_list())]),
+    )
+    fresh, fresh_rows = _run(config, clusters_b, truncated_b, empty, none_found, clean, embed=embedder.embed)
+    stored, stored_rows = _run(config, clusters_b, truncated_b, empty, none_found, clean, embed=None, vectors=vectors)
+
+    assert stored.embedded == fresh.embedded and fresh.embedded["satisfaction"] > 0
+    by_classifier = pl.col("endpoint") == ec.ENDPOINT
+    assert set(stored_rows.filter(by_classifier).select("request_id", "raw_text").iter_rows()) == set(
+        fresh_rows.filter(by_classifier).select("request_id", "raw_text").iter_rows()
+    )
+    other = vectors.with_columns(pl.lit("another-embedder").alias("embedder"))  # never compared across embedders
+    with pytest.raises(ValueError, match="without a stored vector"):
+        _run(config, clusters_b, truncated_b, empty, none_found, clean, embed=None, vectors=other)

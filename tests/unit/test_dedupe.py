@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, cluster_exact, normalize_text, text_hash
+from semtel_dagster.core.prepare.dedupe import (
+    METHOD_EXACT,
+    METHOD_NONE,
+    cluster_exact,
+    normalize_text,
+    singleton_clusters,
+    text_hash,
+)
 
 W1 = dt.date(2024, 1, 1)
 W2 = dt.date(2024, 1, 8)
@@ -124,3 +131,15 @@ def test_cluster_exact_empty():
     out = cluster_exact(_truncated([]))
     assert out.height == 0
     assert out.schema == tables.CONVERSATION_CLUSTERS
+
+
+def test_singleton_clusters_send_every_conversation_and_keep_the_hash():
+    truncated = pl.DataFrame(
+        {"conversation_id": ["b", "a", "c"], "week_start": [W1] * 3, "transcript": ["Hello World", "hello world", "other"]}
+    )
+    exact, none = cluster_exact(truncated), singleton_clusters(truncated)
+    assert exact["is_representative"].sum() == 2
+    assert none.schema == tables.CONVERSATION_CLUSTERS
+    assert none["is_representative"].all() and (none["representative_id"] == none["conversation_id"]).all()
+    assert none["cluster_size"].to_list() == [1, 1, 1] and set(none["method"]) == {METHOD_NONE}
+    assert none["text_hash"].to_list() == exact["text_hash"].to_list()  # later weeks can still reuse its labels

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from semtel_dagster.core.prepare.embeddings import OpenAIEmbedder
+from semtel_dagster.core.prepare.embeddings import OnceEmbedder, OpenAIEmbedder
 from semtel_dagster.sim import SimulatorThread
 from semtel_dagster.sim.embeddings import hashed_embedding
 
@@ -33,3 +33,15 @@ def test_simulator_embeddings_over_http():
     assert v[0] @ v[1] == pytest.approx(1.0, abs=1e-5)  # same words after stemming and case folding
     assert abs(v[0] @ v[2]) < 0.3
     assert hashed_embedding("tax refund form") == hashed_embedding("tax refund form")  # deterministic
+
+
+def test_once_embedder_embeds_each_distinct_text_once():
+    with SimulatorThread() as sim:
+        inner = OpenAIEmbedder(base_url=sim.base_url(), model="sim-embed", progress=False)
+        once = OnceEmbedder(inner)
+        first = once.embed(["alpha beta", "gamma", "alpha beta"])
+        second = once.embed(["gamma", "delta epsilon"])
+        assert inner.stats.texts == 3  # alpha beta, gamma, delta epsilon
+        assert once.name == inner.name
+        assert np.array_equal(first[0], first[2]) and np.array_equal(first[1], second[0])
+        assert np.allclose(second, OpenAIEmbedder(base_url=sim.base_url(), model="sim-embed").embed(["gamma", "delta epsilon"]))

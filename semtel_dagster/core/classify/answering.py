@@ -1,6 +1,6 @@
 """Answering representatives: call-saving steps first, then the LLM in one or two rounds.
 
-The Polars asset runs ``answer`` on the whole week; the Spark engine runs the very same function in
+The Polars engine runs ``answer`` on the whole week; the Spark engine runs the very same function in
 each task on whole batches (a task holds complete chunks of the week's sorted representatives, their
 transcripts, their stored answers and their reuse candidates), so both engines send the same requests
 under the same ids.
@@ -40,8 +40,10 @@ from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.classify.reuse import reused_answers
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.llm.dispatch import Dispatcher
+from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.progress import DispatchProgress
 from semtel_dagster.core.llm.requests import request_id
+from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
 
 if TYPE_CHECKING:  # scikit-learn loads only where an embedding classifier runs (seconds per Spark worker)
@@ -67,6 +69,24 @@ class Answering:
     def answerers(self) -> set[str]:
         """Models whose answers count: the pool's, and the embedding classifiers' versions."""
         return set(self.models) | {model.card.version for model in self.embedding}
+
+
+@dataclass(frozen=True)
+class Calls:
+    """Where and how LLM requests go: the endpoints, the dispatch settings, how often answers are committed.
+    Picklable: the Spark engine gives each task a share of it."""
+
+    endpoints: list[Endpoint]
+    settings: DispatchSettings = field(default_factory=DispatchSettings)
+    flush_rows: int = 200
+    flush_seconds: float = 2.0
+
+    @property
+    def models(self) -> frozenset[str]:
+        return frozenset(endpoint.model for endpoint in self.endpoints)
+
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.endpoints, self.settings)
 
 
 @dataclass
@@ -102,17 +122,19 @@ def answer(
     send: Send,
     write: Write,
     embed: Embed | None = None,
+    vectors: pl.DataFrame | None = None,
     now: dt.datetime | None = None,
 ) -> Answered:
     """Answer the representatives of ``clusters`` (transcripts in ``truncated``).
 
     ``stored``: their ``llm_responses`` rows so far; ``found``: their reuse candidates
-    (``core.reuse.candidates``, empty when reuse is off); ``embed``: needed with embedding classifiers.
+    (``core.reuse.candidates``, empty when reuse is off); ``embed``: needed with embedding classifiers
+    for representatives without a vector in ``vectors`` (the week's ``conversation_embeddings``).
     """
     answered = answered_request_ids(stored, config.answerers)
     reused = reused_answers(found, config.classifiers, config.models, config.week, answered, now)
     answered |= set(reused.get_column("request_id").to_list())
-    embedded = _embedding_answers(config, representatives(clusters, truncated), answered, embed, now)
+    embedded = _embedding_answers(config, representatives(clusters, truncated), answered, embed, vectors, now)
     saved = pl.concat([reused, embedded])
     if saved.height:
         write(saved)
@@ -154,7 +176,7 @@ def answer(
 def logged_send(
     dispatcher: Callable[[], Dispatcher], *, flush_rows: int, flush_seconds: float, log: Callable[[str], None], where: str
 ) -> Send:
-    """A ``Send`` for one process (the Polars asset, the CLI): logs each round's plan, shows progress."""
+    """A ``Send`` for one process (the Polars engine): logs each round's plan, shows progress."""
 
     def send(plan: ClassifyPlan, write_batch: Callable[[list[dict]], None]) -> DispatchStats:
         log(f"{where}: {plan.total} requests needed, {plan.answered} already answered, {len(plan.to_send)} to send")
@@ -170,14 +192,18 @@ def logged_send(
 
 
 def _embedding_answers(
-    config: Answering, reps: pl.DataFrame, answered: set[str], embed: Embed | None, now: dt.datetime | None
+    config: Answering,
+    reps: pl.DataFrame,
+    answered: set[str],
+    embed: Embed | None,
+    vectors: pl.DataFrame | None,
+    now: dt.datetime | None,
 ) -> pl.DataFrame:
-    """Confident answers of each embedding classifier for pairs not answered yet; each transcript that
-    some classifier still needs is embedded once."""
+    """Confident answers of each embedding classifier for pairs not answered yet. A representative's
+    vector comes from ``vectors`` (embedding dedupe stored it) when its embedder is the classifier's;
+    each transcript still without one is embedded once."""
     if not config.embedding or not reps.height:
         return tables.empty(tables.LLM_RESPONSES)
-    if embed is None:
-        raise ValueError("embedding classifiers need an embedder")
     from semtel_dagster.core.classify.embedding_classifier import answer_confident
 
     ids = reps.get_column("conversation_id").to_list()
@@ -187,16 +213,40 @@ def _embedding_answers(
         ]
         for model in config.embedding
     }
-    needed = sorted(set().union(*todo.values()))
-    if not needed:
-        return tables.empty(tables.LLM_RESPONSES)
-    transcripts = dict(zip(ids, reps.get_column("transcript").to_list()))
-    vectors = embed([transcripts[cid] for cid in needed])
-    row = {cid: i for i, cid in enumerate(needed)}
-    return pl.concat(
-        [
-            answer_confident(model, todo[name], vectors[[row[cid] for cid in todo[name]]], config.week, answered, now)
-            for model in config.embedding
-            for name in [model.card.classifier]
-        ]
+    known = _known_vectors(vectors, {model.card.embedder for model in config.embedding})
+    missing = sorted(
+        {cid for model in config.embedding for cid in todo[model.card.classifier] if (model.card.embedder, cid) not in known}
     )
+    if missing:
+        if embed is None:
+            raise ValueError("embedding classifiers need an embedder for representatives without a stored vector")
+        transcripts = dict(zip(ids, reps.get_column("transcript").to_list()))
+        fresh = embed([transcripts[cid] for cid in missing])
+        for model in config.embedding:
+            known.update({(model.card.embedder, cid): fresh[i] for i, cid in enumerate(missing)})
+    answers = [
+        answer_confident(
+            model,
+            todo[name],
+            np.stack([known[(model.card.embedder, cid)] for cid in todo[name]]),
+            config.week,
+            answered,
+            now,
+        )
+        for model in config.embedding
+        for name in [model.card.classifier]
+        if todo[name]
+    ]
+    return pl.concat(answers) if answers else tables.empty(tables.LLM_RESPONSES)
+
+
+def _known_vectors(vectors: pl.DataFrame | None, embedders: set[str]) -> dict[tuple[str, str], np.ndarray]:
+    """(embedder, conversation_id) -> vector for the rows of ``vectors`` made by one of ``embedders``."""
+    if vectors is None:
+        return {}
+    rows = vectors.filter(pl.col("embedder").is_in(sorted(embedders)) & pl.col("vector").is_not_null())
+    if not rows.height:
+        return {}
+    matrix = rows.get_column("vector").explode().to_numpy().astype(np.float32, copy=False).reshape(rows.height, -1)
+    keys = zip(rows.get_column("embedder").to_list(), rows.get_column("conversation_id").to_list())
+    return {key: matrix[i] for i, key in enumerate(keys)}

@@ -1,29 +1,29 @@
 """Run a classifier configuration on a fixed sample and compare two of them (no Dagster, no lake).
 
 A configuration is what an evaluation varies: prompt folder (prompt version A vs B), endpoints (model
-X vs Y) and batching strategy. Each run goes through the production code path: truncation, request
-planning, the dispatcher over real HTTP, follow-ups for pairs a batched answer missed, and parse_week.
+X vs Y) and batching strategy. Each run is the pipeline's own stage chain (``engines.pipeline``) on a
+throwaway lake: truncation, request planning, the dispatcher over real HTTP, follow-ups for pairs a
+batched answer missed, and parsing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 
-from semtel_dagster.core.classify.parse import followup_pairs, parse_week
-from semtel_dagster.core.classify.plan import STRATEGIES, STRATEGY_SINGLE, answered_request_ids, plan_requests, run_dispatch
+from semtel_dagster.core.classify.answering import Calls
+from semtel_dagster.core.classify.plan import STRATEGIES, STRATEGY_SINGLE
 from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
 from semtel_dagster.core.evaluation.golden import ADAPTERS, GoldenSet, sample_truth
 from semtel_dagster.core.evaluation.metrics import compare_labels, run_costs, score_against_truth, stratified_sample
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.llm.dispatch import Dispatcher
 from semtel_dagster.core.llm.endpoints import Endpoint
-from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
 from semtel_dagster.sim.sample import generate_week
 
 EVAL_WEEK = dt.date(2026, 1, 5)  # a fixed partition key for evaluation samples (they are not weekly data)
@@ -54,52 +54,45 @@ class RunResult:
     costs: dict = field(default_factory=dict)
 
 
-def sample_tables(conversations: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(clusters, truncated) for a sample where every conversation is its own representative.
-
-    Evaluation measures the classifiers, so near-duplicate collapsing is left out on purpose.
-    """
-    frame = conversations.select("conversation_id", "messages").with_columns(pl.lit(EVAL_WEEK).alias("week_start"))
-    truncated = truncate_conversations(frame, TruncationConfig())
-    clusters = frame.select(
-        "conversation_id",
-        "week_start",
-        pl.col("conversation_id").alias("representative_id"),
-        pl.lit(True).alias("is_representative"),
-        pl.lit(1, pl.Int64).alias("cluster_size"),
-        pl.lit("none").alias("method"),
-        pl.lit(1.0).alias("similarity"),
-        pl.lit("").alias("text_hash"),
+def sample_week(conversations: pl.DataFrame) -> pl.DataFrame:
+    """A sample (``conversation_id, messages``) as the ``conversations`` of ``EVAL_WEEK``."""
+    return tables.conform(
+        conversations.select("conversation_id", "messages").with_columns(
+            week_start=pl.lit(EVAL_WEEK),
+            source=pl.lit("evaluation"),
+            started_at=pl.lit(dt.datetime.combine(EVAL_WEEK, dt.time(), dt.UTC)),
+            n_turns=pl.col("messages").list.len(),
+            n_chars=pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum(),
+        ),
+        tables.CONVERSATIONS,
     )
-    return tables.conform(clusters, tables.CONVERSATION_CLUSTERS), truncated
 
 
 def run_configuration(config: RunConfig, conversations: pl.DataFrame, endpoints: list[Endpoint]) -> RunResult:
-    """Classify the sample under ``config``: the batched round, then single follow-ups for missed pairs."""
-    classifiers = config.load()
-    clusters, truncated = sample_tables(conversations)
-    rows: list[dict] = []
-    started = time.monotonic()
-    for _ in range(1 if config.strategy == STRATEGY_SINGLE else 2):
-        responses = pl.DataFrame(rows, schema=tables.LLM_RESPONSES)
-        plan = plan_requests(
-            clusters,
-            truncated,
-            classifiers,
-            answered_request_ids(responses, {e.model for e in endpoints}),
-            strategy=config.strategy,
-            batch_size=config.batch_size,
-            followups=followup_pairs(clusters, responses, classifiers, config.strategy, config.batch_size),
-        )
-        if not plan.to_send:
-            break
-        run_dispatch(plan, Dispatcher(endpoints), rows.extend, flush_rows=10_000, flush_seconds=60.0)
-    wall = time.monotonic() - started
-    responses = pl.DataFrame(rows, schema=tables.LLM_RESPONSES)
-    labels, rejects = parse_week(clusters, responses, classifiers, config.strategy, config.batch_size)
-    costs = run_costs(responses, rejects, clusters.height * len(classifiers), clusters.height)
+    """Classify the sample under ``config`` through the pipeline's own stage chain (``Pipeline.run_week``) on
+    a throwaway lake. Dedupe is off on purpose: evaluation measures the classifiers on every conversation."""
+    from semtel_dagster.engines.pipeline import Pipeline
+    from semtel_dagster.engines.polars_engine import PolarsEngine
+    from semtel_dagster.resources.settings import PipelineSettings
+
+    settings = PipelineSettings(
+        prompts_dir=config.prompts_dir,
+        classifiers=list(config.classifiers) if config.classifiers else None,
+        batching_strategy=config.strategy,
+        batch_size=config.batch_size,
+        dedupe_method="none",
+    )
+    with tempfile.TemporaryDirectory(prefix="semtel-eval-") as lake:
+        engine = PolarsEngine(lake)
+        engine.write("conversations", sample_week(conversations), EVAL_WEEK)
+        pipeline = Pipeline(engine, settings, calls=Calls(endpoints, flush_rows=10_000, flush_seconds=60.0))
+        started = time.monotonic()
+        run = pipeline.run_week(EVAL_WEEK)
+        wall = time.monotonic() - started
+    responses, labels, rejects = run.classified.responses.frame, run.classifications.frame, run.rejects.frame
+    costs = run_costs(responses, rejects, conversations.height * len(pipeline.classifiers), conversations.height)
     costs["wall_seconds"] = wall
-    return RunResult(config, classifiers, responses, labels, rejects, wall, costs)
+    return RunResult(config, pipeline.classifiers, responses, labels, rejects, wall, costs)
 
 
 def compare_runs(a: RunResult, b: RunResult) -> dict[str, dict]:

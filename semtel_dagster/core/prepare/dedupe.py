@@ -56,6 +56,20 @@ def cluster_exact(truncated: pl.DataFrame) -> pl.DataFrame:
     return tables.conform(clusters, tables.CONVERSATION_CLUSTERS)
 
 
+METHOD_NONE = "none"
+
+
+def singleton_clusters(truncated: pl.DataFrame) -> pl.DataFrame:
+    """Every conversation its own representative (no dedupe: evaluations and the savings baseline measure
+    the classifiers on every conversation); the text hash is kept so later weeks can still reuse labels."""
+    return cluster_exact(truncated).with_columns(
+        pl.col("conversation_id").alias("representative_id"),
+        pl.lit(True).alias("is_representative"),
+        pl.lit(1, pl.Int64).alias("cluster_size"),
+        pl.lit(METHOD_NONE).alias("method"),
+    )
+
+
 METHOD_EMBEDDING = "embedding"
 
 # LSH settings both engines share: the same seed and sizes give every row the same buckets anywhere.

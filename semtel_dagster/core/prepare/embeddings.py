@@ -46,6 +46,23 @@ class EmbeddingStats:
         }
 
 
+class OnceEmbedder:
+    """``inner`` embedding each distinct text once, however many callers ask for it (the embedding
+    classifiers of a week train on the same earlier representatives)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.stats = inner.stats
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        new = [text for text in dict.fromkeys(texts) if text not in self._vectors]
+        if new:
+            self._vectors.update(zip(new, self.inner.embed(new)))
+        return np.stack([self._vectors[text] for text in texts]) if len(texts) else self.inner.embed([])
+
+
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
