@@ -146,10 +146,11 @@ def test_merge_stats_adds_rounds_and_takes_the_slowest_task():
 def test_followups_and_resume(classifiers):
     clusters, truncated = _week()
     plan = plan_requests(clusters, truncated, classifiers, set(), strategy="multi_classifier", followups={("c2", "topic")})
-    assert [r.strategy for r in plan.to_send] == ["multi_classifier"] * 3 + ["followup"]
-    answered = {r.request_id for r in plan.to_send[:2]}
+    sent = list(plan.to_send)
+    assert plan.sending == len(sent) and [r.strategy for r in sent] == ["multi_classifier"] * 3 + ["followup"]
+    answered = {r.request_id for r in sent[:2]}
     again = plan_requests(clusters, truncated, classifiers, answered, strategy="multi_classifier")
-    assert again.answered == 2 and len(again.to_send) == 1
+    assert again.answered == 2 and again.sending == 1 and len(list(again.to_send)) == 1
 
 
 @pytest.mark.parametrize("strategy", ["single", "multi_classifier", "multi_conversation"])

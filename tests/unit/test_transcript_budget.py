@@ -26,11 +26,11 @@ def _week(transcript: str) -> tuple[pl.DataFrame, pl.DataFrame]:
 def test_satisfaction_reads_the_end_and_topic_the_start_of_a_long_conversation():
     classifiers = load_classifiers(PROMPTS, ["satisfaction", "topic"])
     transcript = "User: my python code fails " + "filler words here " * 1500 + " this is perfect, thank you"
-    plan = plan_requests(*_week(transcript), classifiers, set())
-    sent = {r.classifiers[0]: r.messages[-1]["content"] for r in plan.to_send}
+    requests = list(plan_requests(*_week(transcript), classifiers, set()).to_send)
+    sent = {r.classifiers[0]: r.messages[-1]["content"] for r in requests}
     assert "thank you" in sent["satisfaction"] and "my python code" not in sent["satisfaction"]
     assert "my python code" in sent["topic"] and "thank you" not in sent["topic"]
-    for request in plan.to_send:
+    for request in requests:
         budget = classifiers[request.classifiers[0]].transcript_budget.max_tokens
         assert count_tokens(request.messages[-1]["content"]) <= budget + 16  # plus the "Conversation:" line
         assert request.prompt_tokens < count_tokens(transcript)

@@ -142,14 +142,16 @@ def answer(
         reused=reused.height,
         embedded=dict(embedded.group_by(pl.col("classifiers").list.first()).len().iter_rows()),
     )
-    rows: list[dict] = []
+    rows: list[dict] = []  # this run's answers, kept only while a follow-up round will read them
+    rounds = 1 if config.strategy == STRATEGY_SINGLE else 2
 
     def write_batch(batch: list[dict]) -> None:
-        rows.extend(batch)
+        if len(round_stats) + 1 < rounds:
+            rows.extend(batch)
         write(pl.DataFrame(batch, schema=tables.LLM_RESPONSES))
 
-    round_stats = []
-    for round_no in range(1 if config.strategy == STRATEGY_SINGLE else 2):
+    round_stats: list[dict] = []
+    for round_no in range(rounds):
         responses = pl.concat([stored, saved, pl.DataFrame(rows, schema=tables.LLM_RESPONSES)])
         plan = plan_requests(
             clusters,
@@ -161,13 +163,13 @@ def answer(
             followups=followup_pairs(clusters, responses, config.classifiers, config.strategy, config.batch_size),
             preanswered=preanswered_pairs(responses, config.classifiers),
         )
-        if round_no and not plan.to_send:
+        if round_no and not plan.sending:
             break
         if round_no:
-            report.followups_sent = len(plan.to_send)
+            report.followups_sent = plan.sending
         else:
             report.needed, report.resumed = plan.total, plan.answered
-        report.sent += len(plan.to_send)
+        report.sent += plan.sending
         round_stats.append(send(plan, write_batch).as_dict())
     report.stats = merge_stats(round_stats, WALL_SEQUENTIAL)
     return report
@@ -179,8 +181,8 @@ def logged_send(
     """A ``Send`` for one process (the Polars engine): logs each round's plan, shows progress."""
 
     def send(plan: ClassifyPlan, write_batch: Callable[[list[dict]], None]) -> DispatchStats:
-        log(f"{where}: {plan.total} requests needed, {plan.answered} already answered, {len(plan.to_send)} to send")
-        progress = DispatchProgress(len(plan.to_send), log)
+        log(f"{where}: {plan.total} requests needed, {plan.answered} already answered, {plan.sending} to send")
+        progress = DispatchProgress(plan.sending, log)
         try:
             return run_dispatch(
                 plan, dispatcher(), write_batch, flush_rows=flush_rows, flush_seconds=flush_seconds, on_progress=progress

@@ -14,6 +14,9 @@ unit keeps its other pairs. Units are cut from the week's representatives, not f
 ask, so a pre-answered pair changes the id of its own unit only and every other request id stays put
 on reruns. The transcript tokens of a pre-answered pair are saved; under ``multi_conversation`` the
 call itself is saved only when its whole chunk is pre-answered.
+
+The plan streams: requests are built one at a time as the dispatcher pulls them, and transcripts are
+read from the week's representatives a block at a time, so planning memory does not grow with the week.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -60,11 +63,18 @@ Pair = tuple[str, str]  # (representative_id, classifier)
 
 @dataclass(frozen=True)
 class ClassifyPlan:
-    """The requests a week needs, split into already answered and still to send."""
+    """The requests a week needs, split into already answered and still to send.
+
+    ``to_send`` is consumed once (a lazy stream from ``plan_requests``); ``sending`` counts it up front.
+    """
 
     total: int
     answered: int
-    to_send: list[LLMRequest]
+    to_send: Iterable[LLMRequest]
+
+    @property
+    def sending(self) -> int:
+        return self.total - self.answered
 
 
 def representatives(clusters: pl.DataFrame, truncated: pl.DataFrame) -> pl.DataFrame:
@@ -100,7 +110,7 @@ def batch_width(strategy: str, batch_size: int) -> int:
 
 
 def plan_units(
-    reps: list[str],
+    reps: Sequence[str] | pl.Series,
     classifiers: dict[str, Classifier],
     strategy: str,
     batch_size: int,
@@ -112,29 +122,38 @@ def plan_units(
     pair is always a plain single request, so it shares its id with the single strategy. Pre-answered
     pairs are left out of their unit (see the module docstring).
     """
+    return list(iter_units(reps, classifiers, strategy, batch_size, preanswered))
+
+
+def iter_units(
+    reps: Sequence[str] | pl.Series,
+    classifiers: dict[str, Classifier],
+    strategy: str,
+    batch_size: int,
+    preanswered: set[Pair] | frozenset[Pair] = frozenset(),
+) -> Iterator[Unit]:
+    """``plan_units`` one unit at a time, for a week too large to hold its units."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown batching strategy {strategy!r}; choose one of {STRATEGIES}")
-    units: list[Unit] = []
     if strategy == STRATEGY_MULTI_CONVERSATION:
         for name, classifier in classifiers.items():
             version = multi_conversation_version(classifier)
             for start in range(0, len(reps), batch_size):
                 chunk = tuple(rep for rep in reps[start : start + batch_size] if (rep, name) not in preanswered)
                 if len(chunk) > 1:
-                    units.append(Unit(chunk, (name,), version, strategy))
+                    yield Unit(chunk, (name,), version, strategy)
                 elif chunk:
-                    units.append(_single(chunk[0], classifier))
-        return units
+                    yield _single(chunk[0], classifier)
+        return
     combined: dict[tuple[str, ...], str] = {}
     for rep in reps:
         names = tuple(name for name in classifiers if (rep, name) not in preanswered)
         if strategy == STRATEGY_SINGLE or len(names) == 1:
-            units += [_single(rep, classifiers[name]) for name in names]
+            yield from (_single(rep, classifiers[name]) for name in names)
         elif names:
             if names not in combined:
                 combined[names] = multi_classifier_version([classifiers[name] for name in names])
-            units.append(Unit((rep,), names, combined[names], strategy))
-    return units
+            yield Unit((rep,), names, combined[names], strategy)
 
 
 def expected_request_ids(
@@ -208,8 +227,33 @@ def label_versions(classifiers: dict[str, Classifier]) -> dict[str, frozenset[st
     return out
 
 
+class TranscriptWindow:
+    """(transcript, tokens) by representative id, read from the sorted representatives a block at a time.
+
+    Requests are built in id order (once per classifier under ``multi_conversation``), so nearly every
+    lookup hits the block in hand and memory stays one block whatever the week's size.
+    """
+
+    def __init__(self, reps: pl.DataFrame, block_rows: int = 4096) -> None:
+        self._reps = reps.select("conversation_id", "transcript", "tokens_after")
+        self._ids = self._reps.get_column("conversation_id")
+        self._block_rows = block_rows
+        self._block: dict[str, tuple[str, int]] = {}
+
+    def __getitem__(self, conversation_id: str) -> tuple[str, int]:
+        found = self._block.get(conversation_id)
+        if found is None:
+            start = self._ids.search_sorted(conversation_id, side="left")
+            if start >= len(self._ids) or self._ids[start] != conversation_id:
+                raise KeyError(conversation_id)
+            block = self._reps.slice(start, self._block_rows)
+            self._block = {cid: (text, tokens) for cid, text, tokens in block.iter_rows()}
+            found = self._block[conversation_id]
+        return found
+
+
 def _build_request(
-    unit: Unit, week_start, transcripts: dict[str, tuple[str, int]], classifiers: dict[str, Classifier], structured: bool
+    unit: Unit, week_start, transcripts: TranscriptWindow, classifiers: dict[str, Classifier], structured: bool
 ) -> LLMRequest:
     """The chat request of a unit; without structured outputs the JSON format is asked for in the text only."""
     chosen = [classifiers[name] for name in unit.classifiers]
@@ -270,18 +314,31 @@ def plan_requests(
     followups: set[Pair] | frozenset[Pair] = frozenset(),
     preanswered: set[Pair] | frozenset[Pair] = frozenset(),
 ) -> ClassifyPlan:
-    """The week's calls under ``strategy``, plus single follow-ups for ``followups`` pairs, minus answered ones."""
+    """The week's calls under ``strategy``, plus single follow-ups for ``followups`` pairs, minus answered ones.
+
+    Units are counted in one pass; the requests are built lazily in a second as ``to_send`` is consumed.
+    """
     reps = representatives(clusters, truncated)
     week_start = reps.get_column("week_start").first() if reps.height else None
-    transcripts = {cid: (text, tokens) for cid, _, text, tokens in reps.iter_rows()}
-    units = plan_units(sorted(transcripts), classifiers, strategy, batch_size, preanswered)
-    units += [_single(rep, classifiers[name], STRATEGY_FOLLOWUP) for rep, name in sorted(followups)]
-    to_send = [
-        _build_request(unit, week_start, transcripts, classifiers, structured)
-        for unit in units
-        if unit.request_id not in answered_ids
-    ]
-    return ClassifyPlan(total=len(units), answered=len(units) - len(to_send), to_send=to_send)
+    ids = reps.get_column("conversation_id")
+    ordered_followups = sorted(followups)
+
+    def units() -> Iterator[Unit]:
+        yield from iter_units(ids, classifiers, strategy, batch_size, preanswered)
+        yield from (_single(rep, classifiers[name], STRATEGY_FOLLOWUP) for rep, name in ordered_followups)
+
+    total = answered = 0
+    for unit in units():
+        total += 1
+        answered += unit.request_id in answered_ids
+
+    def to_send() -> Iterator[LLMRequest]:
+        transcripts = TranscriptWindow(reps)
+        for unit in units():
+            if unit.request_id not in answered_ids:
+                yield _build_request(unit, week_start, transcripts, classifiers, structured)
+
+    return ClassifyPlan(total=total, answered=answered, to_send=to_send())
 
 
 def answered_request_ids(responses: pl.DataFrame, models: set[str]) -> set[str]:
