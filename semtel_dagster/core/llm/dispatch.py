@@ -33,6 +33,7 @@ from semtel_dagster.core.llm.quota import retry_after_seconds
 from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
+from semtel_dagster.core.llm.structured import structured_fields
 from semtel_dagster.core.prepare.tokens import count_tokens
 
 
@@ -124,15 +125,13 @@ class Dispatcher:
     # ------------------------------------------------------------------ one HTTP attempt
 
     def _payload(self, request: LLMRequest, endpoint: Endpoint) -> dict:
-        payload = {
+        return {
             "model": endpoint.model,
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
+            **structured_fields(endpoint.structured_output, request.response_format),
         }
-        if request.response_format and endpoint.structured_outputs:
-            payload["response_format"] = request.response_format
-        return payload
 
     async def _attempt(self, request: LLMRequest, state: EndpointState, charge: list[float], hedge: bool = False) -> _Outcome:
         started = time.monotonic()

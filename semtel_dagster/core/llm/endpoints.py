@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from semtel_dagster.core.llm.structured import STRUCTURED_OUTPUT_MODES, StructuredOutput
+
 NO_KEY = "no-key"  # OpenAI-compatible servers without auth (vLLM, Ollama, the simulator) accept any key
 
 
@@ -37,9 +39,18 @@ class Endpoint(BaseModel):
         default=False,
         description="the provider refunds unused max_tokens to the TPM quota after the answer (Azure does not)",
     )
-    structured_outputs: bool = Field(
-        default=True, description="send response_format JSON schemas; off: JSON asked for in the prompt text only"
+    structured_output: StructuredOutput = Field(
+        default="json_schema",
+        description="how this server is asked for the answer's JSON schema (see core/llm/structured.py); "
+        "none: JSON asked for in the prompt text only",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, data: object) -> object:
+        if isinstance(data, dict) and "structured_outputs" in data:
+            raise ValueError("structured_outputs was replaced by structured_output: one of " + ", ".join(STRUCTURED_OUTPUT_MODES))
+        return data
 
     @field_validator("base_url")
     @classmethod
