@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -30,16 +31,28 @@ from semtel_dagster.core.llm.budget import Budget
 from semtel_dagster.core.llm.endpoint_state import EndpointState
 from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.quota import retry_after_seconds
+from semtel_dagster.core.llm.redact import redact
 from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
 from semtel_dagster.core.llm.structured import structured_fields
+from semtel_dagster.core.llm.transport_errors import CONFIG, REQUEST, RETRY, failure_kind, read_capped
 from semtel_dagster.core.prepare.tokens import count_tokens
+
+_CONNECT_TIMEOUT_S = 10.0  # a host that does not even accept the connection is dead, whatever the request size
+_JITTER_MAX_S = 0.5
+_POLL_S = 1.0  # how often a request waiting for an endpoint checks whether it should give up
+
+
+class DispatchFailed(RuntimeError):
+    """The run stopped early: an endpoint is misconfigured, or every endpoint kept failing. Rows of
+    the requests that finished were delivered; the message (redacted) says what to fix."""
 
 
 @dataclass
 class _Outcome:
-    """One HTTP attempt: ``kind`` is ok, rate_limited, retry (5xx, timeout, broken answer) or fatal."""
+    """One HTTP attempt: ``kind`` is ok, rate_limited, retry (5xx, timeout, broken answer), fatal (this
+    request cannot succeed) or config (the endpoint refuses every request as configured)."""
 
     kind: str
     state: EndpointState
@@ -62,6 +75,8 @@ class Dispatcher:
         self.budget = Budget(self.settings, {e.model for e in endpoints})
         self._waiters: deque[asyncio.Future] = deque()
         self._stopping = False
+        self.failure: str | None = None  # why the run stopped early (redacted); run() then raises DispatchFailed
+        self._failing_since: float | None = None
 
     def stop(self) -> None:
         """Finish the requests in flight, send nothing new (a request waiting for quota ends without a row)."""
@@ -137,14 +152,30 @@ class Dispatcher:
         started = time.monotonic()
         name = state.endpoint.name
         timeout = state.timeout_for(request.cost)
+
+        def failed(kind: str, error: str, overload: bool = True) -> _Outcome:
+            state.stats.errors += 1
+            error = self._redact(error, state, request)
+            if kind == "config":  # every request would fail the same way: fail fast, before anything else is sent
+                state.misconfigured = True
+                self._fail_run(f"endpoint {name} is misconfigured: {error}")
+            if kind == "retry":
+                state.last_error = error
+                pause = min(self._backoff(state.failures + 1), self.settings.breaker_max_open_s)
+                state.on_failure(time.monotonic(), pause, overload=overload)
+            return _Outcome(kind, state, started, error=error, hedge=hedge)
+
         try:
+            sent = await state.transport.headers()
             async with state.session.post(
-                state.url,
+                state.transport.url,
                 json=self._payload(request, state.endpoint),
-                headers=state.headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers=sent,
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, _CONNECT_TIMEOUT_S)),
+                allow_redirects=False,  # a redirect would send the conversation wherever it points
             ) as response:
-                status, headers, content = response.status, response.headers, await response.read()
+                status, headers = response.status, response.headers
+                content = await read_capped(response, state.endpoint.max_response_bytes, truncate=status != 200)
             if status == 429:
                 now = time.monotonic()
                 state.stats.rate_limited += 1
@@ -155,27 +186,29 @@ class Dispatcher:
                 # asks first, and a process that holds the window refills its own expiring charges at once
                 state.on_rate_limited(now, pause + self._rng.uniform(0.0, min(0.1, 0.1 * pause)))
                 return _Outcome("rate_limited", state, started, error=f"429 rate limited by {name}", hedge=hedge)
+            if 300 <= status < 400:
+                target = urlsplit(headers.get("Location", ""))
+                return failed(
+                    "config",
+                    f"HTTP {status} from {name}: redirect to {target.scheme}://{target.netloc} not followed; "
+                    "set base_url to the address that answers",
+                )
+            if status == 401 and state.transport.refused(sent):
+                return failed("retry", f"HTTP 401 from {name}: token refused, fetching a new one", overload=False)
             if status != 200:
-                state.stats.errors += 1
-                error = f"HTTP {status} from {name}: {_error_message(content)}"
-                if status < 500 and status not in (408, 409):
-                    return _Outcome("fatal", state, started, error=error, hedge=hedge)
-                state.on_failure(time.monotonic(), self._backoff(state.failures + 1))
-                return _Outcome("retry", state, started, error=error, hedge=hedge)
+                message = _error_message(content)
+                kind = failure_kind(status, message)
+                return failed({RETRY: "retry", REQUEST: "fatal", CONFIG: "config"}[kind], f"HTTP {status} from {name}: {message}")
             body = json.loads(content)
             choice = body["choices"][0]
             if not isinstance(choice["message"]["content"], str):
                 raise TypeError("message.content is not a string")
         except TimeoutError:
-            state.stats.errors += 1
             state.stats.timeouts += 1
             self.stats.timeouts += 1
-            state.on_failure(time.monotonic(), self._backoff(state.failures + 1))
-            return _Outcome("retry", state, started, error=f"timed out after {timeout:.1f}s on {name}", hedge=hedge)
+            return failed("retry", f"timed out after {timeout:.1f}s on {name}")
         except (aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError) as exc:
-            state.stats.errors += 1
-            state.on_failure(time.monotonic(), self._backoff(state.failures + 1), overload=False)
-            return _Outcome("retry", state, started, error=f"{type(exc).__name__} from {name}: {str(exc)[:200]}", hedge=hedge)
+            return failed("retry", f"{type(exc).__name__} from {name}: {exc}", overload=False)
         finally:
             self._release(state)
         now = time.monotonic()
@@ -187,7 +220,28 @@ class Dispatcher:
                 charge, usage["prompt_tokens"] + (used_completion if used_completion is not None else request.max_tokens)
             )
         state.on_success(now - started, now)
+        self._failing_since = None
         return _Outcome("ok", state, started, body=body, hedge=hedge)
+
+    def _redact(self, error: str, state: EndpointState, request: LLMRequest) -> str:
+        """Every error is stored and logged: without the endpoint's secrets or the request's text."""
+        return redact(error, state.transport.secrets(), [str(m.get("content", "")) for m in request.messages])
+
+    def _fail_run(self, reason: str) -> None:
+        """Stop dispatch for good: requests in flight finish, nothing new is sent, ``run`` raises."""
+        if self.failure is None:
+            self.failure = reason
+        self.stop()
+
+    def _check_pool(self, now: float) -> None:
+        """Every endpoint failing with no answer from any for ``stop_after_failing_s``: stop the run."""
+        if not all(state.failures for state in self.states):
+            self._failing_since = None
+            return
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= self.settings.stop_after_failing_s:
+            self._fail_run(f"every endpoint failing for {now - self._failing_since:.0f}s ({self._pool_errors()})")
 
     async def _hedged(self, request: LLMRequest, state: EndpointState, charge, avoid: set[str]) -> _Outcome:
         """The attempt, plus one duplicate on the best other endpoint if it straggles; the first answer wins."""
@@ -240,18 +294,27 @@ class Dispatcher:
         attempts = rate_limited = 0
         error = ""
         avoid: set[str] = set()
+        first_attempt: float | None = None
         while attempts < self.settings.max_attempts:
             reserved = self.budget.reserve(request)
             if not reserved:
                 self.stop()
-            acquired = await self._acquire(request.cost, avoid) if not self._stopping else None
-            if acquired is None:  # stopped (budget or caller): no row, so a rerun asks again
+            acquired = None
+            if not self._stopping:
+                try:
+                    acquired = await self._acquire_within(request, avoid, first_attempt)
+                except TimeoutError:  # failing and no endpoint free before the give-up time
+                    if reserved:
+                        self.budget.settle(request, "", 0, 0)
+                    return self._row(request, None, self._gave_up(attempts, first_attempt, error), attempts, rate_limited)
+            if acquired is None:  # stopped (budget, caller or a failed run): no row, so a rerun asks again
                 if reserved:
                     self.budget.settle(request, "", 0, 0)
                 self.stats.requests += attempts
                 self.stats.unfinished += 1
                 return None
             attempts += 1
+            first_attempt = first_attempt or time.monotonic()
             outcome = await self._hedged(request, *acquired, avoid)
             if not outcome.settled:
                 self._settle(request, outcome)
@@ -259,13 +322,40 @@ class Dispatcher:
                 return self._row(request, outcome, None, attempts, rate_limited)
             if outcome.kind == "fatal":
                 return self._row(request, outcome, outcome.error, attempts, rate_limited)
+            if outcome.kind == "config":  # the run is stopping (see _attempt): this request is left for a rerun
+                continue
             error = outcome.error
             avoid = {outcome.state.endpoint.name}
             if outcome.kind == "rate_limited":
                 rate_limited += 1
-            elif attempts < self.settings.max_attempts:
-                await asyncio.sleep(self._backoff(attempts) * 0.25)  # jitter: retries do not arrive in waves
+                continue
+            now = time.monotonic()
+            self._check_pool(now)
+            if now - first_attempt >= self.settings.give_up_s:
+                return self._row(request, None, self._gave_up(attempts, first_attempt, error), attempts, rate_limited)
+            if attempts < self.settings.max_attempts:
+                await asyncio.sleep(min(_JITTER_MAX_S, self._backoff(attempts) * 0.25))  # retries do not arrive in waves
         return self._row(request, None, f"gave up after {attempts} attempts: {error}", attempts, rate_limited)
+
+    async def _acquire_within(self, request: LLMRequest, avoid: set[str], first_attempt: float | None):
+        """``_acquire``, bounded by the give-up time once the request has failed or while every endpoint
+        is failing (a request waiting for quota waits as long as the quota says)."""
+        while True:
+            since = first_attempt if first_attempt is not None else self._failing_since
+            left = self.settings.give_up_s - (time.monotonic() - since) if since is not None else _POLL_S
+            if left <= 0:
+                raise TimeoutError
+            try:
+                return await asyncio.wait_for(self._acquire(request.cost, avoid), timeout=min(left, _POLL_S))
+            except TimeoutError:
+                continue
+
+    def _gave_up(self, attempts: int, first_attempt: float | None, error: str) -> str:
+        since = first_attempt or self._failing_since or time.monotonic()
+        return f"gave up after {attempts} attempts in {time.monotonic() - since:.1f}s: {error or self._pool_errors()}"
+
+    def _pool_errors(self) -> str:
+        return "; ".join(f"{s.endpoint.name}: {s.last_error}" for s in self.states if s.last_error)
 
     def _row(self, request: LLMRequest, outcome: _Outcome | None, error: str | None, attempts: int, rate_limited: int) -> dict:
         body = outcome.body if outcome is not None else None
@@ -326,6 +416,8 @@ class Dispatcher:
         n_workers = min(1024, sum(e.max_concurrency for e in self._endpoints))
         try:
             await asyncio.gather(*(worker() for _ in range(n_workers)))
+            if self.failure is not None:
+                raise DispatchFailed(f"{self.failure}; answers received are saved, a rerun asks the rest again")
         finally:
             for state in self.states:
                 await state.session.close()
@@ -349,11 +441,12 @@ def _usage(request: LLMRequest, body: dict) -> tuple[int, int]:
 
 
 def _error_message(content: bytes) -> str:
-    """The provider's error message (never the request: it may hold conversation text)."""
+    """The provider's error message (redacted by the caller: it may echo the key or the request)."""
     try:
-        return str(json.loads(content)["error"]["message"])[:200]
-    except (ValueError, KeyError, TypeError):
-        return content[:200].decode("utf-8", "replace")
+        error = json.loads(content)
+        return str(error["error"]["message"] if isinstance(error.get("error"), dict) else error.get("detail", error))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return content[:4000].decode("utf-8", "replace")
 
 
 def _wake(waiter: asyncio.Future) -> None:

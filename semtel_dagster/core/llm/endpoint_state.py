@@ -1,4 +1,4 @@
-"""The live view of one endpoint: quota mirrors, concurrency, breaker, cooldown, latencies."""
+"""The live view of one endpoint: transport, quota mirrors, concurrency, breaker, cooldown, latencies."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.quota import QuotaWindow, header_float
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import EndpointStats
+from semtel_dagster.core.llm.transport import Transport
 
 
 class EndpointState:
@@ -20,8 +21,7 @@ class EndpointState:
     def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession, settings: DispatchSettings) -> None:
         self.endpoint = endpoint
         self.session = session
-        self.url = f"{endpoint.base_url}/chat/completions"
-        self.headers = {"Authorization": f"Bearer {endpoint.api_key()}", "Content-Type": "application/json"}
+        self.transport = Transport(endpoint)
         self.settings = settings
         # undeclared quotas start unbounded and still record our charges, so the first headers that
         # reveal the limit are compared with everything we sent, not mistaken for another process
@@ -34,12 +34,16 @@ class EndpointState:
         self.failures = 0  # consecutive
         self.open_s = 0.0  # > 0: the breaker has opened; half-open once cooldown_until passes
         self.healthy_limit = self.concurrency.limit  # the limit before the current run of failures
+        self.misconfigured = False  # refused a request as configured: never chosen again
+        self.last_error = ""  # of the current run of failures (redacted), for the run's failure message
         self.latencies: deque[float] = deque(maxlen=256)
         self.stats = EndpointStats()
 
     def wait_for(self, cost: int, now: float, hedge: bool = False) -> float:
         """Seconds until this endpoint can take a request of ``cost`` tokens (0: now); a hedge may exceed
         the concurrency limit (it is rare and capped), never the quota, a cooldown or an open breaker."""
+        if self.misconfigured:
+            return math.inf
         wait = self.cooldown_until - now
         if self.in_flight >= (1 if self.open_s else int(self.concurrency.limit)) and not (hedge and not self.open_s):
             wait = max(wait, 1.0)  # woken early when a request finishes

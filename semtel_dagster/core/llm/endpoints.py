@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from semtel_dagster.core.llm.structured import STRUCTURED_OUTPUT_MODES, StructuredOutput
 
+_CALLABLE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 NO_KEY = "no-key"  # OpenAI-compatible servers without auth (vLLM, Ollama, the simulator) accept any key
 
 
@@ -21,12 +33,20 @@ class EndpointsFileError(ValueError):
 
 
 class Endpoint(BaseModel):
+    """An OpenAI-compatible server (``kind: openai``): POST ``{base_url}/chat/completions`` with a Bearer key."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["openai"] = "openai"
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     base_url: str = Field(min_length=1)
     model: str = Field(min_length=1)
     api_key_env: str | None = None
+    token_provider: str | None = Field(
+        default=None,
+        pattern=_CALLABLE,
+        description="'package.module:function' returning a bearer token (Entra ID, OAuth); fetched again on a 401",
+    )
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, counted as prompt + max_tokens")
     rpm: int | None = Field(default=None, gt=0, description="requests per minute")
     max_concurrency: int = Field(default=32, gt=0)
@@ -44,6 +64,9 @@ class Endpoint(BaseModel):
         description="how this server is asked for the answer's JSON schema (see core/llm/structured.py); "
         "none: JSON asked for in the prompt text only",
     )
+    max_response_bytes: int = Field(
+        default=512 * 1024, gt=0, description="a larger answer is read no further and counts as a broken answer"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -54,10 +77,24 @@ class Endpoint(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        parts = urlsplit(value)
+        # the message never repeats the value: it may be the key
+        if "@" in parts.netloc:
+            raise ValueError("must not hold credentials (user:password@); name the key's variable in api_key_env")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment (keys belong in api_key_env)")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> Endpoint:
+        if self.api_key_env is not None and self.token_provider is not None:
+            raise ValueError("set api_key_env or token_provider, not both")
+        return self
 
     def api_key(self) -> str:
         """The key from the environment; a named but unset variable is an error, never a silent no-key."""
@@ -67,6 +104,41 @@ class Endpoint(BaseModel):
         if not key:
             raise EndpointsFileError(f"endpoint {self.name!r}: environment variable {self.api_key_env} is not set")
         return key
+
+
+class AzureEndpoint(Endpoint):
+    """A classic Azure OpenAI deployment (``kind: azure``): ``api-key`` header (or an Entra ID token),
+    ``{base_url}/openai/deployments/{deployment}/chat/completions?api-version=...``."""
+
+    kind: Literal["azure"] = "azure"
+    deployment: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    api_version: str = Field(min_length=1, pattern=r"^[0-9A-Za-z.-]+$")
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> AzureEndpoint:
+        if self.api_key_env is None and self.token_provider is None:
+            raise ValueError("kind azure needs api_key_env or token_provider")
+        return self
+
+
+class SimEndpoint(Endpoint):
+    """The embedded simulator (``kind: sim``), only where asked for: without ``base_url`` the pool
+    starts one for the run, with one it is a simulator already serving there."""
+
+    kind: Literal["sim"] = "sim"
+    base_url: str | None = None
+    model: str = "sim-gpt-4o-mini"
+
+
+def _kind(value: object) -> str:
+    return value.get("kind", "openai") if isinstance(value, dict) else getattr(value, "kind", "openai")
+
+
+AnyEndpoint = Annotated[
+    Annotated[Endpoint, Tag("openai")] | Annotated[AzureEndpoint, Tag("azure")] | Annotated[SimEndpoint, Tag("sim")],
+    Discriminator(_kind),
+]
+ENDPOINT_KINDS = ("openai", "azure", "sim")
 
 
 class ModelPrice(BaseModel):
@@ -84,7 +156,7 @@ class ModelPrice(BaseModel):
 class EndpointsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    endpoints: list[Endpoint] = Field(min_length=1)
+    endpoints: list[AnyEndpoint] = Field(min_length=1)
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="per model, for cost budgets")
 
     @model_validator(mode="after")
@@ -99,8 +171,19 @@ def parse_endpoints(data: object, origin: str = "endpoints file") -> EndpointsFi
     try:
         return EndpointsFile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors())
-        raise EndpointsFileError(f"{origin}: {problems}") from None
+        raise EndpointsFileError(f"{origin}: {'; '.join(_problem(err) for err in exc.errors())}") from None
+
+
+def _problem(err) -> str:
+    """``field.path: message``; never the offending value (it may be a key)."""
+    loc = [str(p) for p in err["loc"]]
+    if len(loc) > 2 and loc[0] == "endpoints" and loc[2] in ENDPOINT_KINDS:
+        del loc[2]  # the union tag is no field
+    message = err["msg"]
+    if err["type"] == "union_tag_invalid":
+        loc.append("kind")
+        message = f"unknown kind; expected one of {', '.join(ENDPOINT_KINDS)}"
+    return f"{'.'.join(loc) or '(root)'}: {message}"
 
 
 def load_endpoints(path: str | Path) -> EndpointsFile:
@@ -110,5 +193,9 @@ def load_endpoints(path: str | Path) -> EndpointsFile:
     except FileNotFoundError:
         raise EndpointsFileError(f"endpoints file not found: {path}") from None
     except yaml.YAMLError as exc:
-        raise EndpointsFileError(f"{path}: not valid YAML: {exc}") from None
+        # str(exc) quotes the offending line, which may be a pasted key: position and problem only
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise EndpointsFileError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse_endpoints(data, origin=str(path))
