@@ -6,6 +6,7 @@ run of a serial 135M-parameter server within minutes on two cores.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -15,11 +16,12 @@ from semtel_dagster.core.ingest.adapters import from_oasst
 DATA = Path(os.environ.get("SEMTEL_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 OASST = DATA / "oasst" / "en_100_tree.jsonl"
 MIN_CHARS, MAX_CHARS = 150, 600
+WEEK = dt.date(2026, 11, 16)  # the tree file has no timestamps: conversations are replayed into this week
 
 
-def real_conversations(n: int, skip: int = 0) -> list[dict]:
-    """``n`` OpenAssistant conversations in canonical form, without timestamps: the first short path of
-    each tree, in file order, after ``skip`` trees."""
+def real_conversations(n: int, skip: int = 0, week: dt.date = WEEK) -> list[dict]:
+    """``n`` OpenAssistant conversations in canonical form: the first short path of each tree, in file
+    order, after ``skip`` trees, started a minute apart from the Monday of ``week``."""
     picked: list[dict] = []
     with OASST.open() as lines:
         for line in lines:
@@ -28,7 +30,11 @@ def real_conversations(n: int, skip: int = 0) -> list[dict]:
             ]
             if short:
                 picked.append({"conversation_id": short[0]["conversation_id"], "messages": short[0]["messages"]})
-    return picked[skip : skip + n]
+    monday = dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC)
+    return [
+        {**conversation, "started_at": (monday + dt.timedelta(minutes=i)).isoformat().replace("+00:00", "Z")}
+        for i, conversation in enumerate(picked[skip : skip + n])
+    ]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -8,28 +8,31 @@ answered or rejected with a reason, configuration errors are never retried, at l
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
 from dagster import DagsterInstance
 
-from benchmarks.real_model.data import real_conversations, write_jsonl
+from benchmarks.real_model.data import WEEK, real_conversations, write_jsonl
 from semtel_dagster.cli import main
 from semtel_dagster.core.classify.prompts import load_classifiers
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.llm.requests import STATUS_OK
 
+ROOT = Path(__file__).resolve().parents[2]
+
 pytestmark = [pytest.mark.real_llm, pytest.mark.integration]
 
-WEEK = dt.date(2026, 11, 16)
 # The two classifiers with the shortest prompts (about 170 tokens each without the transcript).
 CLASSIFIERS = ["intent", "knowledge_work"]
 # The endpoint as a user would declare a local llama.cpp server: its dialect, one request at a time,
 # and a timeout for a 135M model on a shared 2-core machine.
-SERVER_FIELDS = {"max_concurrency": 1, "timeout_s": 120.0}
+SERVER_FIELDS = {"max_concurrency": 1, "timeout_s": 120.0, "timeout_base_s": 60.0}
 
 
 def completions_logged(server) -> int:
@@ -82,11 +85,12 @@ def test_classify_cli_on_real_conversations_then_resume(real_server, tmp_path):
     assert code == 0, first
     pairs = first["rows"] * len(CLASSIFIERS)
     assert first["rows"] == 20 and first["requests"] == first["requests_sent"] > 0
-    assert first["failed_requests"] == 0 and first["retries"] == 0, first
+    # nothing failed; a retry can only be a timeout on a loaded machine, never a configuration error
+    assert first["failed_requests"] == 0 and first["retries"] == first["timeouts"], first
     responses = pl.read_delta(str(out / "llm_responses"))
     assert responses.height == first["requests"] and set(responses["model"]) == {real_server.model}
-    assert (responses["attempts"] == 1).all()
-    assert completions_logged(real_server) - sent_before == first["http_requests"] == first["requests"]
+    assert (responses["attempts"] - 1).sum() == first["retries"]
+    assert completions_logged(real_server) - sent_before == first["http_requests"] == first["requests"] + first["retries"]
     labels, rejects = pl.read_delta(str(out / "classifications")), pl.read_delta(str(out / "classification_rejects"))
     _assert_grammar_labels(responses, labels, rejects, pairs)
 
@@ -104,32 +108,31 @@ def test_classify_cli_on_real_conversations_then_resume(real_server, tmp_path):
 
 def test_a_schema_dialect_the_server_refuses_fails_fast_without_retries(real_server, tmp_path):
     """llama-cpp-python answers OpenAI's json_schema response_format with HTTP 500 and a validation
-    message: a configuration error, reported with the server's words after one attempt per request."""
-    conversations = write_jsonl(tmp_path / "conversations.jsonl", real_conversations(2))
+    message: a configuration error. The run stops within seconds with the server's words, before it has
+    sent every request once (the old dispatch sent each six times)."""
+    conversations = write_jsonl(tmp_path / "conversations.jsonl", real_conversations(3))
+    requests = 3 * len(CLASSIFIERS)
     endpoints = real_server.endpoints_file(tmp_path / "endpoints.yaml", structured_output="json_schema", **SERVER_FIELDS)
-    out = tmp_path / "out"
     sent_before = completions_logged(real_server)
     started = time.monotonic()
-    code, summary = _classify(tmp_path, conversations, out, endpoints)
+    command = [sys.executable, "-m", "semtel_dagster.cli", "classify", "--input", str(conversations)]
+    command += ["--output", str(tmp_path / "out"), "--endpoints", str(endpoints), "--classifiers", ",".join(CLASSIFIERS)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert time.monotonic() - started < 60
-    assert summary["retries"] == 0 and summary["http_requests"] == summary["requests"] == 4, summary
-    assert completions_logged(real_server) - sent_before == 4
-    responses = pl.read_delta(str(out / "llm_responses"))
-    assert (responses["status"] != STATUS_OK).all() and (responses["attempts"] == 1).all()
-    assert responses["error"].str.contains("json_schema|response_format").all(), responses["error"].to_list()
-    rejects = pl.read_delta(str(out / "classification_rejects"))
-    assert rejects.height == 4 and rejects["reason"].str.starts_with("request failed").all()
+    assert done.returncode != 0
+    assert "misconfigured" in done.stderr and "HTTP 500" in done.stderr, done.stderr[-2000:]
+    assert 0 < completions_logged(real_server) - sent_before < requests
 
 
 def test_one_dagster_week_through_the_real_server_then_rerun(real_server, tmp_path):
     from semtel_dagster.definitions import build_definitions
     from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
 
-    n = 12
+    n = 6
     write_jsonl(tmp_path / "landing" / "real.jsonl", real_conversations(n, skip=20))
     defs = build_definitions(
         lake=LakeResource(root=str(tmp_path / "lake")),
-        settings=PipelineSettings(landing_dir=str(tmp_path / "landing"), classifiers=CLASSIFIERS, default_week=WEEK.isoformat()),
+        settings=PipelineSettings(landing_dir=str(tmp_path / "landing"), classifiers=CLASSIFIERS),
         endpoint_pool=EndpointPoolResource(
             endpoints_file=str(real_server.endpoints_file(tmp_path / "endpoints.yaml", **SERVER_FIELDS)), flush_rows=10
         ),
@@ -147,8 +150,7 @@ def test_one_dagster_week_through_the_real_server_then_rerun(real_server, tmp_pa
         assert first.success
         responses = week_table("llm_responses")
         assert week_table("conversations").height == n
-        assert completions_logged(real_server) - sent_before == responses.height > 0
-        assert (responses["attempts"] == 1).all()
+        assert completions_logged(real_server) - sent_before == responses["attempts"].sum() >= responses.height > 0
         _assert_grammar_labels(
             responses, week_table("classifications"), week_table("classification_rejects"), n * len(CLASSIFIERS)
         )
