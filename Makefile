@@ -22,7 +22,7 @@ test: setup
 
 dev: setup
 	mkdir -p .semtel/dagster && touch .semtel/dagster/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.semtel/dagster $(BIN)/dagster dev -w workspace.yaml
+	SEMTEL_ENDPOINTS=$${SEMTEL_ENDPOINTS:-sim} DAGSTER_HOME=$(CURDIR)/.semtel/dagster $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf .semtel

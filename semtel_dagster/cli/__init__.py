@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from semtel_dagster.cli import classify, demo, eval, sample, sim
+from semtel_dagster.cli import classify, demo, endpoints, eval, sample, sim
 
-SUBCOMMANDS = [demo, sim, sample, eval, classify]
+SUBCOMMANDS = [demo, sim, sample, eval, classify, endpoints]
 
 
 def build_parser() -> argparse.ArgumentParser:

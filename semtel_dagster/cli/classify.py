@@ -51,7 +51,7 @@ def classify_file(
     conversations = ingested.conversations
     weeks = sorted(set(conversations.get_column("week_start").to_list()))
     pool = EndpointPoolResource(
-        endpoints_file=str(endpoints_file) if endpoints_file else None,
+        **({"endpoints_file": str(endpoints_file)} if endpoints_file else {}),  # else SEMTEL_ENDPOINTS
         flush_rows=flush_rows,
         flush_seconds=flush_seconds,
         budget_tokens=budget_tokens,
@@ -91,6 +91,7 @@ def classify_file(
         "rate_limited": totals["rate_limited"],
         "timeouts": totals["timeouts"],
         "hedges": totals["hedges"],
+        "answered_requests": totals["ok"],
         "failed_requests": totals["errors"],
         **rows,
         "budget": budget_summary(totals, budget_tokens, budget_cost),
@@ -187,7 +188,14 @@ def _on_spark(
     return reports, rows
 
 
+EXIT_FAILED_REQUESTS = 1  # finished, but some requests ended with an error row (their pairs are rejects)
+EXIT_USAGE = 2
+EXIT_BUDGET = 3
+EXIT_STOPPED = 4  # dispatch stopped early: a misconfigured endpoint, or every endpoint kept failing
+
+
 def _run(args: argparse.Namespace) -> int:
+    from semtel_dagster.core.llm.dispatch import DispatchFailed
     from semtel_dagster.core.llm.endpoints import EndpointsFileError
 
     def log(line: str) -> None:
@@ -210,19 +218,29 @@ def _run(args: argparse.Namespace) -> int:
         )
     except (EndpointsFileError, FileNotFoundError, ValueError) as exc:
         log(f"semtel classify: {exc}")
-        return 2
+        return EXIT_USAGE
+    except DispatchFailed as exc:
+        log(f"semtel classify: dispatch stopped: {exc}")
+        return EXIT_STOPPED
     text = json.dumps(summary, indent=2, default=str)
     if args.summary_json:
         Path(args.summary_json).write_text(text)
     print(text)
-    return 3 if summary["budget"]["exhausted"] else 0
+    if summary["failed_requests"]:
+        log(
+            f"semtel classify: {summary['answered_requests']} requests answered, {summary['failed_requests']} failed "
+            "(reasons in llm_responses.error; a rerun asks them again)"
+        )
+    if summary["budget"]["exhausted"]:
+        return EXIT_BUDGET
+    return EXIT_FAILED_REQUESTS if summary["failed_requests"] else 0
 
 
 def register(commands) -> None:
     cmd = commands.add_parser("classify", help="truncate, dedupe, classify and parse a conversations file (no Dagster)")
     cmd.add_argument("--input", required=True, help="conversations JSONL (or .jsonl.gz)")
     cmd.add_argument("--output", required=True, help="folder of Delta tables; rerunning into it resumes")
-    cmd.add_argument("--endpoints", help="endpoints YAML (default: start the embedded simulator)")
+    cmd.add_argument("--endpoints", help="endpoints YAML, or 'sim' for the embedded simulator (default: SEMTEL_ENDPOINTS)")
     cmd.add_argument("--classifiers", help="comma-separated classifier names (default: every prompt)")
     cmd.add_argument("--prompts", help="folder of .prompty classifiers (default ./prompts)")
     cmd.add_argument("--summary-json", help="also write the summary to this file")

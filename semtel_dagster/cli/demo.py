@@ -44,7 +44,7 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars
     defs = build_definitions(
         lake=lake,
         settings=PipelineSettings(landing_dir=str(paths["landing"])),
-        endpoint_pool=EndpointPoolResource(endpoints_file=None),
+        endpoint_pool=EndpointPoolResource(endpoints_file="sim"),
         engine=EngineResource(kind=engine),
     )
     with DagsterInstance.get() as instance:

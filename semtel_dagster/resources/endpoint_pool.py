@@ -1,8 +1,10 @@
 """The LLM endpoint pool as a Dagster resource (also used without Dagster by ``semtel classify``).
 
-With an endpoints file (``SEMTEL_ENDPOINTS`` or config) it talks to real OpenAI-compatible servers;
-without one it starts the embedded simulator on loopback for the duration of the run, which is what
-makes the project work on a laptop out of the box. Keys come from the environment only.
+The endpoints come from an endpoints file (``SEMTEL_ENDPOINTS`` or config). The simulator runs only
+where asked for: ``SEMTEL_ENDPOINTS=sim`` (the embedded pair of simulated deployments, as ``semtel
+demo`` uses) or ``kind: sim`` entries in the file; without endpoints a run fails and says how to
+configure them, so a deployment that loses its configuration never writes simulated labels. Keys
+come from the environment only.
 """
 
 import os
@@ -13,7 +15,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from semtel_dagster.core.llm.dispatch import Dispatcher
-from semtel_dagster.core.llm.endpoints import Endpoint, ModelPrice, load_endpoints
+from semtel_dagster.core.llm.endpoints import Endpoint, EndpointsFileError, ModelPrice, SimEndpoint, load_endpoints
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
@@ -26,21 +28,49 @@ EMBEDDED_SIMULATOR = SimConfig(
 )
 
 
+SIMULATOR = "sim"  # the value of SEMTEL_ENDPOINTS (or endpoints_file) that asks for the embedded simulator
+NO_ENDPOINTS = (
+    "no LLM endpoints configured: set SEMTEL_ENDPOINTS to an endpoints YAML file (see the README, "
+    "'Endpoints file'), or SEMTEL_ENDPOINTS=sim for the embedded simulator (simulated labels, for trying semtel out)"
+)
+
+
 def simulator_endpoints(simulator: SimulatorThread, config: SimConfig = EMBEDDED_SIMULATOR) -> list[Endpoint]:
     """Endpoints pointing at a running simulator, with the quotas it enforces declared."""
     return [
-        Endpoint(name=e.name, base_url=simulator.base_url(e.name), model=e.model, tpm=e.tpm, rpm=e.rpm) for e in config.endpoints
+        SimEndpoint(name=e.name, base_url=simulator.base_url(e.name), model=e.model, tpm=e.tpm, rpm=e.rpm)
+        for e in config.endpoints
     ]
 
 
+def start_simulated(endpoints: list[Endpoint], stack: ExitStack) -> list[Endpoint]:
+    """``kind: sim`` entries without a ``base_url`` pointed at a simulator started for the run (on
+    ``stack``), serving each with its declared model and quotas; every other entry as it is."""
+    wanted = [e for e in endpoints if isinstance(e, SimEndpoint) and e.base_url is None]
+    if not wanted:
+        return endpoints
+    config = SimConfig(endpoints=[SimEndpointConfig(name=e.name, model=e.model, tpm=e.tpm, rpm=e.rpm) for e in wanted])
+    simulator = stack.enter_context(SimulatorThread(config))
+    started = {e.name: e.model_copy(update={"base_url": simulator.base_url(e.name)}) for e in wanted}
+    return [started.get(e.name, e) for e in endpoints]
+
+
 class EndpointPoolResource(ConfigurableResource):
-    """A pool of OpenAI-compatible endpoints; the embedded simulator when no endpoints file is given."""
+    """A pool of LLM endpoints from an endpoints file; the simulator only when asked for (``sim``)."""
 
     endpoints_file: str | None = Field(
         default_factory=lambda: os.environ.get("SEMTEL_ENDPOINTS"),
-        description="Endpoints YAML (see README). Unset: start the embedded simulator for the run.",
+        description="Endpoints YAML (see README), or 'sim' for the embedded simulator. Unset: runs fail, saying so.",
     )
     max_attempts: int = Field(default=6, gt=0, description="Attempts per request across endpoints.")
+    give_up_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="A request still failing this long after its first failure (429s aside) gets an error row.",
+    )
+    stop_after_failing_s: float = Field(
+        default=30.0, gt=0, description="Every endpoint failing this long, with no answer from any: the run stops and fails."
+    )
     flush_rows: int = Field(default=200, gt=0, description="Commit answers to llm_responses every N rows ...")
     flush_seconds: float = Field(default=2.0, gt=0, description="... or every T seconds, whichever comes first.")
     budget_tokens: int | None = Field(
@@ -58,13 +88,19 @@ class EndpointPoolResource(ConfigurableResource):
     _prices: dict[str, ModelPrice] = PrivateAttr(default_factory=dict)
 
     def setup_for_execution(self, context: InitResourceContext | None) -> None:
-        if self.endpoints_file:
-            parsed = load_endpoints(self.endpoints_file)
-            self._endpoints, self._prices = parsed.endpoints, parsed.prices
-            return
+        if not self.endpoints_file:
+            raise EndpointsFileError(NO_ENDPOINTS)
         self._stack = ExitStack()
-        simulator = self._stack.enter_context(SimulatorThread(EMBEDDED_SIMULATOR))
-        self._endpoints = simulator_endpoints(simulator)
+        try:
+            if self.endpoints_file == SIMULATOR:
+                self._endpoints = simulator_endpoints(self._stack.enter_context(SimulatorThread(EMBEDDED_SIMULATOR)))
+                return
+            parsed = load_endpoints(self.endpoints_file)
+            self._prices = parsed.prices
+            self._endpoints = start_simulated(parsed.endpoints, self._stack)
+        except BaseException:
+            self.teardown_after_execution(context)
+            raise
 
     def teardown_after_execution(self, context: InitResourceContext | None) -> None:
         if self._stack is not None:
@@ -89,6 +125,8 @@ class EndpointPoolResource(ConfigurableResource):
     def dispatch_settings(self) -> DispatchSettings:
         return DispatchSettings(
             max_attempts=self.max_attempts,
+            give_up_s=self.give_up_s,
+            stop_after_failing_s=self.stop_after_failing_s,
             budget_tokens=self.budget_tokens,
             budget_cost=self.budget_cost,
             prices=self._prices,

@@ -20,6 +20,8 @@ from semtel_dagster.cli import main
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 from semtel_dagster.sim.sample import write_week
 
+pytestmark = pytest.mark.integration
+
 WEEK = dt.date(2026, 11, 16)
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +46,7 @@ def _classify(tmp_path: Path, sample: Path, out: Path, *extra: str) -> tuple[int
             "topic,intent",
             "--summary-json",
             str(summary_file),
-            *extra,
+            *(extra if "--endpoints" in extra else (*extra, "--endpoints", "sim")),
         ]
     )
     return code, json.loads(summary_file.read_text())
@@ -177,3 +179,72 @@ def test_spark_engine_writes_what_polars_writes_and_resumes(tmp_path, sample, sp
         assert actual.sort(actual.columns, nulls_last=True).equals(expected.sort(expected.columns, nulls_last=True)), table
     code, again = _classify(tmp_path, sample, tmp_path / "spark", *on_spark)
     assert code == 0 and again["requests_sent"] == 0 and again["requests_resumed"] == first["requests"]
+
+
+def _endpoints_at(tmp_path: Path, base_url: str, **extra) -> Path:
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(yaml.safe_dump({"endpoints": [{"name": "one", "base_url": base_url, "model": "m", **extra}]}))
+    return path
+
+
+def test_without_endpoints_it_says_how_to_configure_them(tmp_path, sample, capsys, monkeypatch):
+    monkeypatch.delenv("SEMTEL_ENDPOINTS", raising=False)
+    code = main(["classify", "--input", str(sample), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no LLM endpoints configured" in err and "SEMTEL_ENDPOINTS=sim" in err
+    assert not (tmp_path / "out" / "llm_responses").exists()  # nothing simulated was written
+
+
+def test_misconfigured_endpoint_fails_fast_without_retries(tmp_path, sample, capsys):
+    from aiohttp import web
+    from scripted_http import HandlerServer
+
+    async def refuse(request, call):
+        return web.json_response({"error": {"message": "1 validation error for CreateChatCompletionRequest"}}, status=500)
+
+    with HandlerServer(refuse) as server:
+        started = time.monotonic()
+        code, _ = _classify_raw(tmp_path, sample, _endpoints_at(tmp_path, server.base_url))
+        calls = len(server.calls)
+    err = capsys.readouterr().err
+    assert code == 4 and time.monotonic() - started < 20
+    assert "endpoint one is misconfigured: HTTP 500 from one: 1 validation error" in err
+    assert calls <= 4
+
+
+def test_failed_requests_exit_non_zero_and_are_told_apart(tmp_path, sample, capsys):
+    from aiohttp import web
+    from scripted_http import HandlerServer, completion
+
+    async def some_too_long(request, call):
+        if len(call.body["messages"][-1]["content"]) % 3 == 0:
+            message = "This model's maximum context length is 8192 tokens."
+            return web.json_response({"error": {"message": message, "code": "context_length_exceeded"}}, status=400)
+        return web.json_response(completion(content='{"label": "coding"}'))
+
+    with HandlerServer(some_too_long) as server:
+        code, summary = _classify_raw(tmp_path, sample, _endpoints_at(tmp_path, server.base_url))
+    assert code == 1
+    assert summary["failed_requests"] > 0 and summary["answered_requests"] > 0
+    assert summary["answered_requests"] + summary["failed_requests"] == summary["requests_sent"]
+    assert f"{summary['answered_requests']} requests answered, {summary['failed_requests']} failed" in capsys.readouterr().err
+
+
+def _classify_raw(tmp_path: Path, sample: Path, endpoints: Path) -> tuple[int, dict | None]:
+    summary_file = tmp_path / "summary.json"
+    code = main(
+        [
+            "classify",
+            "--input",
+            str(sample),
+            "--output",
+            str(tmp_path / "out"),
+            "--classifiers",
+            "topic",
+            "--endpoints",
+            str(endpoints),
+            "--summary-json",
+            str(summary_file),
+        ]
+    )
+    return code, json.loads(summary_file.read_text()) if summary_file.exists() else None

@@ -46,7 +46,7 @@ def test_confident_rows_skip_the_llm_once_earlier_labels_exist(tmp_path, monkeyp
             embedding_classifier_min_labels=30,
             embedding_classifier_target_agreement=0.8,
         ),
-        endpoint_pool=EndpointPoolResource(endpoints_file=None, flush_rows=25),
+        endpoint_pool=EndpointPoolResource(endpoints_file="sim", flush_rows=25),
     )
     with DagsterInstance.ephemeral() as instance:
         runs = {

@@ -32,7 +32,7 @@ def test_multi_conversation_week_through_dagster(tmp_path):
             batching_strategy="multi_conversation",
             batch_size=5,
         ),
-        endpoint_pool=EndpointPoolResource(endpoints_file=None),
+        endpoint_pool=EndpointPoolResource(endpoints_file="sim"),
     )
     with DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("weekly_pipeline").execute_in_process(

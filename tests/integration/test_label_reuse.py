@@ -42,7 +42,7 @@ def test_week_b_reuses_week_a_labels_for_repeated_texts(tmp_path):
     defs = build_definitions(
         lake=LakeResource(root=str(tmp_path / "lake")),
         settings=PipelineSettings(landing_dir=str(landing), classifiers=CLASSIFIERS, reuse_labels_weeks=1),
-        endpoint_pool=EndpointPoolResource(endpoints_file=None),
+        endpoint_pool=EndpointPoolResource(endpoints_file="sim"),
     )
     job = defs.resolve_job_def("weekly_pipeline")
     with DagsterInstance.ephemeral() as instance:

@@ -32,7 +32,7 @@ def _defs(home):
     return build_definitions(
         lake=LakeResource(root=str(home / "lake")),
         settings=PipelineSettings(landing_dir=str(home / "landing"), classifiers=CLASSIFIERS),
-        endpoint_pool=EndpointPoolResource(endpoints_file=None, flush_rows=25),
+        endpoint_pool=EndpointPoolResource(endpoints_file="sim", flush_rows=25),
     )
 
 

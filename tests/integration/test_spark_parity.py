@@ -30,7 +30,7 @@ def _materialize(home, lake, engine):
     defs = build_definitions(
         lake=LakeResource(root=str(lake)),
         settings=PipelineSettings(landing_dir=str(home / "landing"), classifiers=CLASSIFIERS),
-        endpoint_pool=EndpointPoolResource(endpoints_file=None, flush_rows=25),
+        endpoint_pool=EndpointPoolResource(endpoints_file="sim", flush_rows=25),
         engine=engine,
     )
     with DagsterInstance.ephemeral() as instance:

@@ -214,3 +214,17 @@ def test_cross_host_redirect_is_never_followed():
         assert elsewhere.calls == []  # the conversation never reached the other host
     assert failure is not None and rows == []
     assert f"HTTP 307 from moved: redirect to {elsewhere.origin} not followed" in str(failure)
+
+
+def test_rate_limits_do_not_count_towards_giving_up():
+    refusals = iter(range(3))
+
+    async def busy_then_ok(request, call):
+        if next(refusals, None) is not None:
+            return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "1"})
+        return web.json_response(completion())
+
+    with HandlerServer(busy_then_ok) as server:
+        rows, _dispatcher, wall, failure = _run([_endpoint("busy", server.base_url)], _requests(1), give_up_s=0.5)
+    (row,) = rows
+    assert failure is None and row["status"] == STATUS_OK and row["rate_limited"] == 3 and wall >= 2.5

@@ -123,3 +123,35 @@ def test_load_endpoints_invalid_content_names_file(tmp_path):
     with pytest.raises(EndpointsFileError) as info:
         load_endpoints(path)
     assert str(info.value).startswith(str(path)) and "endpoints.0.base_url" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [f"https://user:{SECRET}@h/v1", f"https://{SECRET}@h/v1", f"https://h/v1?api-key={SECRET}", f"https://h/v1#{SECRET}"],
+)
+def test_keys_in_base_url_are_refused_without_echo(base_url):
+    with pytest.raises(EndpointsFileError) as info:
+        parse_endpoints({"endpoints": [_ep(base_url=base_url)]})
+    assert "endpoints.0.base_url" in str(info.value) and SECRET not in str(info.value)
+
+
+def test_yaml_error_on_the_key_line_does_not_echo_it(tmp_path):
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(f"endpoints:\n  - name: a\n    api_key_env: {SECRET}: [\n")
+    with pytest.raises(EndpointsFileError) as info:
+        load_endpoints(path)
+    message = str(info.value)
+    assert "not valid YAML at line 3" in message and SECRET not in message and "sk-" not in message
+
+
+@pytest.mark.parametrize("pasted", [SECRET, "0f1e2d3c4b5a69788796a5b4c3d2e1f0"])
+def test_a_key_pasted_into_api_key_env_is_never_echoed(monkeypatch, pasted):
+    monkeypatch.delenv(pasted, raising=False)
+    try:
+        (endpoint,) = parse_endpoints({"endpoints": [_ep(api_key_env=pasted)]}).endpoints
+    except EndpointsFileError as refused:  # not a variable's name at all
+        assert pasted not in str(refused) and "endpoints.0.api_key_env" in str(refused)
+        return
+    with pytest.raises(EndpointsFileError) as info:
+        endpoint.api_key()
+    assert pasted not in str(info.value) and "named by api_key_env" in str(info.value)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from semtel_dagster.core.classify.prompts import load_classifiers, multi_classifier_response_format
-from semtel_dagster.core.llm.dispatch import Dispatcher
 from semtel_dagster.core.llm.endpoints import Endpoint, EndpointsFileError, parse_endpoints
 from semtel_dagster.core.llm.requests import LLMRequest
 from semtel_dagster.core.llm.structured import STRUCTURED_OUTPUT_MODES, single_choice, structured_fields
+from semtel_dagster.core.llm.transport import chat_body
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -79,7 +79,7 @@ def test_payload_follows_the_endpoint_mode(classifiers, mode):
         prompt_tokens=100,
     )
     endpoint = Endpoint(name="a", base_url="http://h/v1", model="m", structured_output=mode)
-    payload = Dispatcher([endpoint])._payload(request, endpoint)
+    payload = chat_body(request, endpoint)
     assert payload["model"] == "m" and payload["messages"] == request.messages
     assert {k: v for k, v in payload.items() if k not in ("model", "messages", "max_tokens", "temperature")} == (
         structured_fields(mode, request.response_format)

@@ -7,7 +7,8 @@ every response, which also reveal what other processes sharing the endpoint use 
 contended quota makes uncoordinated processes converge to equal shares); an AIMD concurrency limit
 with a latency gradient (cut on 429, 5xx, timeouts or rising latency, at most once per round trip);
 a circuit breaker; cooldowns that honor ``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
-another endpoint with jittered backoff; a straggler past a latency percentile gets one hedged duplicate
+another endpoint with jittered backoff, up to a give-up time; a configuration error (see
+``transport_errors``) or every endpoint failing for a while stops the run with a clear, redacted reason; a straggler past a latency percentile gets one hedged duplicate
 whose loser is cancelled, so each request yields exactly one row. An optional token or cost budget stops
 dispatch cleanly. Workers pull requests from an iterator: millions of queued requests are never
 materialized at once.
@@ -35,8 +36,8 @@ from semtel_dagster.core.llm.redact import redact
 from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
-from semtel_dagster.core.llm.structured import structured_fields
-from semtel_dagster.core.llm.transport_errors import CONFIG, REQUEST, RETRY, failure_kind, read_capped
+from semtel_dagster.core.llm.transport import chat_body
+from semtel_dagster.core.llm.transport_errors import failure_kind, read_capped
 from semtel_dagster.core.prepare.tokens import count_tokens
 
 _CONNECT_TIMEOUT_S = 10.0  # a host that does not even accept the connection is dead, whatever the request size
@@ -139,15 +140,6 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one HTTP attempt
 
-    def _payload(self, request: LLMRequest, endpoint: Endpoint) -> dict:
-        return {
-            "model": endpoint.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            **structured_fields(endpoint.structured_output, request.response_format),
-        }
-
     async def _attempt(self, request: LLMRequest, state: EndpointState, charge: list[float], hedge: bool = False) -> _Outcome:
         started = time.monotonic()
         name = state.endpoint.name
@@ -169,7 +161,7 @@ class Dispatcher:
             sent = await state.transport.headers()
             async with state.session.post(
                 state.transport.url,
-                json=self._payload(request, state.endpoint),
+                json=chat_body(request, state.endpoint),
                 headers=sent,
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, _CONNECT_TIMEOUT_S)),
                 allow_redirects=False,  # a redirect would send the conversation wherever it points
@@ -197,8 +189,7 @@ class Dispatcher:
                 return failed("retry", f"HTTP 401 from {name}: token refused, fetching a new one", overload=False)
             if status != 200:
                 message = _error_message(content)
-                kind = failure_kind(status, message)
-                return failed({RETRY: "retry", REQUEST: "fatal", CONFIG: "config"}[kind], f"HTTP {status} from {name}: {message}")
+                return failed(failure_kind(status, message), f"HTTP {status} from {name}: {message}")
             body = json.loads(content)
             choice = body["choices"][0]
             if not isinstance(choice["message"]["content"], str):
@@ -294,7 +285,7 @@ class Dispatcher:
         attempts = rate_limited = 0
         error = ""
         avoid: set[str] = set()
-        first_attempt: float | None = None
+        first_failure: float | None = None
         while attempts < self.settings.max_attempts:
             reserved = self.budget.reserve(request)
             if not reserved:
@@ -302,11 +293,11 @@ class Dispatcher:
             acquired = None
             if not self._stopping:
                 try:
-                    acquired = await self._acquire_within(request, avoid, first_attempt)
+                    acquired = await self._acquire_within(request, avoid, first_failure)
                 except TimeoutError:  # failing and no endpoint free before the give-up time
                     if reserved:
                         self.budget.settle(request, "", 0, 0)
-                    return self._row(request, None, self._gave_up(attempts, first_attempt, error), attempts, rate_limited)
+                    return self._row(request, None, self._gave_up(attempts, first_failure, error), attempts, rate_limited)
             if acquired is None:  # stopped (budget, caller or a failed run): no row, so a rerun asks again
                 if reserved:
                     self.budget.settle(request, "", 0, 0)
@@ -314,7 +305,6 @@ class Dispatcher:
                 self.stats.unfinished += 1
                 return None
             attempts += 1
-            first_attempt = first_attempt or time.monotonic()
             outcome = await self._hedged(request, *acquired, avoid)
             if not outcome.settled:
                 self._settle(request, outcome)
@@ -330,28 +320,30 @@ class Dispatcher:
                 rate_limited += 1
                 continue
             now = time.monotonic()
+            first_failure = first_failure or outcome.started  # 429s do not count: quota waits are paced, not failures
             self._check_pool(now)
-            if now - first_attempt >= self.settings.give_up_s:
-                return self._row(request, None, self._gave_up(attempts, first_attempt, error), attempts, rate_limited)
+            if now - first_failure >= self.settings.give_up_s:
+                return self._row(request, None, self._gave_up(attempts, first_failure, error), attempts, rate_limited)
             if attempts < self.settings.max_attempts:
                 await asyncio.sleep(min(_JITTER_MAX_S, self._backoff(attempts) * 0.25))  # retries do not arrive in waves
         return self._row(request, None, f"gave up after {attempts} attempts: {error}", attempts, rate_limited)
 
-    async def _acquire_within(self, request: LLMRequest, avoid: set[str], first_attempt: float | None):
-        """``_acquire``, bounded by the give-up time once the request has failed or while every endpoint
-        is failing (a request waiting for quota waits as long as the quota says)."""
+    async def _acquire_within(self, request: LLMRequest, avoid: set[str], first_failure: float | None):
+        """``_acquire``, bounded by the give-up time once the request has failed (429s aside) or while
+        every endpoint is failing (a request waiting for quota waits as long as the quota says)."""
         while True:
-            since = first_attempt if first_attempt is not None else self._failing_since
+            since = first_failure if first_failure is not None else self._failing_since
             left = self.settings.give_up_s - (time.monotonic() - since) if since is not None else _POLL_S
             if left <= 0:
                 raise TimeoutError
             try:
-                return await asyncio.wait_for(self._acquire(request.cost, avoid), timeout=min(left, _POLL_S))
+                async with asyncio.timeout(min(left, _POLL_S)):  # inline, not a task: choosing stays immediate
+                    return await self._acquire(request.cost, avoid)
             except TimeoutError:
                 continue
 
-    def _gave_up(self, attempts: int, first_attempt: float | None, error: str) -> str:
-        since = first_attempt or self._failing_since or time.monotonic()
+    def _gave_up(self, attempts: int, first_failure: float | None, error: str) -> str:
+        since = first_failure or self._failing_since or time.monotonic()
         return f"gave up after {attempts} attempts in {time.monotonic() - since:.1f}s: {error or self._pool_errors()}"
 
     def _pool_errors(self) -> str:

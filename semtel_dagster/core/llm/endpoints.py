@@ -6,6 +6,7 @@ Keys are never written in the file: ``api_key_env`` names the environment variab
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -41,7 +42,7 @@ class Endpoint(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     base_url: str = Field(min_length=1)
     model: str = Field(min_length=1)
-    api_key_env: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="variable holding the key")
     token_provider: str | None = Field(
         default=None,
         pattern=_CALLABLE,
@@ -102,7 +103,9 @@ class Endpoint(BaseModel):
             return NO_KEY
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise EndpointsFileError(f"endpoint {self.name!r}: environment variable {self.api_key_env} is not set")
+            # named only when it looks like a variable's name: a key pasted here must not be echoed
+            named = self.api_key_env if re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", self.api_key_env) else "named by api_key_env"
+            raise EndpointsFileError(f"endpoint {self.name!r}: environment variable {named} is not set")
         return key
 
 

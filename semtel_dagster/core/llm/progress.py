@@ -34,7 +34,7 @@ class DispatchProgress:
             for name, s in stats.endpoints.items()
         )
         return (
-            f"{done}/{self.total} answered, {rate:.1f} req/s, {tokens_per_min:,.0f} tok/min, "
+            f"{done}/{self.total} done ({stats.ok} answered, {stats.errors} failed), {rate:.1f} req/s, {tokens_per_min:,.0f} tok/min, "
             f"{stats.rate_limited} rate-limited, {stats.retries} retries, {stats.timeouts} timeouts, "
             f"{stats.hedges} hedged, ETA {eta:.0f}s [{per_endpoint}]"
         )

@@ -23,7 +23,7 @@ _PATTERNS = [
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{4,}"), "sk-" + REDACTED),
     (
         re.compile(
-            r"(?i)\b(api[-_ ]?key|x-api-key|authorization|ocp-apim-subscription-key|access[-_]token)(\W{1,4})[^\s\"',;}\]]+"
+            r"(?i)\b(api[-_]?key|x-api-key|authorization|ocp-apim-subscription-key|access[-_]token)(\W{1,4})[^\s\"',;}\]]+"
         ),
         r"\1\2" + REDACTED,
     ),

@@ -10,7 +10,7 @@ from semtel_dagster.core.llm.endpoints import ModelPrice
 @dataclass(frozen=True)
 class DispatchSettings:
     max_attempts: int = 6
-    give_up_s: float = 90.0  # a request still failing this long after its first attempt gets an error row
+    give_up_s: float = 90.0  # a request still failing this long after its first failure (429s aside) gets an error row
     stop_after_failing_s: float = 30.0  # every endpoint failing (no answer from any) this long: the run stops
     backoff_base_s: float = 0.25
     backoff_max_s: float = 20.0

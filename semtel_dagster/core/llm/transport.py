@@ -16,6 +16,8 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 from semtel_dagster.core.llm.endpoints import NO_KEY, AzureEndpoint, Endpoint, EndpointsFileError
+from semtel_dagster.core.llm.requests import LLMRequest
+from semtel_dagster.core.llm.structured import StructuredOutput, structured_fields
 
 _RENEW_BEFORE_EXPIRY_S = 300.0
 
@@ -27,6 +29,18 @@ def chat_url(endpoint: Endpoint) -> str:
     if endpoint.base_url is None:
         raise ValueError(f"endpoint {endpoint.name!r} has no base_url (a simulator the pool did not start)")
     return f"{endpoint.base_url}/chat/completions"
+
+
+def chat_body(request: LLMRequest, endpoint: Endpoint, structured_output: StructuredOutput | None = None) -> dict:
+    """The chat-completions body of ``request`` for ``endpoint``, its schema asked for in the endpoint's
+    dialect (or ``structured_output``'s)."""
+    return {
+        "model": endpoint.model,
+        "messages": request.messages,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        **structured_fields(structured_output or endpoint.structured_output, request.response_format),
+    }
 
 
 def load_token_provider(endpoint: Endpoint) -> Callable[[], object]:

@@ -12,8 +12,9 @@ import re
 
 import aiohttp
 
+# the dispatcher's outcome kinds
 RETRY = "retry"
-REQUEST = "request"  # this request fails, the endpoint is fine
+REQUEST = "fatal"  # this request fails, the endpoint is fine
 CONFIG = "config"  # the endpoint as configured refuses every request
 
 _VALIDATION = re.compile(
