@@ -5,8 +5,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements.lock
-# llama-cpp-python builds from source (minutes): its wheel is kept here between runs on a machine.
-WHEELS ?= $(HOME)/.cache/semtel/wheels
 
 .PHONY: demo test test-fast lint setup setup-dev dev lock clean
 
@@ -21,11 +19,9 @@ $(VENV)/.base: pyproject.toml $(LOCK) | $(BIN)/python
 	touch $@
 
 # Everything the tests use: the extras, and llama-cpp-python for the real-model tests.
-$(VENV)/.dev: pyproject.toml $(LOCK) | $(BIN)/python
+$(VENV)/.dev: pyproject.toml $(LOCK) scripts/install_real_llm.sh | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
-	mkdir -p $(WHEELS)
-	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || $(BIN)/python -m pip wheel --quiet --no-deps -c $(LOCK) llama-cpp-python -w $(WHEELS)
-	$(BIN)/python -m pip install --quiet -c $(LOCK) --find-links $(WHEELS) -e ".[dev,real-llm]"
+	LOCK=$(LOCK) scripts/install_real_llm.sh
 	touch $@ $(VENV)/.base
 
 setup: $(VENV)/.base

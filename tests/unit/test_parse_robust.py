@@ -142,3 +142,37 @@ def test_every_anomaly_yields_a_label_or_a_precise_reason(classifiers):
 
 def result_name(outcome, result) -> str:
     return next(name for (_, name), value in outcome.items() if value is result)
+
+
+@pytest.mark.parametrize(
+    "raw,classifier,label,cleaning",
+    [
+        ("The label is doing.", "intent", "doing", "bare_text;label_in_text:doing"),
+        ("Label: asking", "intent", "asking", "bare_text;marker;exact"),
+        ("The user wants code.\n**Answer:** Expert", "user_expertise", "expert", "bare_text;marker;case_whitespace"),
+        ("Some reasoning first.\nTopic: cooking", "topic", "cooking_food", "bare_text;marker;synonym"),
+        ("Final answer = 4", "satisfaction", "4", "bare_text;marker;exact"),
+    ],
+)
+def test_short_or_marked_prose_is_read(classifiers, raw, classifier, label, cleaning):
+    parsed = parse_answer(raw, classifiers[classifier])
+    assert (parsed.label, parsed.cleaning.startswith(cleaning)) == (label, True), parsed
+
+
+@pytest.mark.parametrize(
+    "raw,classifier,reason",
+    [
+        ("not programming", "topic", "no JSON object in answer"),
+        (
+            "The user is asking how to bake bread, and the assistant explains the steps of doing it at home.",
+            "intent",
+            r"free text \(19 words\) without a `Label:` marker",
+        ),
+        ("I think this is about work, but not really knowledge work in the usual sense.", "knowledge_work", "free text"),
+        ('{"label": "the conversation is mainly about programming in python"}', "topic", "not in the topic label set"),
+        ("Label: something else entirely", "intent", "after its marker: label 'something else entirely' is not in"),
+    ],
+)
+def test_prose_that_only_mentions_labels_is_a_reject_with_the_reason(classifiers, raw, classifier, reason):
+    with pytest.raises(ParseFailure, match=reason):
+        parse_answer(raw, classifiers[classifier])

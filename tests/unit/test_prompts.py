@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from semtel_dagster.core.classify.prompts import PromptError, load_classifier, load_classifiers
+from semtel_dagster.core.classify.prompts import (
+    PromptError,
+    answer_max_tokens,
+    load_classifier,
+    load_classifiers,
+    longest_answer,
+    multi_classifier_response_format,
+    multi_conversation_response_format,
+)
+from semtel_dagster.core.prepare.tokens import count_tokens
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -148,3 +158,90 @@ def test_duplicate_classifier_names_are_an_error(tmp_path):
     (tmp_path / "topic_v2.prompty").write_text(text.replace("careful annotator", "meticulous annotator"))
     with pytest.raises(PromptError, match="topic"):
         load_classifiers(tmp_path)
+
+
+def _edited(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    text = (PROMPTS / f"{name}.prompty").read_text()
+    assert old in text
+    path = tmp_path / f"{name}.prompty"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_outputs_declare_the_label_set_as_enum_values(classifiers):
+    """Prompty tooling sees the output contract: outputs.label.enumValues is the label set, and the
+    schema sent is the one derived from outputs."""
+    import prompty
+
+    for name, c in classifiers.items():
+        (label,) = [p for p in prompty.load(str(c.path)).outputs if p.name == "label"]
+        assert label.kind == "string" and label.enum_values == list(c.labels), name
+        assert c.response_format()["json_schema"]["schema"]["properties"] == {"label": {"type": "string", "enum": list(c.labels)}}
+
+
+def test_schema_follows_outputs_and_a_label_edit_is_a_new_version(tmp_path):
+    original = load_classifier(PROMPTS / "intent.prompty")
+    path = _edited(tmp_path, "intent", '["asking", "doing", "expressing"]', '["asking", "doing", "venting"]')
+    text = path.read_text()
+    path.write_text(text.replace("- name: expressing", "- name: venting").replace("    expressing:", "    venting:"))
+    edited = load_classifier(path)
+    assert edited.labels == ("asking", "doing", "venting")
+    assert edited.response_format()["json_schema"]["schema"]["properties"]["label"]["enum"] == ["asking", "doing", "venting"]
+    assert edited.version != original.version
+
+
+def test_enum_values_and_definitions_must_agree(tmp_path):
+    path = _edited(tmp_path, "intent", '["asking", "doing", "expressing"]', '["asking", "doing"]')
+    with pytest.raises(PromptError, match=r"intent.prompty: metadata.labels must define the labels of outputs.label.enumValues"):
+        load_classifier(path)
+
+
+def test_outputs_without_enum_values_are_an_error(tmp_path):
+    path = _edited(tmp_path, "intent", '    enumValues: ["asking", "doing", "expressing"]\n', "")
+    with pytest.raises(PromptError, match=r"intent.prompty: outputs.label must declare its values as enumValues"):
+        load_classifier(path)
+    path = _edited(tmp_path, "intent", "outputs:\n  - name: label\n", "outputs:\n  - name: verdict\n")
+    with pytest.raises(PromptError, match=r"outputs must declare `label`"):
+        load_classifier(path)
+
+
+def test_extra_closed_outputs_are_required_by_the_schema_and_budgeted(tmp_path):
+    base = load_classifier(PROMPTS / "intent.prompty")
+    extra = '    enumValues: ["asking", "doing", "expressing"]\n  - name: harmful\n    kind: boolean\n'
+    path = _edited(tmp_path, "intent", '    enumValues: ["asking", "doing", "expressing"]\n', extra)
+    c = load_classifier(path)
+    schema = c.response_format()["json_schema"]["schema"]
+    assert schema["required"] == ["label", "harmful"] and schema["properties"]["harmful"] == {"type": "boolean"}
+    assert c.max_tokens == base.max_tokens + len(', "harmful": false')
+
+
+def test_max_tokens_fit_the_longest_answer_in_bytes(classifiers):
+    """Derived, not guessed: at least one token per UTF-8 byte of the longest valid answer, which bounds
+    every byte-level tokenizer, and never below the count of the tokenizer semtel itself uses."""
+    for name, c in classifiers.items():
+        longest = max(c.labels, key=len)
+        answer = json.dumps({"label": longest})
+        assert longest_answer(c.response_format()["json_schema"]["schema"]) == {"label": longest}
+        assert len(answer.encode()) < c.max_tokens <= len(answer.encode()) + 8, name
+        assert count_tokens(answer) < c.max_tokens
+    assert classifiers["topic"].max_tokens > classifiers["satisfaction"].max_tokens
+
+
+def test_batched_budgets_scale_with_ids_and_classifiers(classifiers):
+    topic = classifiers["topic"]
+    ids = [f"conv-{i:04d}" for i in range(8)]
+    one = answer_max_tokens(multi_conversation_response_format(topic, ids[:1]), array_items=1)
+    eight = answer_max_tokens(multi_conversation_response_format(topic, ids), array_items=8)
+    item = len(json.dumps({"id": ids[0], "label": "relationships_advice"}).encode())
+    assert eight - one == 7 * (item + len(", "))
+    every = answer_max_tokens(multi_classifier_response_format(list(classifiers.values())))
+    longest = {n: max(c.labels, key=len) for n, c in classifiers.items()}
+    assert every > len(json.dumps(longest).encode()) > sum(len(json.dumps(v)) for v in longest.values())
+
+
+def test_max_output_tokens_in_the_file_only_raises_the_budget(tmp_path):
+    derived = load_classifier(PROMPTS / "intent.prompty").max_tokens
+    low = _edited(tmp_path, "intent", "    temperature: 0\n", "    temperature: 0\n    maxOutputTokens: 4\n")
+    assert load_classifier(low).max_tokens == derived
+    high = _edited(tmp_path, "intent", "    temperature: 0\n", "    temperature: 0\n    maxOutputTokens: 300\n")
+    assert load_classifier(high).max_tokens == 300

@@ -6,6 +6,12 @@ answers that skip or invent ids. Each repair is recorded in ``cleaning`` (``;``-
 label is always traceable to what the model wrote. Cleaning only ever maps to a label of the
 classifier's set; what cannot be recovered becomes a reject with a precise reason.
 
+Prose is read strictly. A label is looked for inside text only when the text is short (a label plus
+at most ``SHORT_ANSWER_EXTRA_WORDS`` words, none of them a negation) or follows a clear marker
+(``Label: X``, ``Answer: X``, ``<classifier>: X``). A model's free-text explanation names labels in
+passing ("this is not about work", "the user is asking..."), so longer prose without JSON or a
+marker is a reject that says so, never a label.
+
 Row conservation: every conversation x classifier of the week ends up either in ``classifications``
 or in ``classification_rejects`` with a reason (no answer yet, request failed, unparseable, out of
 set, missing from a batched answer). A pair missing from a batched answer is re-asked alone (see
@@ -28,6 +34,7 @@ from semtel_dagster.core.llm.requests import STATUS_OK
 
 NO_RESPONSE = "no response recorded"
 REQUEST_FAILED = "request failed"
+NO_JSON = "no JSON object in answer"
 CLEAN_EXACT = "exact"
 CLEAN_NORMALIZED = "case_whitespace"
 CLEAN_SYNONYM = "synonym"
@@ -55,6 +62,12 @@ _NUMBER_WORDS = {
     "ten": "10",
 }
 _NUMBER_IN_TEXT = re.compile(r"^(\d+)(?:\.0+)?(?:\s*(?:/|out of|of)\s*\d+)?$")
+CLEAN_MARKER = "marker"
+# Words a short answer may carry beyond the label itself ("Topic: math.", "the label is doing").
+SHORT_ANSWER_EXTRA_WORDS = 3
+_NEGATIONS = frozenset({"not", "no", "never", "neither", "nor", "none", "without", "isn't", "isnt", "doesn't", "doesnt", "non"})
+# A marker that introduces the answer: at the start of a line, "Label:", "Answer -", "Final answer =" ...
+_MARKER = r"(?:^|\n)[ \t>*#_-]*(?:final\s+)?(?:{names})[ \t*_]*[:=\-][ \t]*(?P<value>[^\n]+)"
 
 
 class ParseFailure(ValueError):
@@ -144,7 +157,7 @@ def load_json(raw_text: str | None) -> tuple[object, list[str]]:
                 continue
             return value, [step for step in (where, repair) if step]
     if "{" not in text and "[" not in text:
-        raise ParseFailure("no JSON object in answer")
+        raise ParseFailure(NO_JSON)
     raise ParseFailure(f"malformed JSON: {last_error}")
 
 
@@ -177,10 +190,7 @@ def clean_label(raw_label: str, classifier: Classifier) -> ParsedLabel:
     spoken = raw_label.strip().strip(_STRIP).casefold()
     if (number := _number(spoken)) is not None and number in classifier.labels:
         return ParsedLabel(number, raw_label, f"{CLEAN_NUMBER}:{spoken}->{number}")
-    padded = f" {normal} "
-    contained = {label for key, label in {**by_normal, **synonyms}.items() if f" {key} " in padded}
-    if len(contained) == 1 and normal:
-        label = contained.pop()
+    if (label := _label_in_short_text(normal, {**by_normal, **synonyms})) is not None:
         return ParsedLabel(label, raw_label, f"{CLEAN_CONTAINED}:{label}")
     threshold = classifier.fuzzy_threshold
     scored = sorted(
@@ -193,6 +203,27 @@ def clean_label(raw_label: str, classifier: Classifier) -> ParsedLabel:
             score, label = scored[0]
             return ParsedLabel(label, raw_label, f"{CLEAN_FUZZY}:{score:.2f}->{label}")
     raise ParseFailure(f"label {raw_label[:80]!r} is not in the {classifier.name} label set")
+
+
+def _label_in_short_text(normal: str, keys: dict[str, str]) -> str | None:
+    """The one label a short text names ("expert level", "the label is doing"), else None: more than a
+    few other words, several labels, or a negation ("not programming") name no label."""
+    found = {key: label for key, label in keys.items() if key and f" {key} " in f" {normal} "}
+    if len(set(found.values())) != 1:
+        return None
+    key_words = {word for key in found for word in key.split()}
+    others = [word for word in normal.split() if word not in key_words]
+    if len(others) > SHORT_ANSWER_EXTRA_WORDS or _NEGATIONS.intersection(others):
+        return None
+    return next(iter(found.values()))
+
+
+def marked_value(text: str, classifier: Classifier) -> str | None:
+    """The value after the last clear answer marker in prose (``Label: X``, ``Answer: X``, ``topic: X``
+    at the start of a line), or None."""
+    words = ("label", "answer", "category", "classification", classifier.name, classifier.name.replace("_", " "))
+    matches = list(re.finditer(_MARKER.format(names="|".join(map(re.escape, words))), text, re.IGNORECASE))
+    return matches[-1].group("value").strip() if matches else None
 
 
 def _label_field(answer: dict, classifier: Classifier) -> tuple[object, str]:
@@ -218,16 +249,13 @@ def _one_label(value: object, classifier: Classifier, steps: list[str]) -> Parse
 
 
 def parse_answer(raw_text: str | None, classifier: Classifier) -> ParsedLabel:
-    """One classifier, one conversation; a bare label without JSON is accepted (JSON-in-text mode)."""
+    """One classifier, one conversation; without JSON, a short bare label or a marked one (``prose_label``)."""
     try:
         answer, steps = load_json(raw_text)
     except ParseFailure as failure:
-        if str(failure) != "no JSON object in answer":
+        if str(failure) != NO_JSON:
             raise
-        try:
-            return _one_label(raw_text.strip(), classifier, ["bare_text"])
-        except ParseFailure:
-            raise failure from None
+        return prose_label(raw_text, classifier)
     if isinstance(answer, list) and len(answer) == 1:
         answer, steps = answer[0], steps + ["list_of_one"]
     if isinstance(answer, dict):
@@ -236,6 +264,25 @@ def parse_answer(raw_text: str | None, classifier: Classifier) -> ParsedLabel:
     if isinstance(answer, (str, int, float)):
         return _one_label(answer, classifier, steps + ["bare_value"])
     raise ParseFailure("answer has no `label` field")
+
+
+def prose_label(raw_text: str, classifier: Classifier) -> ParsedLabel:
+    """The label of an answer without JSON: after a clear marker, or the whole answer if it is short;
+    longer free text is a reject that says so."""
+    text = raw_text.strip()
+    marked = marked_value(text, classifier)
+    if marked is not None:
+        try:
+            return _one_label(marked, classifier, ["bare_text", CLEAN_MARKER])
+        except ParseFailure as failure:
+            raise ParseFailure(f"{NO_JSON}; after its marker: {failure}") from None
+    try:
+        return _one_label(text, classifier, ["bare_text"])
+    except ParseFailure:
+        words = len(text.split())
+        if words > max(len(_normalize(label).split()) for label in classifier.labels) + SHORT_ANSWER_EXTRA_WORDS:
+            raise ParseFailure(f"{NO_JSON}: free text ({words} words) without a `Label:` marker") from None
+        raise ParseFailure(NO_JSON) from None
 
 
 Outcome = ParsedLabel | ParseFailure

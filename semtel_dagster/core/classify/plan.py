@@ -31,6 +31,7 @@ import polars as pl
 
 from semtel_dagster.core.classify.prompts import (
     Classifier,
+    answer_max_tokens,
     multi_classifier_messages,
     multi_classifier_response_format,
     multi_classifier_version,
@@ -45,8 +46,6 @@ from semtel_dagster.core.prepare.tokens import count_tokens
 
 # Chat formatting adds a few tokens per message beyond the text itself.
 _MESSAGE_OVERHEAD_TOKENS = 4
-# Completion budget per conversation of a batched answer ({"id": "...", "label": "..."}).
-_BATCH_ITEM_TOKENS = 24
 
 STRATEGY_SINGLE = "single"  # one conversation x one classifier per call
 STRATEGY_MULTI_CLASSIFIER = "multi_classifier"  # one conversation x every classifier (one combined schema)
@@ -270,11 +269,11 @@ def _build_request(
             items = [(cid, transcripts[cid][0]) for cid in unit.conversation_ids]
             messages = multi_conversation_messages(classifier, items)
             response_format = multi_conversation_response_format(classifier, list(unit.conversation_ids))
-            max_tokens = classifier.max_tokens + _BATCH_ITEM_TOKENS * len(items)
+            max_tokens = answer_max_tokens(response_format, array_items=len(items))
         else:
             messages = multi_classifier_messages(chosen, transcripts[unit.conversation_ids[0]][0])
             response_format = multi_classifier_response_format(chosen)
-            max_tokens = sum(c.max_tokens for c in chosen)
+            max_tokens = answer_max_tokens(response_format)
         prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
     return LLMRequest(
         request_id=unit.request_id,

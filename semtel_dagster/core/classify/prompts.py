@@ -1,15 +1,23 @@
 """The classifier library: one Prompty file per classifier in ``prompts/``.
 
-A classifier's label set, definitions and examples live in the file's ``metadata.labels``, so adding a
-classifier is adding a file. The version stored with every label is a hash of the file's bytes: any
-edit to wording, labels or model options is a new version. Prompty only renders here; requests are
-sent by our own dispatcher, and connections stay in the endpoints file, not in prompts.
+A classifier's output contract is the file's ``outputs``, as Prompty tooling reads it: a ``label``
+string whose ``enumValues`` are the label set (more outputs may be declared, each a closed choice).
+The JSON schema sent to models is derived from ``outputs``; definitions and examples of each label
+live in ``metadata.labels``, which must name exactly the declared labels. Adding a classifier is adding
+a file. The version stored with every label is a hash of the file's bytes: any edit to wording,
+labels, outputs or model options is a new version. Prompty only renders here; requests are sent by our
+own dispatcher, and connections stay in the endpoints file, not in prompts.
+
+The completion budget (``max_tokens``) is derived from the schema, never guessed: the longest valid
+answer measured in UTF-8 bytes, since a byte-level tokenizer (GPT, Llama, SmolLM, Qwen) emits at most
+one token per byte; a batched answer's budget grows with its ids and classifiers the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,7 +28,10 @@ import prompty
 
 from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_text
 
-DEFAULT_MAX_TOKENS = 64
+LABEL_OUTPUT = "label"  # the output that carries the classifier's label
+# End of message, and the whitespace a model may put before or after the JSON object.
+_ANSWER_EDGE_TOKENS = 4
+_JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "float": "number", "boolean": "boolean"}
 # Minimum difflib similarity for a near-miss label (a one-letter typo in a 6-letter label scores 0.91).
 DEFAULT_FUZZY_THRESHOLD = 0.88
 
@@ -37,12 +48,13 @@ class Classifier:
     labels: tuple[str, ...]
     definitions: tuple[dict, ...]
     temperature: float
-    max_tokens: int
+    max_tokens: int  # the answer's derived budget, or the file's larger ``maxOutputTokens``
     groups: dict[str, list[str]] = field(default_factory=dict)
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD
     description: str = ""
     transcript_budget: TruncationConfig | None = None
+    outputs: dict[str, dict] = field(default_factory=dict)  # output name -> JSON schema, from ``outputs``
     agent: Any = field(default=None, repr=False, compare=False)
 
     def fit(self, transcript: str, tokens: int) -> tuple[str, int]:
@@ -79,8 +91,8 @@ class Classifier:
         return cached or None
 
     def response_format(self) -> dict:
-        """Strict JSON schema with the label set as an enum (structured outputs)."""
-        return _strict_schema(f"{self.name}_label", {"label": {"type": "string", "enum": list(self.labels)}})
+        """Strict JSON schema of the file's ``outputs`` (the label set as an enum): structured outputs."""
+        return _strict_schema(f"{self.name}_label", self.outputs)
 
     def label_lines(self) -> str:
         return "\n".join(
@@ -126,22 +138,28 @@ def load_classifier(path: Path) -> Classifier:
         agent = prompty.load(str(path))
     except Exception as exc:  # prompty raises plain ValueErrors naming the field
         raise PromptError(f"{path}: {exc}") from exc
+    outputs = _output_schemas(path, agent.outputs)
+    labels = list(outputs[LABEL_OUTPUT]["enum"])
     metadata = agent.metadata or {}
     definitions = metadata.get("labels")
     if not isinstance(definitions, list) or not definitions:
         raise PromptError(f"{path}: metadata.labels must be a non-empty list of {{name, definition}}")
-    labels = []
+    defined = []
     for index, entry in enumerate(definitions):
         if not isinstance(entry, dict) or not str(entry.get("name", "")).strip() or not entry.get("definition"):
             raise PromptError(f"{path}: metadata.labels[{index}] needs a name and a definition")
-        labels.append(str(entry["name"]).strip())
-    if len(set(labels)) != len(labels):
-        raise PromptError(f"{path}: metadata.labels has duplicate names")
+        defined.append(str(entry["name"]).strip())
+    if defined != labels:
+        raise PromptError(
+            f"{path}: metadata.labels must define the labels of outputs.label.enumValues in the same order: "
+            f"enumValues {labels}, defined {defined}"
+        )
     input_names = {prop.name for prop in agent.inputs or []}
     if "transcript" not in input_names:
         raise PromptError(f"{path}: inputs must declare `transcript`")
     options = agent.model.options if agent.model else None
     name = str(metadata.get("classifier") or agent.name or path.stem)
+    requested = int(options.max_output_tokens) if options and options.max_output_tokens else 0
     return Classifier(
         name=name,
         path=path,
@@ -149,14 +167,63 @@ def load_classifier(path: Path) -> Classifier:
         labels=tuple(labels),
         definitions=tuple({**entry, "name": str(entry["name"]).strip()} for entry in definitions),
         temperature=float(options.temperature) if options and options.temperature is not None else 0.0,
-        max_tokens=int(options.max_output_tokens) if options and options.max_output_tokens else DEFAULT_MAX_TOKENS,
+        max_tokens=max(requested, answer_max_tokens(_strict_schema(name, outputs))),
         groups=dict(metadata.get("groups") or {}),
         synonyms=_synonyms(path, metadata.get("synonyms"), labels),
         fuzzy_threshold=float(metadata.get("fuzzy_threshold", DEFAULT_FUZZY_THRESHOLD)),
         description=str(agent.description or ""),
         transcript_budget=_transcript_budget(path, metadata.get("transcript_budget")),
+        outputs=outputs,
         agent=agent,
     )
+
+
+def _output_schemas(path: Path, properties: list | None) -> dict[str, dict]:
+    """JSON schema per declared output. Each is a closed choice (``enumValues``, or a boolean), so every
+    answer has a longest form that bounds ``max_tokens``; ``label`` is a string output."""
+    schemas: dict[str, dict] = {}
+    for prop in properties or []:
+        kind = _JSON_TYPES.get(prop.kind)
+        if kind is None:
+            raise PromptError(f"{path}: outputs.{prop.name}: kind {prop.kind!r} is not a closed choice (string, number, boolean)")
+        if kind != "boolean" and not prop.enum_values:
+            raise PromptError(f"{path}: outputs.{prop.name} must declare its values as enumValues")
+        schema: dict[str, Any] = {"type": kind}
+        if prop.enum_values:
+            values = [str(v) for v in prop.enum_values] if kind == "string" else list(prop.enum_values)
+            if len(set(map(str, values))) != len(values):
+                raise PromptError(f"{path}: outputs.{prop.name}.enumValues has duplicates")
+            schema["enum"] = values
+        schemas[prop.name] = schema
+    if LABEL_OUTPUT not in schemas or schemas[LABEL_OUTPUT]["type"] != "string":
+        raise PromptError(f"{path}: outputs must declare `{LABEL_OUTPUT}`, a string whose enumValues are the label set")
+    return schemas
+
+
+def longest_answer(schema: dict, array_items: int = 1) -> object:
+    """The valid instance of ``schema`` with the longest JSON text (arrays hold ``array_items`` items)."""
+    if "enum" in schema:
+        return max(schema["enum"], key=lambda value: len(json.dumps(value).encode()))
+    kind = schema.get("type")
+    if kind == "object":
+        return {key: longest_answer(value, array_items) for key, value in schema["properties"].items()}
+    if kind == "array":
+        return [longest_answer(schema["items"], array_items) for _ in range(array_items)]
+    if kind == "boolean":
+        return False
+    raise ValueError(f"no longest answer for an open schema: {schema}")
+
+
+def answer_max_tokens(response_format: dict, array_items: int = 1) -> int:
+    """``max_tokens`` that fits the longest valid answer to ``response_format`` under any output mode:
+    its UTF-8 bytes (at most one token each for a byte-level tokenizer) plus end of message.
+
+    Grammar-enforced and schema modes return exactly such JSON; prompt-only modes that answer in JSON
+    fit too, and the short prose answers the parser accepts are no longer than the JSON form.
+    """
+    schema = response_format["json_schema"]["schema"]
+    answer = json.dumps(longest_answer(schema, array_items), ensure_ascii=False)
+    return len(answer.encode()) + _ANSWER_EDGE_TOKENS
 
 
 def _transcript_budget(path: Path, spec: object) -> TruncationConfig | None:
@@ -250,10 +317,8 @@ def multi_classifier_messages(classifiers: list[Classifier], transcript: str) ->
 
 
 def multi_classifier_response_format(classifiers: list[Classifier]) -> dict:
-    return _strict_schema(
-        "multi_classifier_labels",
-        {c.name: {"type": "string", "enum": list(c.labels)} for c in classifiers},
-    )
+    """One key per classifier, each holding that classifier's ``label`` output."""
+    return _strict_schema("multi_classifier_labels", {c.name: c.outputs[LABEL_OUTPUT] for c in classifiers})
 
 
 def multi_conversation_version(classifier: Classifier) -> str:
@@ -278,12 +343,8 @@ def multi_conversation_messages(classifier: Classifier, items: list[tuple[str, s
 
 
 def multi_conversation_response_format(classifier: Classifier, ids: list[str]) -> dict:
-    item = {
-        "type": "object",
-        "properties": {"id": {"type": "string", "enum": list(ids)}, "label": {"type": "string", "enum": list(classifier.labels)}},
-        "required": ["id", "label"],
-        "additionalProperties": False,
-    }
+    properties = {"id": {"type": "string", "enum": list(ids)}, **classifier.outputs}
+    item = {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
     return _strict_schema(f"{classifier.name}_labels", {BATCH_ANSWERS_KEY: {"type": "array", "items": item}})
 
 
