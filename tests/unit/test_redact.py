@@ -137,3 +137,9 @@ def test_answers_are_not_redacted():
         rows: list[dict] = []
         asyncio.run(Dispatcher([Endpoint(name="a", base_url=server.base_url, model="m")]).run(_requests(1), rows.append))
     assert rows[0]["raw_text"] == '{"label": "Bearer of news"}' and rows[0]["error"] is None
+
+
+def test_an_echoed_authorization_header_reads_as_one_redaction():
+    """The endpoint's key and the header shapes together leave one clean marker, not broken brackets."""
+    out = redact(f"request headers: Authorization: Bearer {KEY}; Host: api", secrets=[KEY])
+    assert out == f"request headers: Authorization: {REDACTED}; Host: api"

@@ -19,11 +19,13 @@ _CHUNK = 24  # an echo is any run of this many characters of the request's text
 _MIN_SECRET = 4
 
 _PATTERNS = [
-    (re.compile(r"(?i)\bbearer\s+[^\s\"',;}\]]+"), "Bearer " + REDACTED),
+    # token characters exclude brackets, so an already redacted value is never matched again
+    (re.compile(r"(?i)\bbearer\s+[^\s\"',;}\]\[]+"), "Bearer " + REDACTED),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{4,}"), "sk-" + REDACTED),
     (
         re.compile(
-            r"(?i)\b(api[-_]?key|x-api-key|authorization|ocp-apim-subscription-key|access[-_]token)(\W{1,4})[^\s\"',;}\]]+"
+            r"(?i)\b(api[-_]?key|x-api-key|authorization|ocp-apim-subscription-key|access[-_]token)(\W{1,4})"
+            r"(?:(?:bearer|basic)\s+)?(?:\[redacted\]|[^\s\"',;}\]\[]+)"
         ),
         r"\1\2" + REDACTED,
     ),
