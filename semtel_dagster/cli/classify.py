@@ -33,6 +33,8 @@ def classify_file(
     budget_cost: float | None = None,
     flush_rows: int = 200,
     flush_seconds: float = 2.0,
+    give_up_s: float = 25.0,
+    stop_after_failing_s: float = 30.0,
     engine: str = "polars",
     spark_master: str | None = None,
     log=print,
@@ -58,6 +60,8 @@ def classify_file(
         flush_seconds=flush_seconds,
         budget_tokens=budget_tokens,
         budget_cost=budget_cost,
+        give_up_s=give_up_s,
+        stop_after_failing_s=stop_after_failing_s,
     )
     with pool.opened():
         log(
@@ -159,6 +163,8 @@ def _classified(args: argparse.Namespace, log) -> dict:
         budget_cost=args.budget_cost,
         flush_rows=args.flush_rows,
         flush_seconds=args.flush_seconds,
+        give_up_s=args.give_up_s,
+        stop_after_failing_s=args.stop_after_failing_s,
         engine=args.engine,
         spark_master=args.spark_master,
         log=log,
@@ -175,6 +181,10 @@ def register(commands) -> None:
     cmd.add_argument("--summary-json", help="also write the summary to this file")
     cmd.add_argument("--budget-tokens", type=int, help="stop before this many prompt + completion tokens (retries count)")
     cmd.add_argument("--budget-cost", type=float, help="stop before this cost (prices per model in the endpoints file)")
+    cmd.add_argument(
+        "--give-up-s", type=float, default=25.0, help="a request still failing this long (429s aside) ends as an error row"
+    )
+    cmd.add_argument("--stop-after-failing-s", type=float, default=30.0, help="every endpoint failing this long: stop, exit 4")
     cmd.add_argument("--flush-rows", type=int, default=200, help="commit answers every N responses ...")
     cmd.add_argument("--flush-seconds", type=float, default=2.0, help="... or every T seconds")
     cmd.add_argument(

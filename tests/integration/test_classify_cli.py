@@ -212,6 +212,18 @@ def test_misconfigured_endpoint_fails_fast_without_retries(tmp_path, sample, cap
     assert calls <= 4
 
 
+def test_the_stop_time_is_the_users_to_set(tmp_path, sample, capsys):
+    """A sole endpoint answering 500 to everything: --stop-after-failing-s bounds the run, exit 4."""
+    from scripted_http import HandlerServer, always_500
+
+    with HandlerServer(always_500) as server:
+        started = time.monotonic()
+        code, _ = _classify_raw(tmp_path, sample, _endpoints_at(tmp_path, server.base_url), "--stop-after-failing-s", "3")
+    elapsed = time.monotonic() - started
+    assert code == 4 and elapsed < 15, elapsed
+    assert "every endpoint failing" in capsys.readouterr().err
+
+
 def test_failed_requests_exit_non_zero_and_are_told_apart(tmp_path, sample, capsys):
     from aiohttp import web
     from scripted_http import HandlerServer, completion
@@ -230,7 +242,7 @@ def test_failed_requests_exit_non_zero_and_are_told_apart(tmp_path, sample, caps
     assert f"{summary['answered_requests']} requests answered, {summary['failed_requests']} failed" in capsys.readouterr().err
 
 
-def _classify_raw(tmp_path: Path, sample: Path, endpoints: Path) -> tuple[int, dict | None]:
+def _classify_raw(tmp_path: Path, sample: Path, endpoints: Path, *extra: str) -> tuple[int, dict | None]:
     summary_file = tmp_path / "summary.json"
     code = main(
         [
@@ -245,6 +257,7 @@ def _classify_raw(tmp_path: Path, sample: Path, endpoints: Path) -> tuple[int, d
             str(endpoints),
             "--summary-json",
             str(summary_file),
+            *extra,
         ]
     )
     return code, json.loads(summary_file.read_text()) if summary_file.exists() else None
