@@ -74,11 +74,10 @@ def overwrite_week(df: DataFrame, uri: str, schema: pl.Schema, week: dt.date, wr
             builder = builder.option("replaceWhere", f"{PARTITION} = '{week.isoformat()}'")
         builder.save(uri)
         return DeltaTable(uri).version()
-    arrow_schema = tables.empty(schema).to_arrow().schema
-    if not delta.table_exists(uri):
-        DeltaTable.create(uri, arrow_schema, mode="ignore", partition_by=[PARTITION])
+    delta.ensure_table(uri, schema)
     written = df.mapInArrow(partial(_write_parquet, uri=uri, schema=schema, week=week), _FILES).collect()
-    return commit_week(uri, week, [(r.path, r.size, r.rows) for r in written])
+    with delta.week_locks(uri, [week]):  # as every writer of the lake: concurrent runs of a week never add up
+        return commit_week(uri, week, [(r.path, r.size, r.rows) for r in written])
 
 
 def commit_week(uri: str, week: dt.date, files: list[tuple[str, int, int]]) -> int:
