@@ -28,7 +28,7 @@ from semtel_dagster.core.prepare.embeddings import Embedder, EmbeddingStats
 from semtel_dagster.engines import Written
 from semtel_dagster.engines.spark_delta import collect_frame, spark_schema, to_spark_arrow
 
-_EMBEDDED_ROW = pl.Schema(
+_EMBEDDED_ROW = tables.schema(
     {
         "conversation_id": pl.String,
         "vector": pl.List(pl.Float32),

@@ -42,10 +42,10 @@ from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written, s
 from semtel_dagster.engines.quota import share_endpoints, share_settings
 from semtel_dagster.engines.spark_delta import collect_frame, overwrite_week, read_week, spark_schema, to_spark_arrow
 
-_INGESTED = pl.Schema({**tables.CONVERSATIONS, **tables.INGEST_REJECTS, "table": pl.String, "unit": pl.Int64})
-_PARSED = pl.Schema({**tables.CLASSIFICATIONS, **tables.CLASSIFICATION_REJECTS, "table": pl.String})
-_KEYED = pl.Schema({**tables.CONVERSATION_CLUSTERS, **tables.LLM_RESPONSES, "kind": pl.String, "batch": pl.Int64})
-_REPS = pl.Schema(
+_INGESTED = tables.schema({**tables.CONVERSATIONS, **tables.INGEST_REJECTS, "table": pl.String, "unit": pl.Int64})
+_PARSED = tables.schema({**tables.CLASSIFICATIONS, **tables.CLASSIFICATION_REJECTS, "table": pl.String})
+_KEYED = tables.schema({**tables.CONVERSATION_CLUSTERS, **tables.LLM_RESPONSES, "kind": pl.String, "batch": pl.Int64})
+_REPS = tables.schema(
     {
         "conversation_id": pl.String,
         "week_start": pl.Date,
@@ -56,9 +56,9 @@ _REPS = pl.Schema(
         "vector": pl.List(pl.Float32),
     }
 )
-_TO_ANSWER = pl.Schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
+_TO_ANSWER = tables.schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
 _HASHED = "conversation_id string, week_start date, text_hash string"
-_KEYED_VECTORS = pl.Schema({**tables.CONVERSATION_EMBEDDINGS, "query": pl.Boolean, "keys": pl.List(pl.Int64)})
+_KEYED_VECTORS = tables.schema({**tables.CONVERSATION_EMBEDDINGS, "query": pl.Boolean, "keys": pl.List(pl.Int64)})
 _TASK_REPORT = "report string"
 
 
