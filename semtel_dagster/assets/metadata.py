@@ -43,14 +43,16 @@ def catalog(stage: str, *, llm: bool = False, prompts: bool = False) -> dict:
 
 def table_schema(frame: pl.DataFrame, table: str | None = None) -> TableSchema:
     """Columns with their type and, for the pipeline's tables, the contract's description."""
-    described = tables.DESCRIPTIONS.get(table, {})
+    described = tables.DESCRIPTIONS.get(table, {}) if table is not None else {}
     return TableSchema(
         columns=[TableColumn(name, str(dtype), description=described.get(name)) for name, dtype in frame.schema.items()]
     )
 
 
-def _number(value: object) -> object:
-    return round(value, 4) if isinstance(value, float) else value
+def _number(value: object) -> str | int | float | None:
+    if isinstance(value, float):
+        return round(value, 4)
+    return value if value is None or isinstance(value, str | int) else str(value)
 
 
 def _kind(values: list) -> str:

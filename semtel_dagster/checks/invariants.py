@@ -10,6 +10,7 @@ without the week ever reaching the driver.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import narwhals.stable.v2 as nw
 import polars as pl
@@ -18,13 +19,19 @@ from semtel_dagster.core.classify.plan import batch_width, expected_request_ids,
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.lake import tables
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+
+# both sides of a join are eager, or both lazy
+FrameT = TypeVar("FrameT", nw.DataFrame[Any], nw.LazyFrame[Any])
+
 
 def covers(expected, produced, key: str = "conversation_id"):
     """Full join of the expected ids (``key`` of ``expected``) with produced rows: ``expected`` and ``produced`` flags."""
     return _covers(nw.from_native(expected), nw.from_native(produced), key).to_native()
 
 
-def _covers(expected: nw.DataFrame | nw.LazyFrame, produced: nw.DataFrame | nw.LazyFrame, key: str):
+def _covers(expected: FrameT, produced: FrameT, key: str) -> FrameT:
     wanted = expected.select(key).unique().with_columns(nw.lit(True).alias("expected"))
     joined = wanted.join(produced.with_columns(nw.lit(True).alias("produced")), on=key, how="full")
     return joined.with_columns(
@@ -72,6 +79,7 @@ def request_coverage(
     follow-ups are left out). Ids come from ``core.classify``; on Spark per task of whole batches, the
     tasks classify and parse use (``spark_engine.map_batches``)."""
     needed = partial(_needed_requests, classifiers=classifiers, strategy=strategy, batch_size=batch_size)
+    expected: pl.DataFrame | SparkDataFrame
     if isinstance(clusters, pl.DataFrame):
         expected = needed(clusters, responses)
     else:

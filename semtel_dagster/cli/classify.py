@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 OUTPUTS = ("llm_responses", "classifications", "classification_rejects")
 OUTPUT_LOCK = ".semtel-classify.lock"  # one run per output folder: two would send every request twice
@@ -35,7 +36,7 @@ def classify_file(
     flush_seconds: float = 2.0,
     give_up_s: float = 25.0,
     stop_after_failing_s: float = 30.0,
-    engine: str = "polars",
+    engine: Literal["polars", "spark"] = "polars",
     spark_master: str | None = None,
     log=print,
 ) -> dict:
@@ -54,8 +55,9 @@ def classify_file(
     ingested = read_file(input_path, max_record_bytes=settings.max_record_bytes)
     conversations = ingested.conversations
     weeks = sorted(set(conversations.get_column("week_start").to_list()))
+    endpoints_option: dict[str, Any] = {"endpoints_file": str(endpoints_file)} if endpoints_file else {}
     pool = EndpointPoolResource(
-        **({"endpoints_file": str(endpoints_file)} if endpoints_file else {}),  # else SEMTEL_ENDPOINTS
+        **endpoints_option,  # else SEMTEL_ENDPOINTS
         flush_rows=flush_rows,
         flush_seconds=flush_seconds,
         budget_tokens=budget_tokens,
@@ -68,7 +70,8 @@ def classify_file(
             f"semtel classify: {conversations.height} conversations in {len(weeks)} week(s), {engine} engine, "
             f"endpoints {[e.name for e in pool.endpoints]}"
         )
-        stages = EngineResource(kind=engine, **({"spark_master": spark_master} if spark_master else {})).for_lake(str(output))
+        spark_option: dict[str, Any] = {"spark_master": spark_master} if spark_master else {}
+        stages = EngineResource(kind=engine, **spark_option).for_lake(str(output))
         pipeline = Pipeline(stages, settings, calls=pool.calls(), log=log)
         reports, rows = [], dict.fromkeys(OUTPUTS[1:], 0)
         for week in weeks:

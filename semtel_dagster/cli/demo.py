@@ -8,6 +8,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from semtel_dagster.core.lake.weeks import last_complete_week, parse_week
@@ -47,7 +48,7 @@ def ensure_instance(dagster_home: Path) -> Path:
     return config
 
 
-def demo_environment(home: Path, engine: str, environ: dict | None = None) -> dict[str, str]:
+def demo_environment(home: Path, engine: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """What the code location reads from the environment for a demo run: ``SEMTEL_LAKE`` and
     ``SEMTEL_ENDPOINTS`` are honoured when set; unset, the lake is under ``home`` and the simulator is
     asked for by name (``sim``)."""

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from semtel_dagster.core.evaluation.experiment import GOLDEN_DESCRIPTIONS, SAMPLE_WEEK, load_golden, parse_config, sample_set
-from semtel_dagster.core.llm.endpoints import load_endpoints
+from semtel_dagster.core.llm.endpoints import Endpoint, load_endpoints
 
 
 def run_eval(args: argparse.Namespace) -> Path:
@@ -24,7 +24,7 @@ def run_eval(args: argparse.Namespace) -> Path:
     config_a, file_a = parse_config(args.a, "A")
     config_b, file_b = parse_config(args.b, "B")
     with ExitStack() as stack:
-        simulated = None
+        simulated: list[Endpoint] = []  # used only where a file is missing, and then set
         if not (file_a and file_b):
             sim_config = EMBEDDED_SIMULATOR.model_copy(
                 update={

@@ -26,9 +26,9 @@ from semtel_dagster.core.lake import tables
 from semtel_dagster.core.prepare.dedupe import EDGES, METHOD_EMBEDDING, MOVES, lsh_keys, near_duplicate_edges, resolve_edges
 from semtel_dagster.core.prepare.embeddings import Embedder, EmbeddingStats
 from semtel_dagster.engines import Written
-from semtel_dagster.engines.spark_delta import collect_frame, spark_schema, to_spark_arrow
+from semtel_dagster.engines.spark_delta import arrow_frame, collect_frame, spark_schema, to_spark_arrow
 
-_EMBEDDED_ROW = pl.Schema(
+_EMBEDDED_ROW = tables.schema(
     {
         "conversation_id": pl.String,
         "vector": pl.List(pl.Float32),
@@ -175,7 +175,7 @@ def _embed_partition(batches: Iterator[pa.RecordBatch], *, embedder: Callable[[]
     for batch in batches:
         if not batch.num_rows:
             continue
-        frame = pl.from_arrow(pa.Table.from_batches([batch]))
+        frame = arrow_frame(pa.Table.from_batches([batch]))
         vectors = model.embed(frame["transcript"].fill_null("").to_list())
         yield from _embedded_rows(
             {
@@ -202,11 +202,11 @@ def _embedded_rows(columns: dict) -> list[pa.RecordBatch]:
 
 def _edges_partition(batches: Iterator[pa.RecordBatch], *, threshold: float):
     """Executor side: the buckets of this task, each whole (shuffled by key), scanned by the core."""
-    batches = list(batches)
-    if not batches:
+    collected = list(batches)
+    if not collected:
         return
-    table = pa.Table.from_batches(batches)
-    ids = pl.from_arrow(table.column("conversation_id")).alias("conversation_id")
+    table = pa.Table.from_batches(collected)
+    ids = pl.Series("conversation_id", table.column("conversation_id"))
     flat = table.column("vector").combine_chunks().flatten().to_numpy()
     vectors = flat.reshape(table.num_rows, -1)
     unique = ids.unique().sort()  # id order, as on the Polars engine

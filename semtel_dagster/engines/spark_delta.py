@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
@@ -45,10 +45,17 @@ def to_spark_arrow(frame: pl.DataFrame, struct: StructType) -> pa.Table:
     return frame.select(struct.fieldNames()).to_arrow().cast(to_arrow_schema(struct, timezone="UTC"))
 
 
+def arrow_frame(table: pa.Table) -> pl.DataFrame:
+    """``pl.from_arrow`` of a whole table, typed as the frame it always is (it returns a Series only for an array)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def collect_frame(batches: Iterator[pa.RecordBatch]) -> pl.DataFrame | None:
     """All batches of a task as one Polars frame; None for an empty partition."""
-    batches = list(batches)
-    return pl.from_arrow(pa.Table.from_batches(batches)) if batches else None
+    collected = list(batches)
+    return arrow_frame(pa.Table.from_batches(collected)) if collected else None
 
 
 def read_week(spark: SparkSession, uri: str, schema: pl.Schema, week: dt.date, writer: str = "delta-rs") -> DataFrame:
@@ -84,7 +91,7 @@ def commit_week(uri: str, week: dt.date, files: list[tuple[str, int, int]]) -> i
     """One atomic commit: the week's current files out, ``files`` (paths relative to the table) in."""
     table = DeltaTable(uri)
     now = int(time.time() * 1000)
-    actions = [
+    actions: list[AddAction | RemoveAction] = [
         AddAction(path, size, {PARTITION: week.isoformat()}, now, True, json.dumps({"numRecords": rows}))
         for path, size, rows in files
     ]

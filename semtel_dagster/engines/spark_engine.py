@@ -40,12 +40,12 @@ from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, lsh_keys, text_hash
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written, spark_dedupe
 from semtel_dagster.engines.quota import share_endpoints, share_settings
-from semtel_dagster.engines.spark_delta import collect_frame, overwrite_week, read_week, spark_schema, to_spark_arrow
+from semtel_dagster.engines.spark_delta import arrow_frame, collect_frame, overwrite_week, read_week, spark_schema, to_spark_arrow
 
-_INGESTED = pl.Schema({**tables.CONVERSATIONS, **tables.INGEST_REJECTS, "table": pl.String, "unit": pl.Int64})
-_PARSED = pl.Schema({**tables.CLASSIFICATIONS, **tables.CLASSIFICATION_REJECTS, "table": pl.String})
-_KEYED = pl.Schema({**tables.CONVERSATION_CLUSTERS, **tables.LLM_RESPONSES, "kind": pl.String, "batch": pl.Int64})
-_REPS = pl.Schema(
+_INGESTED = tables.schema({**tables.CONVERSATIONS, **tables.INGEST_REJECTS, "table": pl.String, "unit": pl.Int64})
+_PARSED = tables.schema({**tables.CLASSIFICATIONS, **tables.CLASSIFICATION_REJECTS, "table": pl.String})
+_KEYED = tables.schema({**tables.CONVERSATION_CLUSTERS, **tables.LLM_RESPONSES, "kind": pl.String, "batch": pl.Int64})
+_REPS = tables.schema(
     {
         "conversation_id": pl.String,
         "week_start": pl.Date,
@@ -56,9 +56,9 @@ _REPS = pl.Schema(
         "vector": pl.List(pl.Float32),
     }
 )
-_TO_ANSWER = pl.Schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
+_TO_ANSWER = tables.schema({**_REPS, **tables.LLM_RESPONSES, **reuse.CANDIDATES, "kind": pl.String, "batch": pl.Int64})
 _HASHED = "conversation_id string, week_start date, text_hash string"
-_KEYED_VECTORS = pl.Schema({**tables.CONVERSATION_EMBEDDINGS, "query": pl.Boolean, "keys": pl.List(pl.Int64)})
+_KEYED_VECTORS = tables.schema({**tables.CONVERSATION_EMBEDDINGS, "query": pl.Boolean, "keys": pl.List(pl.Int64)})
 _TASK_REPORT = "report string"
 
 
@@ -282,7 +282,7 @@ class SparkEngine:
             .withColumn("share", F.col("conversations") / F.col("labeled_conversations"))
             .orderBy("week_start", "classifier", F.desc("conversations"), "label")
         )
-        frame = tables.conform(pl.from_arrow(insights.toArrow()), tables.WEEKLY_INSIGHTS)
+        frame = tables.conform(arrow_frame(insights.toArrow()), tables.WEEKLY_INSIGHTS)
         version = delta.overwrite_weeks(self.uri("weekly_insights"), frame, tables.WEEKLY_INSIGHTS, [week])
         return Written("weekly_insights", version, frame)
 
@@ -302,7 +302,7 @@ def _parallelism(spark: SparkSession) -> int:
     try:
         return spark.sparkContext.defaultParallelism
     except Exception:  # Spark Connect has no SparkContext
-        return int(spark.conf.get("spark.default.parallelism", "2"))
+        return int(spark.conf.get("spark.default.parallelism", "2") or "2")  # the stub drops the default
 
 
 def _without_index(read: Reader) -> Reader:
@@ -374,7 +374,7 @@ def _map_stage(batches, *, stage: Stage, source: pl.Schema, target):
 
 def _hash_partition(batches):
     for batch in batches:
-        frame = pl.from_arrow(pa.Table.from_batches([batch]))
+        frame = arrow_frame(pa.Table.from_batches([batch]))
         yield from (
             frame.select(
                 "conversation_id",

@@ -16,7 +16,7 @@ from semtel_dagster.core.prepare.embeddings import Embedder, LocalEmbedder, Open
 
 class EmbedderResource(ConfigurableResource):
     kind: Literal["local", "openai"] = Field(
-        default_factory=lambda: os.environ.get("SEMTEL_EMBEDDER", "local"),
+        default_factory=lambda: os.environ.get("SEMTEL_EMBEDDER", "local"),  # type: ignore[arg-type]  # the value is validated as config
         description="local: all-MiniLM-L6-v2 offline on this machine; openai: an OpenAI-compatible /v1/embeddings endpoint.",
     )
     base_url: str | None = Field(default=None, description="openai: base URL, e.g. https://host/v1.")

@@ -26,7 +26,7 @@ SESSION_DEFAULTS = {
 
 class EngineResource(ConfigurableResource):
     kind: Literal["polars", "spark"] = Field(
-        default_factory=lambda: os.environ.get("SEMTEL_ENGINE", "polars"),
+        default_factory=lambda: os.environ.get("SEMTEL_ENGINE", "polars"),  # type: ignore[arg-type]  # the value is validated as config
         description="polars: one machine; spark: per-partition tasks on a Spark cluster.",
     )
     spark_master: str = Field(

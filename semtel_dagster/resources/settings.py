@@ -30,7 +30,7 @@ class PipelineSettings(ConfigurableResource):
     max_transcript_tokens: int = Field(default=3000, ge=16, description="Token budget of a transcript.")
     head_share: float = Field(default=0.6, ge=0.0, le=1.0, description="Share of the budget kept from the start.")
     max_record_bytes: int = Field(default=1_000_000, gt=0, description="Larger input records are rejected.")
-    batching_strategy: Literal[STRATEGIES] = Field(
+    batching_strategy: Literal[STRATEGIES] = Field(  # type: ignore[valid-type]  # a tuple, not a Literal alias, in plan.py
         default="single",
         description="Batching: one conversation x one classifier per call, x every classifier, or several conversations per call.",
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 AnomalyKind = Literal[
@@ -116,7 +116,7 @@ def _applicable(kind: str, answer: Any) -> bool:
     return any(_label_change(kind, str(c[k]), random.Random(0)) is not None for c, k in _label_slots(answer))
 
 
-def misbehave(content: str, rate: float, kinds: list[str] | None, seed: int, key: str) -> tuple[str, str | None]:
+def misbehave(content: str, rate: float, kinds: Sequence[str] | None, seed: int, key: str) -> tuple[str, str | None]:
     """(content, anomaly kind) with probability ``rate`` of one anomaly among ``kinds`` (default: all)."""
     if rate <= 0:
         return content, None

@@ -262,7 +262,7 @@ def message_text(content: Any) -> str:
     return str(content)
 
 
-def _resolve(schema: Mapping[str, Any], node: Any) -> Any:
+def _resolve(schema: Mapping[str, Any] | None, node: Any) -> Any:
     """Resolve a local ``$ref`` (``#/$defs/X`` or ``#/definitions/X``) one level deep."""
     if isinstance(node, Mapping) and isinstance(node.get("$ref"), str):
         ref = node["$ref"]
@@ -347,7 +347,7 @@ def definitions_for(system_text: str, labels: Sequence[str] | None = None, headi
             lo, hi = section
             scoped = [(lab, d) for lab, d, ln in defs if lo < ln < hi and lab in set(labels)]
             if scoped:
-                defs_scoped = dict()
+                defs_scoped: dict[str, str] = {}
                 for lab, d in scoped:
                     defs_scoped.setdefault(lab, d)
                 return [(lab, defs_scoped.get(lab, "")) for lab in labels]
@@ -513,7 +513,7 @@ def split_messages(messages: Sequence[Any]) -> tuple[str, list[str]]:
     return "\n".join(system), user
 
 
-def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[str, str]:
+def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[str, Any]:
     """The answer object for a classifier request, e.g. ``{"label": "3"}``.
 
     Batched multi-classifier schemas (several enum properties) get one label per enum property,
@@ -530,7 +530,7 @@ def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[
     if not enums:
         defs = definitions_for(system)
         return {"label": choose_label(defs, terms)}
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     multi = len(enums) > 1
     for prop, labels in enums.items():
         defs = definitions_for(system, labels, heading=prop if multi else None)
@@ -543,11 +543,11 @@ def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[
             if typ == "string":
                 out[req] = ""
             elif typ in ("number", "integer"):
-                out[req] = 0  # type: ignore[assignment]
+                out[req] = 0
             elif typ == "boolean":
-                out[req] = False  # type: ignore[assignment]
+                out[req] = False
             elif typ == "array":
-                out[req] = []  # type: ignore[assignment]
+                out[req] = []
     return out
 
 

@@ -266,7 +266,7 @@ class EndpointState:
     def fault(self, now: float, admitted: bool) -> str | None:
         """The fault this request meets, if any: scheduled windows first, then the random rates."""
         f = self.cfg.faults
-        kind = None
+        kind: str | None = None
         elapsed = now - self.t0
         for w in f.windows:
             if w.start_s <= elapsed < w.start_s + w.duration_s and (w.kind in ("hang", "timeout")) == admitted:
@@ -462,7 +462,8 @@ class SimApp:
         now = time.monotonic()
         fault = st.fault(now, admitted=False)
         if fault == "down":
-            request.transport.close()  # the client sees the connection drop, as from a dead host
+            if request.transport is not None:
+                request.transport.close()  # the client sees the connection drop, as from a dead host
             return web.Response(status=503)
         if fault == "429":
             headers = {**st.headers(now), "Retry-After": "1", "retry-after-ms": "1000"}
@@ -755,7 +756,7 @@ def make_config(
         eps = [SimEndpointConfig.model_validate(e.model_dump()) for e in eps]
     else:
         cfg = SimConfig()
-        eps = [SimEndpointConfig(**overrides)]
+        eps = [SimEndpointConfig.model_validate(overrides)]
     data = cfg.model_dump()
     data["endpoints"] = [e.model_dump() for e in eps]
     if host is not None:

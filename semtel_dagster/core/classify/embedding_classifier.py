@@ -218,7 +218,7 @@ def answer_confident(
     ids: list[str],
     vectors: np.ndarray,
     week_start: dt.date,
-    answered_ids: set[str] = frozenset(),
+    answered_ids: Collection[str] = frozenset(),
     now: dt.datetime | None = None,
 ) -> pl.DataFrame:
     """``llm_responses`` rows for the representatives the model labels at or above its threshold.

@@ -123,7 +123,7 @@ def _candidates(text: str) -> list[tuple[str, str]]:
 def _repairs(text: str) -> list[tuple[str, str]]:
     """Progressively repaired variants of a JSON-ish text, with the names of the repairs."""
     variants = [("", text)]
-    fixed, steps = text, []
+    fixed, steps = text, list[str]()
     if _TRAILING_COMMA.search(fixed):
         fixed, steps = _TRAILING_COMMA.sub(r"\1", fixed), steps + ["trailing_comma"]
         variants.append((";".join(steps), fixed))
@@ -255,7 +255,7 @@ def parse_answer(raw_text: str | None, classifier: Classifier) -> ParsedLabel:
     except ParseFailure as failure:
         if str(failure) != NO_JSON:
             raise
-        return prose_label(raw_text, classifier)
+        return prose_label(raw_text or "", classifier)
     if isinstance(answer, list) and len(answer) == 1:
         answer, steps = answer[0], steps + ["list_of_one"]
     if isinstance(answer, dict):
@@ -313,9 +313,10 @@ def parse_batched(
         answer, steps = load_json(raw_text)
     except ParseFailure as failure:
         return {pair: ParseFailure(f"batched answer: {failure}{truncated}") for pair in pairs}
+    values: dict[tuple[str, str], object]
     if len(conversation_ids) == 1:
-        values, notes = _by_classifier(answer, names)
-        values = {(conversation_ids[0], name): value for name, value in values.items()}
+        by_name, notes = _by_classifier(answer, names)
+        values = {(conversation_ids[0], name): value for name, value in by_name.items()}
     else:
         values, notes = _by_conversation(answer, conversation_ids, names[0])
     outcome: dict[tuple[str, str], Outcome] = {}

@@ -357,7 +357,7 @@ def latest_per_request(responses: pl.DataFrame) -> pl.DataFrame:
 
 async def dispatch_streaming(
     dispatcher: Dispatcher,
-    requests: Iterator[LLMRequest] | list[LLMRequest],
+    requests: Iterable[LLMRequest],
     write_batch: Callable[[list[dict]], None],
     *,
     flush_rows: int = 200,

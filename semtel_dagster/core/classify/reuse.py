@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Collection
 
 import numpy as np
 import polars as pl
@@ -162,9 +163,9 @@ def match_labels(matches: pl.DataFrame, earlier_classifications: pl.DataFrame) -
 def reused_answers(
     found: pl.DataFrame,
     classifiers: dict[str, Classifier],
-    models: set[str],
+    models: Collection[str],
     week_start: dt.date,
-    answered_ids: set[str] = frozenset(),
+    answered_ids: Collection[str] = frozenset(),
     now: dt.datetime | None = None,
 ) -> pl.DataFrame:
     """``llm_responses`` rows for the representatives in ``found`` (``candidates``) with a reusable label.

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def sample_week(conversations: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def run_configuration(config: RunConfig, conversations: pl.DataFrame, endpoints: list[Endpoint]) -> RunResult:
+def run_configuration(config: RunConfig, conversations: pl.DataFrame, endpoints: Sequence[Endpoint]) -> RunResult:
     """Classify the sample under ``config`` through the pipeline's own stage chain (``Pipeline.run_week``) on
     a throwaway lake. Dedupe is off on purpose: evaluation measures the classifiers on every conversation."""
     from semtel_dagster.engines.pipeline import Pipeline
@@ -85,7 +86,7 @@ def run_configuration(config: RunConfig, conversations: pl.DataFrame, endpoints:
     with tempfile.TemporaryDirectory(prefix="semtel-eval-") as lake:
         engine = PolarsEngine(lake)
         engine.write("conversations", sample_week(conversations), EVAL_WEEK)
-        pipeline = Pipeline(engine, settings, calls=Calls(endpoints, flush_rows=10_000, flush_seconds=60.0))
+        pipeline = Pipeline(engine, settings, calls=Calls(list(endpoints), flush_rows=10_000, flush_seconds=60.0))
         started = time.monotonic()
         run = pipeline.run_week(EVAL_WEEK)
         wall = time.monotonic() - started
@@ -128,7 +129,7 @@ def score_run(run: RunResult, truth: pl.DataFrame) -> dict[str, dict]:
     return out
 
 
-def _run_summary(run: RunResult, endpoints: list[Endpoint]) -> dict:
+def _run_summary(run: RunResult, endpoints: Sequence[Endpoint]) -> dict:
     return {
         "name": run.config.name,
         "strategy": run.config.strategy,
@@ -143,12 +144,12 @@ def _run_summary(run: RunResult, endpoints: list[Endpoint]) -> dict:
 def evaluate(
     a: RunConfig,
     b: RunConfig,
-    endpoints_a: list[Endpoint],
-    endpoints_b: list[Endpoint],
+    endpoints_a: Sequence[Endpoint],
+    endpoints_b: Sequence[Endpoint],
     sample: GoldenSet,
     sample_description: str,
     seed: int,
-    golden: list[GoldenSet] = (),
+    golden: Sequence[GoldenSet] = (),
     golden_descriptions: dict[str, str] | None = None,
 ) -> dict:
     """Both configurations on the same sample (compared with each other and with its truth), and each

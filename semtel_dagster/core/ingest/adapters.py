@@ -19,7 +19,7 @@ Decisions where the formats are silent:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -139,7 +139,7 @@ def from_oasst(tree: Mapping[str, Any], mode: str = "path") -> list[dict]:
     else:
         raise ValueError(f"oasst mode must be 'path' or 'tree', got {mode!r}")
     tree_id = str(tree.get("message_tree_id") or root.get("message_id") or "")
-    out = []
+    out: list[dict] = []
     for path in paths:
         messages = [
             {"role": "user" if m.get("role") == "prompter" else "assistant", "content": _text(m.get("text"))} for m in path
@@ -163,7 +163,7 @@ def _oasst_paths(message: Mapping[str, Any], prefix: list) -> Iterator[list]:
         yield from _oasst_paths(reply, path)
 
 
-def arena_answers(records: list[Mapping[str, Any]]) -> dict[str, str]:
+def arena_answers(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """``question_id -> first answer turn`` from arena-hard answer records (later files do not override)."""
     answers: dict[str, str] = {}
     for rec in records:

@@ -22,10 +22,10 @@ import polars as pl
 from deltalake import write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from semtel_dagster.core.lake import delta, locks
+from semtel_dagster.core.lake import delta, locks, tables
 
 INDEX_TABLE = "_landing_index"
-SCHEMA = pl.Schema(
+SCHEMA = tables.schema(
     {
         "path": pl.String,
         "size": pl.Int64,

@@ -153,11 +153,11 @@ def read_landing(
         learned = FileWeeks()
         weeks: Counter[dt.date] = Counter()
         pending: list[_Record] = []
-        scan = (
-            _scan_table(path, rel, raw_chars, adapter)
-            if input_format == "table"
-            else _scan(path, rel, max_record_bytes, raw_chars, adapter)
-        )
+        if input_format == "table":
+            assert adapter is not None  # every format but canonical has one
+            scan = _scan_table(path, rel, raw_chars, adapter)
+        else:
+            scan = _scan(path, rel, max_record_bytes, raw_chars, adapter)
         for rec in scan:
             records_read += 1
             conv = rec.conversation

@@ -6,11 +6,21 @@ engines, and every rerun, produce identical column types.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
+from polars._typing import PolarsDataType
+
+
+def schema(columns: Mapping[str, PolarsDataType]) -> pl.Schema:
+    """A ``pl.Schema`` from columns that mix dtype classes and instances (``pl.String``, ``pl.List(...)``),
+    typed so the checker accepts the mix that ``pl.Schema``'s own signature rejects."""
+    return pl.Schema(columns)
+
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
-CONVERSATIONS = pl.Schema(
+CONVERSATIONS = schema(
     {
         "conversation_id": pl.String,
         "week_start": pl.Date,
@@ -60,7 +70,7 @@ CONVERSATION_CLUSTERS = pl.Schema(
 )
 
 # Final representatives' vectors from embedding dedupe, kept so later weeks can match them (core.reuse).
-CONVERSATION_EMBEDDINGS = pl.Schema(
+CONVERSATION_EMBEDDINGS = schema(
     {
         "conversation_id": pl.String,
         "week_start": pl.Date,
@@ -69,7 +79,7 @@ CONVERSATION_EMBEDDINGS = pl.Schema(
     }
 )
 
-LLM_RESPONSES = pl.Schema(
+LLM_RESPONSES = schema(
     {
         "request_id": pl.String,
         "week_start": pl.Date,

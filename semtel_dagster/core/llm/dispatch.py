@@ -235,7 +235,7 @@ class Dispatcher:
         elif now - self._failing_since >= self.settings.stop_after_failing_s:
             self._fail_run(f"every endpoint failing for {now - self._failing_since:.0f}s ({self._pool_errors()})")
 
-    async def _hedged(self, request: LLMRequest, state: EndpointState, charge, avoid: set[str]) -> _Outcome:
+    async def _hedged(self, request: LLMRequest, state: EndpointState, charge: list[float], avoid: set[str]) -> _Outcome:
         """The attempt, plus one duplicate on the best other endpoint if it straggles; the first answer wins."""
         first = asyncio.ensure_future(self._attempt(request, state, charge))
         delay = state.hedge_after()
@@ -253,7 +253,7 @@ class Dispatcher:
         second = asyncio.ensure_future(self._attempt(request, other, other.reserve(request.cost, now), hedge=True))
         models = {first: state.endpoint.model, second: other.endpoint.model}
         pending = {first, second}
-        outcome = None
+        outcome: _Outcome | None = None
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -267,6 +267,7 @@ class Dispatcher:
         for task in pending:  # the loser: cancelled, its prompt counted against the budget
             task.cancel()
             self.budget.settle(request, models[task], request.prompt_tokens, 0)
+        assert outcome is not None  # the loop settled at least one attempt
         if outcome.hedge and outcome.kind == "ok":
             self.stats.hedge_wins += 1
         return outcome
@@ -274,6 +275,7 @@ class Dispatcher:
     def _settle(self, request: LLMRequest, outcome: _Outcome) -> None:
         """Charge an attempt to the budget: its usage, or its prompt if the provider may have billed it."""
         if outcome.kind == "ok":
+            assert outcome.body is not None  # an ok attempt always carries its answer
             prompt, completion = _usage(request, outcome.body)
         else:
             prompt = request.prompt_tokens if "timed out" in outcome.error else 0
@@ -291,7 +293,7 @@ class Dispatcher:
             reserved = self.budget.reserve(request)
             if not reserved:
                 self.stop()
-            acquired = None
+            acquired: tuple[EndpointState, list[float]] | None = None
             if not self._stopping:
                 try:
                     acquired = await self._acquire_within(request, avoid, first_failure)
@@ -329,7 +331,9 @@ class Dispatcher:
                 await asyncio.sleep(min(_JITTER_MAX_S, self._backoff(attempts) * 0.25))  # retries do not arrive in waves
         return self._row(request, None, f"gave up after {attempts} attempts: {error}", attempts, rate_limited)
 
-    async def _acquire_within(self, request: LLMRequest, avoid: set[str], first_failure: float | None):
+    async def _acquire_within(
+        self, request: LLMRequest, avoid: set[str], first_failure: float | None
+    ) -> tuple[EndpointState, list[float]] | None:
         """``_acquire``, bounded by the give-up time once the request has failed (429s aside) or while
         every endpoint is failing (a request waiting for quota waits as long as the quota says)."""
         while True:
@@ -360,14 +364,15 @@ class Dispatcher:
         self.stats.requests += attempts
         self.stats.retries += attempts - 1
         self.stats.rate_limited += rate_limited
-        if body is not None:
+        if outcome is not None and body is not None and latency_ms is not None:  # answered
             self.stats.ok += 1
             self.stats.prompt_tokens += prompt_tokens
             self.stats.completion_tokens += completion_tokens
-            state.stats.ok += 1
-            state.stats.prompt_tokens += prompt_tokens
-            state.stats.completion_tokens += completion_tokens
-            state.stats.latency_ms_total += latency_ms
+            answered = outcome.state.stats
+            answered.ok += 1
+            answered.prompt_tokens += prompt_tokens
+            answered.completion_tokens += completion_tokens
+            answered.latency_ms_total += latency_ms
         else:
             self.stats.errors += 1
         return {

@@ -119,7 +119,7 @@ class AzureEndpoint(Endpoint):
     """A classic Azure OpenAI deployment (``kind: azure``): ``api-key`` header (or an Entra ID token),
     ``{base_url}/openai/deployments/{deployment}/chat/completions?api-version=...``."""
 
-    kind: Literal["azure"] = "azure"
+    kind: Literal["azure"] = "azure"  # type: ignore[assignment]  # pydantic: each subclass narrows the union tag
     deployment: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     api_version: str = Field(min_length=1, pattern=r"^[0-9A-Za-z.-]+$")
 
@@ -134,8 +134,8 @@ class SimEndpoint(Endpoint):
     """The embedded simulator (``kind: sim``), only where asked for: without ``base_url`` the pool
     starts one for the run, with one it is a simulator already serving there."""
 
-    kind: Literal["sim"] = "sim"
-    base_url: str | None = None
+    kind: Literal["sim"] = "sim"  # type: ignore[assignment]  # pydantic: each subclass narrows the union tag
+    base_url: str | None = None  # type: ignore[assignment]  # pydantic: optional here, the pool starts one
     model: str = "sim-gpt-4o-mini"
 
 

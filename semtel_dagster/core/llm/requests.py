@@ -16,7 +16,7 @@ STATUS_ERROR = "error"
 @dataclass(frozen=True)
 class LLMRequest:
     request_id: str
-    week_start: dt.date
+    week_start: dt.date | None  # None only for an endpoint probe, which belongs to no week
     conversation_ids: tuple[str, ...]
     classifiers: tuple[str, ...]
     prompt_name: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 StructuredOutput = Literal["json_schema", "json_object_schema", "json_object", "guided", "none"]
-STRUCTURED_OUTPUT_MODES: tuple[str, ...] = get_args(StructuredOutput)
+STRUCTURED_OUTPUT_MODES: tuple[StructuredOutput, ...] = get_args(StructuredOutput)
 
 
 def response_schema(response_format: dict | None) -> dict | None:

@@ -45,6 +45,8 @@ def chat_body(request: LLMRequest, endpoint: Endpoint, structured_output: Struct
 
 def load_token_provider(endpoint: Endpoint) -> Callable[[], object]:
     """The callable named by ``token_provider`` ('package.module:function')."""
+    if endpoint.token_provider is None:
+        raise EndpointsFileError(f"endpoint {endpoint.name!r} has no token_provider")
     module_name, _, attr = endpoint.token_provider.partition(":")
     try:
         provider = getattr(importlib.import_module(module_name), attr)

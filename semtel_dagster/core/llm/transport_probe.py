@@ -14,7 +14,13 @@ import aiohttp
 from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.redact import redact
 from semtel_dagster.core.llm.requests import LLMRequest
-from semtel_dagster.core.llm.structured import STRUCTURED_OUTPUT_MODES, single_choice, structured_fields
+from semtel_dagster.core.llm.structured import (
+    STRUCTURED_OUTPUT_MODES,
+    StructuredOutput,
+    response_schema,
+    single_choice,
+    structured_fields,
+)
 from semtel_dagster.core.llm.transport import Transport, chat_body
 from semtel_dagster.core.llm.transport_errors import read_capped
 
@@ -53,7 +59,7 @@ def probe_request() -> LLMRequest:
     )
 
 
-def valid_answer(content: str, mode: str, request: LLMRequest) -> bool:
+def valid_answer(content: str, mode: StructuredOutput, request: LLMRequest) -> bool:
     """JSON matching the schema (a bare label where ``guided_choice`` constrains the answer to one)."""
     text = content.strip()
     fields = structured_fields(mode, request.response_format)
@@ -63,7 +69,7 @@ def valid_answer(content: str, mode: str, request: LLMRequest) -> bool:
         answer = json.loads(text)
     except ValueError:
         return False
-    labels = single_choice(request.response_format["json_schema"]["schema"])
+    labels = single_choice(response_schema(request.response_format)) or []
     return isinstance(answer, dict) and set(answer) == {"label"} and answer["label"] in labels
 
 

@@ -240,7 +240,7 @@ def embed_representatives(exact: pl.DataFrame, truncated: pl.DataFrame, embed: C
         )
         for _, group in reps.group_by("week_start", maintain_order=True)
     ]
-    schema = pl.Schema({"conversation_id": pl.String, "week_start": pl.Date, "vector": pl.List(pl.Float32)})
+    schema = tables.schema({"conversation_id": pl.String, "week_start": pl.Date, "vector": pl.List(pl.Float32)})
     return pl.concat(parts) if parts else tables.empty(schema)
 
 
@@ -261,7 +261,7 @@ def merge_near_duplicates(exact: pl.DataFrame, embedded: pl.DataFrame, threshold
         )
         for (week,), group in embedded.group_by("week_start", maintain_order=True)
     ]
-    merged = pl.concat(moved) if moved else tables.empty(pl.Schema({**MOVES, "week_start": pl.Date}))
+    merged = pl.concat(moved) if moved else tables.empty(tables.schema({**MOVES, "week_start": pl.Date}))
     merged = merged.rename({"conversation_id": "exact_rep", "representative_id": "new_rep", "similarity": "rep_similarity"})
     moved_row = pl.col("new_rep").is_not_null()
     clusters = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import polars as pl
 
@@ -33,7 +33,7 @@ def quote_role_markers(text: str) -> str:
 
 
 Strategy = Literal["head_tail", "head", "tail", "turns"]
-STRATEGIES: tuple[str, ...] = ("head_tail", "head", "tail", "turns")
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 COMPRESSION_NONE = "none"
 COMPRESSION_EXTRACTIVE = "extractive"
 
@@ -67,7 +67,7 @@ class TruncationConfig:
         config = cls(**defaults)
         return replace(
             config,
-            strategy=strategy or config.strategy,
+            strategy=cast(Strategy, strategy) or config.strategy,  # checked in __post_init__
             compress="compress" in flags or config.compress,
             max_tokens=int(budget) if budget else config.max_tokens,
         )
