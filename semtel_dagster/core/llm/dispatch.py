@@ -334,10 +334,12 @@ class Dispatcher:
     async def _acquire_within(
         self, request: LLMRequest, avoid: set[str], first_failure: float | None
     ) -> tuple[EndpointState, list[float]] | None:
-        """``_acquire``, bounded by the give-up time once the request has failed (429s aside) or while
-        every endpoint is failing (a request waiting for quota waits as long as the quota says)."""
+        """``_acquire``, bounded by the give-up time once the request has failed itself (429s aside). A
+        request that has not failed waits: other requests' failures are not its own (a sole endpoint that
+        fails some requests still answers the rest), and a pool where every endpoint fails is stopped as a
+        whole after ``stop_after_failing_s``; a request waiting for quota waits as long as the quota says."""
         while True:
-            since = first_failure if first_failure is not None else self._failing_since
+            since = first_failure
             left = self.settings.give_up_s - (time.monotonic() - since) if since is not None else _POLL_S
             if left <= 0:
                 raise TimeoutError
@@ -348,7 +350,7 @@ class Dispatcher:
                 continue
 
     def _gave_up(self, attempts: int, first_failure: float | None, error: str) -> str:
-        since = first_failure or self._failing_since or time.monotonic()
+        since = first_failure or time.monotonic()
         return f"gave up after {attempts} attempts in {time.monotonic() - since:.1f}s: {error or self._pool_errors()}"
 
     def _pool_errors(self) -> str:
