@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from semtel_dagster.core.classify.plan import STRATEGY_EMBEDDING
+from semtel_dagster.core.classify.plan import STRATEGY_EMBEDDING, local_answer
 from semtel_dagster.extras import require
 
 if TYPE_CHECKING:
@@ -229,7 +229,7 @@ def answer_confident(
     so a rerun adds nothing for pairs already answered (by the LLM or by this model).
     """
     from semtel_dagster.core.lake import tables
-    from semtel_dagster.core.llm.requests import STATUS_OK, request_id
+    from semtel_dagster.core.llm.requests import request_id
 
     now = now or dt.datetime.now(dt.UTC)
     card = model.card
@@ -240,27 +240,7 @@ def answer_confident(
         if rid in answered_ids:
             continue
         rows.append(
-            {
-                "request_id": rid,
-                "week_start": week_start,
-                "conversation_ids": [cid],
-                "classifiers": [card.classifier],
-                "prompt_name": card.classifier,
-                "prompt_version": card.prompt_version,
-                "model": card.version,
-                "endpoint": ENDPOINT,
-                "status": STATUS_OK,
-                "error": None,
-                "finish_reason": "stop",
-                "raw_text": json.dumps({"label": label}),
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "latency_ms": 0.0,
-                "attempts": 0,
-                "rate_limited": 0,
-                "created_at": now,
-                "strategy": ENDPOINT,
-            }
+            local_answer(week_start, cid, card.classifier, card.prompt_version, card.version, {"label": label}, ENDPOINT, now)
         )
     return pl.DataFrame(rows, schema=tables.LLM_RESPONSES) if rows else tables.empty(tables.LLM_RESPONSES)
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +56,44 @@ STRATEGIES = (STRATEGY_SINGLE, STRATEGY_MULTI_CLASSIFIER, STRATEGY_MULTI_CONVERS
 STRATEGY_FOLLOWUP = "followup"  # recorded on single re-asks of pairs a batched answer missed
 STRATEGY_REUSE = "label_reuse"  # a label of the same text from an earlier week (core.reuse)
 STRATEGY_EMBEDDING = "embedding_classifier"  # a confident embedding classifier (core.embedding_classifier)
+
+
+def local_answer(
+    week_start: dt.date,
+    conversation_id: str,
+    classifier: str,
+    prompt_version: str,
+    model: str,
+    answer: dict,
+    source: str,
+    created_at: dt.datetime,
+) -> dict:
+    """An ``llm_responses`` row answered without a call (``source``: label reuse or an embedding
+    classifier), standing in for the pair's single request under ``prompt_version`` (same request id),
+    so parse, gates and resume treat it as any answer."""
+    return {
+        "request_id": request_id([conversation_id], [classifier], prompt_version),
+        "week_start": week_start,
+        "conversation_ids": [conversation_id],
+        "classifiers": [classifier],
+        "prompt_name": classifier,
+        "prompt_version": prompt_version,
+        "model": model,
+        "endpoint": source,
+        "status": STATUS_OK,
+        "error": None,
+        "finish_reason": "stop",
+        "raw_text": json.dumps(answer),
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "latency_ms": 0.0,
+        "attempts": 0,
+        "rate_limited": 0,
+        "created_at": created_at,
+        "strategy": source,
+    }
+
+
 CALL_SAVING = (STRATEGY_REUSE, STRATEGY_EMBEDDING)  # steps that answer pairs before any LLM call
 DEFAULT_BATCH_SIZE = 8
 

@@ -24,17 +24,16 @@ Spark runs it per task after a shuffle by key) and ``best_matches`` keeps one ma
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Collection
 
 import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from semtel_dagster.core.classify.plan import STRATEGY_REUSE, label_versions
+from semtel_dagster.core.classify.plan import STRATEGY_REUSE, label_versions, local_answer
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.llm.requests import STATUS_OK, request_id
+from semtel_dagster.core.llm.requests import request_id
 from semtel_dagster.core.prepare.dedupe import lsh_keys, vector_matrix
 
 ENDPOINT = STRATEGY_REUSE
@@ -195,27 +194,5 @@ def reused_answers(
         rid = request_id([cid], [classifier], version)
         if rid in answered_ids:
             continue
-        rows.append(
-            {
-                "request_id": rid,
-                "week_start": week_start,
-                "conversation_ids": [cid],
-                "classifiers": [classifier],
-                "prompt_name": classifier,
-                "prompt_version": version,
-                "model": model,
-                "endpoint": ENDPOINT,
-                "status": STATUS_OK,
-                "error": None,
-                "finish_reason": "stop",
-                "raw_text": json.dumps(answer),
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "latency_ms": 0.0,
-                "attempts": 0,
-                "rate_limited": 0,
-                "created_at": now,
-                "strategy": ENDPOINT,
-            }
-        )
+        rows.append(local_answer(week_start, cid, classifier, version, model, answer, ENDPOINT, now))
     return pl.DataFrame(rows, schema=tables.LLM_RESPONSES) if rows else tables.empty(tables.LLM_RESPONSES)
