@@ -26,8 +26,8 @@ import polars as pl
 
 from semtel_dagster.core.ingest.index import INDEX_TABLE
 from semtel_dagster.core.ingest.landing import read_landing
-from semtel_dagster.core.lake import delta, tables
-from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, cluster_exact, text_hash
+from semtel_dagster.core.lake import delta
+from semtel_dagster.core.prepare.dedupe import cluster_exact, clusters_by_hash, text_hash
 from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
 from semtel_dagster.engines.polars_engine import PolarsEngine
 from semtel_dagster.sim.sample import generate_week
@@ -41,15 +41,7 @@ def row_by_row_clusters(truncated: pl.DataFrame) -> pl.DataFrame:
     hashed = truncated.select(
         "conversation_id", "week_start", pl.col("transcript").map_elements(text_hash, return_dtype=pl.String).alias("text_hash")
     )
-    clusters = hashed.with_columns(
-        pl.col("conversation_id").min().over("week_start", "text_hash").alias("representative_id"),
-        pl.len().over("week_start", "text_hash").cast(pl.Int64).alias("cluster_size"),
-    ).with_columns(
-        (pl.col("conversation_id") == pl.col("representative_id")).alias("is_representative"),
-        pl.lit(METHOD_EXACT).alias("method"),
-        pl.lit(1.0).alias("similarity"),
-    )
-    return tables.conform(clusters, tables.CONVERSATION_CLUSTERS)
+    return clusters_by_hash(hashed)
 
 
 def timed(step):

@@ -59,6 +59,12 @@ def text_hashes(texts: pl.Series) -> pl.Series:
 def cluster_exact(truncated: pl.DataFrame) -> pl.DataFrame:
     """One ``conversation_clusters`` row per input row; every row maps to a representative."""
     hashed = truncated.select("conversation_id", "week_start").with_columns(text_hashes(truncated.get_column("transcript")))
+    return clusters_by_hash(hashed)
+
+
+def clusters_by_hash(hashed: pl.DataFrame) -> pl.DataFrame:
+    """Exact clusters of rows already hashed (``conversation_id``, ``week_start``, ``text_hash``): the
+    smallest id of each hash is its representative."""
     clusters = hashed.with_columns(
         pl.col("conversation_id").min().over("week_start", "text_hash").alias("representative_id"),
         pl.len().over("week_start", "text_hash").cast(pl.Int64).alias("cluster_size"),
