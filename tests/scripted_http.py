@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from semtel_dagster.core.llm.requests import LLMRequest, request_id
+
 
 @dataclass
 class Call:
@@ -136,3 +138,27 @@ async def huge_chunked(request, call):
     for _ in range(64):
         await response.write(b"x" * 32 * 1024)
     return response
+
+
+def plain_requests(
+    n: int, *, prefix: str = "p", text: str = "question", week=None, system: str | None = None, prompt_tokens: int = 10
+) -> list[LLMRequest]:
+    """``n`` one-conversation ``topic`` requests with no response format: the dispatcher's unit of work,
+    for tests that exercise transport and failure handling rather than prompts."""
+    head = [{"role": "system", "content": system}] if system else []
+    return [
+        LLMRequest(
+            request_id=request_id([f"{prefix}{i}"], ["topic"], "v"),
+            week_start=week,
+            conversation_ids=(f"{prefix}{i}",),
+            classifiers=("topic",),
+            prompt_name="topic",
+            prompt_version="v",
+            messages=[*head, {"role": "user", "content": f"{text} {i}"}],
+            response_format=None,
+            max_tokens=8,
+            temperature=0.0,
+            prompt_tokens=prompt_tokens,
+        )
+        for i in range(n)
+    ]

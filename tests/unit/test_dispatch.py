@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from scripted_http import plain_requests
 
 from semtel_dagster.core.classify.parse import parse_answer
 from semtel_dagster.core.classify.plan import ClassifyPlan, run_dispatch
@@ -359,19 +360,4 @@ def test_all_endpoints_failing_yields_error_rows():
 
 
 def _requests_plain(n: int) -> list[LLMRequest]:
-    return [
-        LLMRequest(
-            request_id=request_id([f"p{i}"], ["topic"], "v"),
-            week_start=WEEK,
-            conversation_ids=(f"p{i}",),
-            classifiers=("topic",),
-            prompt_name="topic",
-            prompt_version="v",
-            messages=[{"role": "user", "content": f"question {i}"}],
-            response_format=None,
-            max_tokens=8,
-            temperature=0.0,
-            prompt_tokens=10,
-        )
-        for i in range(n)
-    ]
+    return plain_requests(n, week=WEEK)

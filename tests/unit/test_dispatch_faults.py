@@ -20,12 +20,13 @@ from scripted_http import (
     mid_body_close,
     no_choices,
     ok,
+    plain_requests,
     stall,
 )
 
 from semtel_dagster.core.llm.dispatch import Dispatcher, DispatchFailed
 from semtel_dagster.core.llm.endpoints import Endpoint
-from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest, request_id
+from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(30)]
@@ -41,22 +42,7 @@ LLAMA_CPP_500 = {
 
 
 def _requests(n: int, text: str = "question") -> list[LLMRequest]:
-    return [
-        LLMRequest(
-            request_id=request_id([f"p{i}"], ["topic"], "v"),
-            week_start=None,
-            conversation_ids=(f"p{i}",),
-            classifiers=("topic",),
-            prompt_name="topic",
-            prompt_version="v",
-            messages=[{"role": "user", "content": f"{text} {i}"}],
-            response_format=None,
-            max_tokens=8,
-            temperature=0.0,
-            prompt_tokens=10,
-        )
-        for i in range(n)
-    ]
+    return plain_requests(n, text=text)
 
 
 def _endpoint(name: str, base_url: str, **kw) -> Endpoint:

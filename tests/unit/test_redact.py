@@ -8,12 +8,12 @@ import json
 
 import pytest
 from aiohttp import web
-from scripted_http import HandlerServer, completion
+from scripted_http import HandlerServer, completion, plain_requests
 
 from semtel_dagster.core.llm.dispatch import Dispatcher, DispatchFailed
 from semtel_dagster.core.llm.endpoints import AzureEndpoint, Endpoint
 from semtel_dagster.core.llm.redact import ECHO_REMOVED, REDACTED, redact
-from semtel_dagster.core.llm.requests import STATUS_ERROR, LLMRequest, request_id
+from semtel_dagster.core.llm.requests import STATUS_ERROR, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 
 KEY = "sk-proj-SECRETSECRET0123456789abcdefXYZ"
@@ -75,22 +75,7 @@ async def _echo_key_401(request, call):
 
 
 def _requests(n: int) -> list[LLMRequest]:
-    return [
-        LLMRequest(
-            request_id=request_id([f"c{i}"], ["topic"], "v"),
-            week_start=None,
-            conversation_ids=(f"c{i}",),
-            classifiers=("topic",),
-            prompt_name="topic",
-            prompt_version="v",
-            messages=[{"role": "system", "content": "Classify the topic."}, {"role": "user", "content": f"{CONVERSATION} {i}"}],
-            response_format=None,
-            max_tokens=8,
-            temperature=0.0,
-            prompt_tokens=40,
-        )
-        for i in range(n)
-    ]
+    return plain_requests(n, prefix="c", text=CONVERSATION, system="Classify the topic.", prompt_tokens=40)
 
 
 def _assert_clean(text: str) -> None:

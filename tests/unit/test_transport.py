@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
-from scripted_http import HandlerServer, completion
+from scripted_http import HandlerServer, completion, plain_requests
 
 from semtel_dagster.core.llm.dispatch import Dispatcher, DispatchFailed
 from semtel_dagster.core.llm.endpoints import AzureEndpoint, EndpointsFileError, SimEndpoint, parse_endpoints
-from semtel_dagster.core.llm.requests import STATUS_OK, LLMRequest, request_id
+from semtel_dagster.core.llm.requests import STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.transport import Transport, chat_url
 
 pytestmark = pytest.mark.timeout(30)
@@ -31,22 +31,7 @@ def broken_provider():
 
 
 def _requests(n: int) -> list[LLMRequest]:
-    return [
-        LLMRequest(
-            request_id=request_id([f"c{i}"], ["topic"], "v"),
-            week_start=None,
-            conversation_ids=(f"c{i}",),
-            classifiers=("topic",),
-            prompt_name="topic",
-            prompt_version="v",
-            messages=[{"role": "user", "content": f"question {i}"}],
-            response_format=None,
-            max_tokens=8,
-            temperature=0.0,
-            prompt_tokens=10,
-        )
-        for i in range(n)
-    ]
+    return plain_requests(n, prefix="c")
 
 
 def _run(endpoints, n=3):
