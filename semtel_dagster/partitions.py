@@ -34,12 +34,14 @@ weekly_partitions = WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset
 HISTORY_WEEKS = 4
 
 
-def earlier_weeks(weeks: int = HISTORY_WEEKS) -> TimeWindowPartitionMapping:
-    """Week N depends on weeks N-``weeks`` .. N-1 (none before the first partition): Dagster draws the
-    edge in the lineage and a backfill runs those weeks first."""
+def earlier_weeks(weeks: int = HISTORY_WEEKS, *, and_this_week: bool = False) -> TimeWindowPartitionMapping:
+    """Week N depends on weeks N-``weeks`` .. N-1 (and N itself with ``and_this_week``; none before the
+    first partition): Dagster draws the edge in the lineage and a backfill runs those weeks first."""
     with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is beta; the first weeks need it
         warnings.simplefilter("ignore", BetaWarning)
-        return TimeWindowPartitionMapping(start_offset=-weeks, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+        return TimeWindowPartitionMapping(
+            start_offset=-weeks, end_offset=0 if and_this_week else -1, allow_nonexistent_upstream_partitions=True
+        )
 
 
 def partition_week(partition_key: str) -> dt.date:

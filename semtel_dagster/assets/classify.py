@@ -20,12 +20,13 @@ from semtel_dagster.resources import (
 
 
 @asset(
-    # Label reuse and embedding-classifier training read earlier weeks: declared as a dependency on
-    # the asset's own earlier weeks, whose answers are what those weeks' labels come from.
+    # Label reuse and embedding-classifier training read earlier weeks: their answers (this asset's own
+    # earlier weeks, decoded into labels by ``parse.answered_labels``), clusters, texts and vectors.
     deps=[
-        "conversation_clusters",
-        "conversations_truncated",
-        "conversation_embeddings",
+        *(
+            AssetDep(upstream, partition_mapping=earlier_weeks(and_this_week=True))
+            for upstream in ("conversation_clusters", "conversations_truncated", "conversation_embeddings")
+        ),
         AssetDep("llm_responses", partition_mapping=earlier_weeks()),
     ],
     group_name="weekly_pipeline",

@@ -290,11 +290,11 @@ def label_drift_warning(
 ) -> AssetCheckResult:
     week, source = _week(context, lake, engine)
     previous = week - dt.timedelta(days=7)
-    current, earlier = source.read("classifications", week), source.read("classifications", previous)
+    current, earlier = source.read("weekly_insights", week), source.read("weekly_insights", previous)
     if _is_empty(earlier) or _is_empty(current):
         empty = previous if _is_empty(earlier) else week
         return nothing_to_check(
-            f"no classifications for week {empty}: no distribution to compare",
+            f"no weekly_insights for week {empty}: no distribution to compare",
             previous_week=MetadataValue.text(previous.isoformat()),
         )
     frame = label_drift(current, earlier)  # small: per classifier

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from semtel_dagster.core.classify import embedding_classifier as ec
 from semtel_dagster.core.classify.answering import Answering, Calls
-from semtel_dagster.core.classify.parse import parse_week
+from semtel_dagster.core.classify.parse import answered_pairs, parse_week
 from semtel_dagster.core.classify.plan import label_versions
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.lake import delta, tables
@@ -126,7 +126,8 @@ class Pipeline:
 
     def embedding_classifiers(self, week: dt.date, models: frozenset[str]) -> tuple[tuple[ec.EmbeddingClassifier, ...], dict]:
         """Per classifier, an embedding classifier trained here (the driver, on Spark) on the LLM's labels of
-        the ``embedding_classifier_train_weeks`` weeks strictly before this one, once ``min_labels`` exist.
+        the ``embedding_classifier_train_weeks`` weeks strictly before this one (decoded from their
+        ``llm_responses``, which the asset declares), once ``min_labels`` exist.
 
         Training is deterministic (the same history gives the same version, so a rerun of the week gets the
         same answers), embeds each history text once for all classifiers, and is capped at the most recent ``ec.MAX_TRAIN_ROWS`` labels; artifacts are stored
@@ -136,7 +137,7 @@ class Pipeline:
         if not settings.embedding_classifier:
             return (), {}
         earlier = [week - dt.timedelta(weeks=k) for k in range(1, settings.embedding_classifier_train_weeks + 1)]
-        history = self._read_weeks("classifications", earlier)
+        history = answered_pairs(self._read_weeks("llm_responses", earlier), self.classifiers)
         history_text = self._read_weeks("conversations_truncated", earlier)
         versions = label_versions(self.classifiers)
         once: list[OnceEmbedder] = []  # built on first need, shared: each history text is embedded once

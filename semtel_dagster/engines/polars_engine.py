@@ -11,7 +11,9 @@ import polars as pl
 
 from semtel_dagster.core.classify import reuse
 from semtel_dagster.core.classify.answering import Answering, Calls, answer, logged_send
+from semtel_dagster.core.classify.parse import answered_labels
 from semtel_dagster.core.classify.plan import latest_per_request
+from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.insights.aggregate import weekly_insights
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import (
@@ -92,7 +94,7 @@ class PolarsEngine:
             clusters,
             self.read("conversations_truncated", week),
             self.read("llm_responses", week),
-            self._reuse_candidates(week, clusters, reuse_weeks, match_threshold),
+            self._reuse_candidates(week, clusters, reuse_weeks, match_threshold, answering.classifiers),
             send=send,
             write=partial(delta.append, self.uri("llm_responses"), schema=tables.LLM_RESPONSES),
             embed=(lambda texts: embedder().embed(texts)) if answering.embedding and embedder else None,
@@ -101,14 +103,21 @@ class PolarsEngine:
         return Classified(self.write("llm_responses", latest_per_request(self.read("llm_responses", week)), week), report)
 
     def _reuse_candidates(
-        self, week: dt.date, clusters: pl.DataFrame, weeks: list[dt.date], match_threshold: float | None
+        self,
+        week: dt.date,
+        clusters: pl.DataFrame,
+        weeks: list[dt.date],
+        match_threshold: float | None,
+        classifiers: dict[str, Classifier],
     ) -> pl.DataFrame:
         """Earlier weeks' labels of the same text (``core.reuse.candidates``) and, with ``match_threshold``,
-        of the most similar earlier representative (``core.reuse.embedding_candidates``)."""
+        of the most similar earlier representative (``core.reuse.embedding_candidates``). The labels are
+        those of the earlier weeks' answers (``parse.answered_labels``)."""
         if not weeks:
             return tables.empty(reuse.CANDIDATES)
-        labels = self.read_weeks("classifications", weeks)
-        found = reuse.candidates(clusters, self.read_weeks("conversation_clusters", weeks), labels)
+        earlier = self.read_weeks("conversation_clusters", weeks)
+        labels = answered_labels(earlier, self.read_weeks("llm_responses", weeks), classifiers)
+        found = reuse.candidates(clusters, earlier, labels)
         if match_threshold is None:
             return found
         similar = reuse.embedding_candidates(

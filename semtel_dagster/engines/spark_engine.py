@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from semtel_dagster.core.classify import reuse
 from semtel_dagster.core.classify.answering import Answered, Answering, Calls, answer
+from semtel_dagster.core.classify.parse import ANSWERED_PAIRS, answered_pairs, fan_out
 from semtel_dagster.core.classify.plan import (
     DEFAULT_BATCH_SIZE,
     STRATEGY_SINGLE,
@@ -34,6 +35,7 @@ from semtel_dagster.core.classify.plan import (
     latest_per_request,
     run_dispatch,
 )
+from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.ingest.landing import landing_files
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
@@ -179,7 +181,7 @@ class SparkEngine:
             reps = reps.join(vectors, "conversation_id", "left")
         parts = [reps, _by_first_conversation(self.read("llm_responses", week))]
         if reuse_weeks:
-            parts.append(self._reuse_candidates(week, clusters, reuse_weeks, match_threshold))
+            parts.append(self._reuse_candidates(week, clusters, reuse_weeks, match_threshold, answering.classifiers))
         keys = _batch_keys(clusters, batch_width(answering.strategy, answering.batch_size))
         task = partial(
             _classify_partition,
@@ -210,12 +212,17 @@ class SparkEngine:
         return Classified(self.write("llm_responses", compacted, week), report)
 
     def _reuse_candidates(
-        self, week: dt.date, clusters: DataFrame, weeks: list[dt.date], match_threshold: float | None
+        self,
+        week: dt.date,
+        clusters: DataFrame,
+        weeks: list[dt.date],
+        match_threshold: float | None,
+        classifiers: dict[str, Classifier],
     ) -> DataFrame:
-        """``core.reuse.candidates`` as Spark joins: stored labels of earlier weeks whose text a representative
-        has; with ``match_threshold``, ``core.reuse.embedding_candidates`` for the others (``_embedding_matches``)."""
+        """``core.reuse.candidates`` as Spark joins: labels of earlier weeks whose text a representative has;
+        with ``match_threshold``, ``core.reuse.embedding_candidates`` for the others (``_embedding_matches``)."""
         earlier = reduce(DataFrame.unionByName, [self.read("conversation_clusters", w) for w in weeks])
-        labels = reduce(DataFrame.unionByName, [self.read("classifications", w) for w in weeks]).select(
+        labels = self._answered_labels(earlier, weeks, classifiers).select(
             F.col("conversation_id").alias("source_id"),
             F.col("week_start").alias("source_week"),
             "classifier",
@@ -237,6 +244,15 @@ class SparkEngine:
         return matched.select(
             *reuse.CANDIDATES, F.col("conversation_id").alias("representative_id"), F.lit("reuse").alias("kind")
         )
+
+    def _answered_labels(self, clusters: DataFrame, weeks: list[dt.date], classifiers: dict[str, Classifier]) -> DataFrame:
+        """``core.parse.answered_labels`` on the executors: each task decodes its answers, the first label of
+        a pair by request id is kept across tasks, and labels fan out to cluster members by a join."""
+        responses = reduce(DataFrame.unionByName, [self.read("llm_responses", w) for w in weeks])
+        pairs = map_partitions(responses, partial(answered_pairs, classifiers=classifiers), tables.LLM_RESPONSES, ANSWERED_PAIRS)
+        first = Window.partitionBy("week_start", "representative_id", "classifier").orderBy("request_id")
+        pairs = pairs.withColumn("rank", F.row_number().over(first)).where(F.col("rank") == 1).drop("rank")
+        return fan_out(clusters, pairs)
 
     def _embedding_matches(self, queries: DataFrame, weeks: list[dt.date], threshold: float) -> DataFrame:
         """``core.reuse.match_embeddings`` as shuffles: rows keyed on executors, one row per (row, LSH key)

@@ -19,8 +19,6 @@ from semtel_dagster.core.llm.endpoints import Endpoint, EndpointsFileError, Mode
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
 
-SIMULATOR = "sim"  # SEMTEL_ENDPOINTS=sim asks for the embedded simulator by name
-
 # Two simulated deployments with different quotas, like a large and a small regional deployment.
 EMBEDDED_SIMULATOR = SimConfig(
     endpoints=[

@@ -16,7 +16,7 @@ import pytest
 from semtel_dagster.core.classify import embedding_classifier as ec
 from semtel_dagster.core.classify import reuse
 from semtel_dagster.core.classify.answering import Answering, answer, logged_send
-from semtel_dagster.core.classify.parse import parse_week
+from semtel_dagster.core.classify.parse import ANSWERED, answered_labels, answered_pairs, parse_week
 from semtel_dagster.core.classify.plan import CALL_SAVING, STRATEGY_FOLLOWUP, representatives
 from semtel_dagster.core.classify.prompts import load_classifiers
 from semtel_dagster.core.ingest.landing import read_landing
@@ -69,7 +69,8 @@ def test_batched_week_after_reuse_and_embedding_answers_then_rerun(sim, tmp_path
         Answering(WEEK_A, classifiers, frozenset({MODEL})), clusters_a, truncated_a, empty, tables.empty(reuse.CANDIDATES), clean
     )
     assert report_a.sent == report_a.needed == clusters_a["is_representative"].sum() * 2 and report_a.followups_sent == 0
-    labels_a, _ = parse_week(clusters_a, responses_a, classifiers)
+    labels_a = answered_labels(clusters_a, responses_a, classifiers)
+    assert labels_a.equals(parse_week(clusters_a, responses_a, classifiers)[0].select(labels_a.columns))
 
     _, clusters_b, truncated_b = _week(tmp_path / "b", WEEK_B, seed=2, repeats=conversations_a.head(5))
     found = reuse.candidates(clusters_b, clusters_a, labels_a)
@@ -77,7 +78,7 @@ def test_batched_week_after_reuse_and_embedding_answers_then_rerun(sim, tmp_path
     model, why = ec.train_from_history(
         "satisfaction",
         classifiers["satisfaction"].version,
-        labels_a,
+        answered_pairs(responses_a, classifiers),
         truncated_a,
         {MODEL},
         lambda: embedder,
@@ -100,6 +101,8 @@ def test_batched_week_after_reuse_and_embedding_answers_then_rerun(sim, tmp_path
     assert report.followups_sent > 0 and llm.filter(pl.col("strategy") == STRATEGY_FOLLOWUP).height == report.followups_sent
     labels, rejects = parse_week(clusters_b, rows, classifiers, "multi_conversation", 4)
     assert labels.height + rejects.height == clusters_b.height * 2  # row conservation
+    # what later weeks learn from: the same labels, decoded without knowing the strategy that planned them
+    assert answered_labels(clusters_b, rows, classifiers).equals(labels.select(list(ANSWERED)))
     assert not rejects.filter(pl.col("reason").str.starts_with("no response")).height
 
     again, more = _run(config, clusters_b, truncated_b, rows, found, messy, embed=embedder.embed)
@@ -113,12 +116,11 @@ def test_embedding_classifier_answers_from_the_weeks_stored_vectors(sim, tmp_pat
     empty, none_found = tables.empty(tables.LLM_RESPONSES), tables.empty(reuse.CANDIDATES)
     _, clusters_a, truncated_a = _week(tmp_path / "a", WEEK_A, seed=1)
     _, responses_a = _run(Answering(WEEK_A, classifiers, frozenset({MODEL})), clusters_a, truncated_a, empty, none_found, clean)
-    labels_a, _ = parse_week(clusters_a, responses_a, classifiers)
     embedder = OpenAIEmbedder(sim.base_url("clean"), model="sim-hashed", progress=False)
     model, why = ec.train_from_history(
         "satisfaction",
         classifiers["satisfaction"].version,
-        labels_a,
+        answered_pairs(responses_a, classifiers),
         truncated_a,
         {MODEL},
         lambda: embedder,

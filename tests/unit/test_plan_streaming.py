@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import tracemalloc
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from semtel_dagster.core.classify.plan import STRATEGIES, TranscriptWindow, plan_requests, plan_units
+from semtel_dagster.core.classify.plan import STRATEGIES, TranscriptWindow, plan_requests, plan_units, run_sync
 from semtel_dagster.core.classify.prompts import load_classifiers
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.prepare.tokens import count_tokens
@@ -93,3 +94,17 @@ def test_transcript_window_reads_any_representative_and_refuses_unknown_ones():
         assert text.endswith(f"#{cid}") and tokens == 154
     with pytest.raises(KeyError):
         window["c9999999"]
+
+
+def test_run_sync_also_inside_a_running_event_loop():
+    """A notebook, or a run launcher executing runs inside its loop, still dispatches synchronously."""
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    async def caller() -> int:
+        return run_sync(answer)  # a loop is running in this thread: asyncio.run would refuse
+
+    assert run_sync(answer) == 42
+    assert asyncio.run(caller()) == 42

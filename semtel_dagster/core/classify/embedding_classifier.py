@@ -182,7 +182,7 @@ def load_latest(
 
 
 def training_set(
-    classifications: pl.DataFrame,
+    answers: pl.DataFrame,
     truncated: pl.DataFrame,
     classifier: str,
     versions: Collection[str],
@@ -191,18 +191,18 @@ def training_set(
 ) -> pl.DataFrame:
     """(conversation_id, transcript, label) the LLM gave representatives in earlier weeks.
 
-    Only labels from the pool's LLM models under one of ``versions`` (the classifier's current prompt,
-    alone or batched) count: answers of an embedding classifier (model = its version id) are left out,
-    so the model never trains on its own output. One row per representative (fanned-out members would
-    only repeat it), the truncated transcript the LLM saw as text; the ``max_rows`` most recent.
+    ``answers``: the earlier weeks' labels per representative (``parse.answered_pairs``). Only labels
+    from the pool's LLM models under one of ``versions`` (the classifier's current prompt, alone or
+    batched) count: answers of an embedding classifier (model = its version id) are left out, so the
+    model never trains on its own output. The truncated transcript the LLM saw is the text; the
+    ``max_rows`` most recent.
     """
-    labels = classifications.filter(
+    labels = answers.filter(
         (pl.col("classifier") == classifier)
         & pl.col("prompt_version").is_in(sorted(versions))
         & pl.col("model").is_in(sorted(llm_models))
-        & (pl.col("conversation_id") == pl.col("representative_id"))
         & pl.col("label").is_not_null()
-    ).select("conversation_id", "week_start", "label")
+    ).select(pl.col("representative_id").alias("conversation_id"), "week_start", "label")
     return (
         labels.join(truncated.select("conversation_id", "week_start", "transcript"), on=["conversation_id", "week_start"])
         .unique(subset=["conversation_id", "week_start"], keep="first")
@@ -248,7 +248,7 @@ def answer_confident(
 def train_from_history(
     classifier: str,
     prompt_version: str,
-    classifications: pl.DataFrame,
+    answers: pl.DataFrame,
     truncated: pl.DataFrame,
     llm_models: set[str],
     get_embedder,
@@ -258,14 +258,14 @@ def train_from_history(
     target_agreement: float = 0.95,
     max_rows: int = MAX_TRAIN_ROWS,
 ) -> tuple[EmbeddingClassifier | None, str]:
-    """(model or None, why) trained on the LLM's labels in ``classifications`` of earlier weeks.
+    """(model or None, why) trained on the LLM's labels of earlier weeks (``answers``, see ``training_set``).
 
     ``versions``: prompt versions whose labels count (default: ``prompt_version`` only).
     None while fewer than ``min_labels`` labels (or a single label value) exist: the LLM answers all.
     Deterministic for the same history, so a rerun of a week uses the same model version.
     ``get_embedder`` is called only when there is enough to train (a local model takes ~10 s to load).
     """
-    history = training_set(classifications, truncated, classifier, versions or {prompt_version}, llm_models, max_rows)
+    history = training_set(answers, truncated, classifier, versions or {prompt_version}, llm_models, max_rows)
     if history.height < min_labels:
         return None, f"{history.height} LLM labels < {min_labels}"
     if history.get_column("label").n_unique() < 2:

@@ -482,3 +482,71 @@ def parse_week(
         classifications.sort("conversation_id", "classifier"),
         rejects.sort("conversation_id", "classifier"),
     )
+
+
+# --------------------------------------------------------------------------- earlier weeks' labels
+
+ANSWERED = pl.Schema(
+    {
+        "conversation_id": pl.String,
+        "week_start": pl.Date,
+        "classifier": pl.String,
+        "label": pl.String,
+        "prompt_version": pl.String,
+        "model": pl.String,
+    }
+)
+# One label per (week, representative, classifier) and the request it came from.
+ANSWERED_PAIRS = pl.Schema(
+    {
+        "week_start": pl.Date,
+        "representative_id": pl.String,
+        "classifier": pl.String,
+        "request_id": pl.String,
+        "label": pl.String,
+        "prompt_version": pl.String,
+        "model": pl.String,
+    }
+)
+
+
+def answered_pairs(responses: pl.DataFrame, classifiers: dict[str, Classifier]) -> pl.DataFrame:
+    """The label each (representative, classifier) pair has in stored answers, whatever strategy planned
+    them: every successful answer decoded once, the first label by request id kept (a follow-up is only
+    sent for a pair its batch failed). Answers naming a classifier no longer configured are skipped.
+    """
+    found: dict[tuple, tuple] = {}
+    answers = latest_per_request(responses).filter(pl.col("status") == STATUS_OK).sort("request_id")
+    columns = (
+        "week_start",
+        "request_id",
+        "raw_text",
+        "model",
+        "prompt_version",
+        "conversation_ids",
+        "classifiers",
+        "finish_reason",
+    )
+    for week, rid, raw_text, model, version, ids, names, finish in answers.select(columns).iter_rows():
+        if not set(names) <= classifiers.keys():
+            continue
+        for (rep, name), outcome in parse_batched(raw_text, list(ids), list(names), classifiers, finish).items():
+            if not isinstance(outcome, ParseFailure):
+                found.setdefault((week, rep, name), (week, rep, name, rid, outcome.label, version, model))
+    return pl.DataFrame(list(found.values()), schema=ANSWERED_PAIRS, orient="row")
+
+
+def answered_labels(clusters: pl.DataFrame, responses: pl.DataFrame, classifiers: dict[str, Classifier]) -> pl.DataFrame:
+    """The labels weeks' ``classifications`` hold, derived from their ``llm_responses`` and clusters.
+
+    Label reuse and embedding-classifier training learn from earlier weeks through this, so what they
+    read is what ``llm_responses`` declares it depends on (its own earlier weeks): ``classifications`` is
+    downstream of it, and a read of that table would be a dependency Dagster cannot order in a backfill.
+    """
+    return fan_out(clusters, answered_pairs(responses, classifiers)).sort("conversation_id", "classifier")
+
+
+def fan_out(clusters, pairs):
+    """Each representative's labels given to every member of its cluster (frames of either engine)."""
+    members = clusters.select("conversation_id", "week_start", "representative_id")
+    return members.join(pairs, on=["week_start", "representative_id"], how="inner").select(*ANSWERED)

@@ -26,8 +26,10 @@ import contextlib
 import datetime as dt
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -445,6 +447,9 @@ async def dispatch_streaming(
     return stats
 
 
+T = TypeVar("T")
+
+
 def run_dispatch(
     plan: ClassifyPlan,
     dispatcher: Dispatcher,
@@ -454,9 +459,9 @@ def run_dispatch(
     flush_seconds: float,
     on_progress: Callable[[int, DispatchStats], None] | None = None,
 ) -> DispatchStats:
-    """Synchronous entry point for callers without an event loop (Dagster steps, the CLI)."""
-    return asyncio.run(
-        dispatch_streaming(
+    """Synchronous entry point (Dagster steps, the CLI, notebooks)."""
+    return run_sync(
+        lambda: dispatch_streaming(
             dispatcher,
             plan.to_send,
             write_batch,
@@ -465,6 +470,18 @@ def run_dispatch(
             on_progress=on_progress,
         )
     )
+
+
+def run_sync(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run``, also where this thread's event loop is already running (a notebook, or a run
+    launcher that executes runs inside its own loop): the coroutine then gets a loop of its own in a
+    worker thread, as nesting loops is not allowed."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine())
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtel-dispatch") as worker:
+        return worker.submit(lambda: asyncio.run(coroutine())).result()
 
 
 WALL_SEQUENTIAL = "sequential"  # dispatch runs one after another (rounds, weeks): wall times add

@@ -16,7 +16,7 @@ import narwhals.stable.v2 as nw
 import polars as pl
 
 from semtel_dagster.core.classify.parse import NO_RESPONSE, REQUEST_FAILED
-from semtel_dagster.core.lake.frames import value_counts
+from semtel_dagster.core.lake.frames import collect_small
 
 
 def raw_agreement(a: Sequence[str], b: Sequence[str]) -> float:
@@ -182,7 +182,8 @@ def label_quality(classifications, rejects):
 def label_drift(current, previous) -> pl.DataFrame:
     """Per classifier labeled in both weeks: Jensen-Shannon divergence of the label distributions.
 
-    Frames of either engine: only the counts per classifier and label are collected.
+    ``current`` and ``previous`` are two weeks of ``weekly_insights`` (conversations per classifier and
+    label), on either engine: the drift check reads exactly the weeks its asset declares.
     """
     now, before = _label_counts(current), _label_counts(previous)
     rows = []
@@ -197,8 +198,8 @@ def label_drift(current, previous) -> pl.DataFrame:
     )
 
 
-def _label_counts(classifications) -> dict[str, dict[str, int]]:
+def _label_counts(insights) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
-    for classifier, label, n in value_counts(classifications, "classifier", "label").iter_rows():
+    for classifier, label, n in collect_small(insights.select("classifier", "label", "conversations")).iter_rows():
         counts.setdefault(classifier, {})[label] = n
     return counts
