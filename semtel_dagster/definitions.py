@@ -10,7 +10,7 @@ from dagster import (
     in_process_executor,
 )
 
-from semtel_dagster.assets.aggregate import weekly_insights
+from semtel_dagster.assets.aggregate import aggregate
 from semtel_dagster.assets.classify import llm_responses
 from semtel_dagster.assets.dedupe import dedupe
 from semtel_dagster.assets.evaluation import classifier_evaluation
@@ -28,7 +28,7 @@ from semtel_dagster.resources import (
 )
 from semtel_dagster.sensors import landing_sensor, schedule_status
 
-STAGE_ASSETS = [ingest, conversations_truncated, dedupe, llm_responses, parse_clean, weekly_insights]
+STAGE_ASSETS = [ingest, conversations_truncated, dedupe, llm_responses, parse_clean, aggregate]
 
 # In-process execution, for the job and for asset backfills launched from the graph. A week is a chain
 # (ingest -> ... -> aggregate) with nothing to run side by side, and each stage's work is already

@@ -128,18 +128,58 @@ def label_coverage(conversations, classifications, rejects, classifiers: dict[st
 
 
 @nw.narwhalify
-def insight_totals(insights, classifications):
-    """Per classifier: do insight counts add up to the labeled conversations, and shares to one?"""
+def insight_totals(insights, classifications, min_group_size: int = 1):
+    """Per classifier: do insight counts add up to the labeled conversations, and shares to one? A
+    classifier whose every count is withheld (under the minimum group size) adds up to nothing."""
     labeled = classifications.group_by("classifier").agg(nw.len().cast(nw.Int64).alias("labeled"))
     totals = insights.group_by("classifier").agg(
         nw.col("conversations").sum().alias("counted"), nw.col("share").sum().alias("share_total")
     )
+    withheld = (nw.col("counted").fill_null(0) == 0) & (nw.col("labeled").fill_null(0) < min_group_size)
     return (
         labeled.join(totals, on="classifier", how="full")
         .with_columns(nw.coalesce("classifier", "classifier_right").alias("classifier"))
         .drop("classifier_right")
         .with_columns(
-            (nw.col("labeled").fill_null(0) == nw.col("counted").fill_null(0)).alias("counts_match"),
-            ((nw.col("share_total").fill_null(0) - 1).abs() < 1e-9).alias("shares_sum_to_one"),
+            ((nw.col("labeled").fill_null(0) == nw.col("counted").fill_null(0)) | withheld).alias("counts_match"),
+            (((nw.col("share_total").fill_null(0) - 1).abs() < 1e-9) | withheld).alias("shares_sum_to_one"),
         )
+    )
+
+
+@nw.narwhalify
+def crosstab_totals(crosstabs, classifications, pairs, min_group_size: int = 1):
+    """Per classifier pair: cells add up to the conversations both classifiers labeled (counted from
+    ``classifications``, on its engine), as each row's ``labeled_both`` says, less what a withheld
+    bucket holds; a pair labeled on fewer conversations than the minimum group size publishes no count."""
+    labels = classifications.select("conversation_id", "classifier")
+    parts = []
+    for a, b in pairs:
+        both = labels.filter(nw.col("classifier") == a).join(labels.filter(nw.col("classifier") == b), on="conversation_id")
+        cells = crosstabs.filter((nw.col("classifier_a") == a) & (nw.col("classifier_b") == b)).select(
+            nw.col("conversations").sum().fill_null(0).cast(nw.Int64).alias("counted"),
+            nw.col("labeled_both").max().fill_null(0).cast(nw.Int64).alias("stated"),
+            nw.col("conversations").is_null().cast(nw.Int64).sum().alias("withheld"),
+        )
+        expected = both.select(nw.len().cast(nw.Int64).alias("expected"))
+        parts.append(expected.join(cells, how="cross").with_columns(nw.lit(f"{a} x {b}").alias("pair")))
+    expected, counted, stated = nw.col("expected"), nw.col("counted"), nw.col("stated")
+    small, withheld = expected < min_group_size, nw.col("withheld").fill_null(0) > 0
+    return nw.concat(parts).with_columns(
+        (
+            (small & (counted == 0) & (stated == 0))  # no count of the pair may be published, its total neither
+            | (~small & withheld & (counted < expected) & (stated == expected))  # a withheld bucket holds the rest
+            | (~small & ~withheld & (counted == expected) & (stated == expected))
+        ).alias("adds_up")
+    )
+
+
+@nw.narwhalify
+def published_cells(published, count: str, merged: str, total: str, min_group_size: int):
+    """Per published row: is every number at least the minimum group size (or withheld), and does a
+    bucket whose count is published merge at least two cells (complementary suppression)?"""
+    return published.select(
+        (nw.col(count).is_null() | (nw.col(count) >= min_group_size)).alias("count_at_least_minimum"),
+        (nw.col(total).is_null() | (nw.col(total) >= min_group_size)).alias("total_at_least_minimum"),
+        ((nw.col(merged) == 0) | (nw.col(merged) >= 2) | nw.col(count).is_null()).alias("bucket_of_two_or_more"),
     )

@@ -240,10 +240,55 @@ def classification_rejects_gate(
 
 
 @_gate("weekly_insights", "Counts add up to the labeled conversations and shares to one, per classifier.")
-def insights_gate(context: AssetCheckExecutionContext, lake: LakeResource, engine: EngineResource) -> AssetCheckResult:
+def insights_gate(
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
+) -> AssetCheckResult:
     week, source = _week(context, lake, engine)
-    frame = invariants.insight_totals(source.read("weekly_insights", week), source.read("classifications", week))
+    frame = invariants.insight_totals(
+        source.read("weekly_insights", week), source.read("classifications", week), settings.min_group_size
+    )
     return _result(frame, "weekly_insights", [_all_true("counts_match"), _all_true("shares_sum_to_one")])
+
+
+@_gate("weekly_crosstabs", "Per classifier pair, the cells add up to the conversations both classifiers labeled.")
+def crosstabs_gate(
+    context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
+) -> AssetCheckResult:
+    week, source = _week(context, lake, engine)
+    pairs = settings.pairs_run(settings.load_classifiers())
+    if not pairs:
+        return nothing_to_check("no configured classifier pair runs: nothing is cross-tabulated")
+    frame = invariants.crosstab_totals(
+        source.read("weekly_crosstabs", week), source.read("classifications", week), pairs, settings.min_group_size
+    )
+    return _result(frame, "weekly_crosstabs", [_all_true("adds_up")])
+
+
+def _minimum_group_size(asset: str, count: str, merged: str, total: str):
+    """A blocking check that no published number of ``asset`` is under the minimum group size."""
+
+    @asset_check(
+        name="min_group_size",
+        asset=asset,
+        blocking=True,
+        partitions_def=weekly_partitions,
+        description=f"Privacy: every published count of {asset} holds at least min_group_size conversations, "
+        "and every <suppressed> bucket merges two or more cells.",
+    )
+    def check(
+        context: AssetCheckExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
+    ) -> AssetCheckResult:
+        week, source = _week(context, lake, engine)
+        frame = invariants.published_cells(source.read(asset, week), count, merged, total, settings.min_group_size)
+        result = _result(
+            frame,
+            f"{asset}_min_group_size",
+            [_all_true("count_at_least_minimum"), _all_true("total_at_least_minimum"), _all_true("bucket_of_two_or_more")],
+        )
+        metadata = {**result.metadata, "min_group_size": MetadataValue.int(settings.min_group_size)}
+        return AssetCheckResult(passed=result.passed, severity=result.severity, metadata=metadata, description=result.description)
+
+    return check
 
 
 STAGE_GATES = [
@@ -256,6 +301,9 @@ STAGE_GATES = [
     classifications_gate,
     classification_rejects_gate,
     insights_gate,
+    crosstabs_gate,
+    _minimum_group_size("weekly_insights", "conversations", "suppressed_labels", "labeled_conversations"),
+    _minimum_group_size("weekly_crosstabs", "conversations", "suppressed_cells", "labeled_both"),
 ]
 
 

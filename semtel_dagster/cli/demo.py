@@ -127,6 +127,9 @@ def _print_summary(summary: dict) -> None:
     for classifier, labels in summary["labels"].items():
         print(f"\n{classifier}:")
         for label, count, share in labels:
+            if count is None:
+                print(f"  {label:<24} {'-':>6}  withheld: under the minimum group size")
+                continue
             print(f"  {label:<24} {count:>6,}  {share:6.1%}  {'#' * round(share * 40)}")
     if summary["failed_checks"]:
         print(f"\nfailed checks: {', '.join(summary['failed_checks'])}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,7 +97,10 @@ class Engine(Protocol):
 
     def parse(self, week: dt.date, parse: Parser) -> tuple[Written, Written]: ...
 
-    def aggregate(self, week: dt.date) -> Written: ...
+    def label_counts(self, week: dt.date, pairs: Sequence[tuple[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The week's conversations per classifier and label, and per pair of labels of each classifier
+        pair (``core.insights.aggregate.LABEL_COUNTS``, ``PAIR_COUNTS``): small, as Polars."""
+        ...
 
 
 ENGINES = {"polars": "semtel_dagster.engines.polars_engine", "spark": "semtel_dagster.engines.spark_engine"}

@@ -20,6 +20,7 @@ from semtel_dagster.core.classify.answering import Answering, Calls
 from semtel_dagster.core.classify.parse import answered_pairs, parse_week
 from semtel_dagster.core.classify.plan import label_versions
 from semtel_dagster.core.classify.prompts import Classifier
+from semtel_dagster.core.insights.aggregate import weekly_crosstabs, weekly_insights
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import singleton_clusters
 from semtel_dagster.core.prepare.embeddings import Embedder, OnceEmbedder
@@ -81,9 +82,8 @@ class Pipeline:
             clusters = self.engine.map_week("conversations_truncated", "conversation_clusters", week, singleton_clusters)
         else:
             clusters = self.engine.cluster_exact(week)
-        none = tables.empty(tables.CONVERSATION_EMBEDDINGS)
-        version = delta.overwrite_weeks(self._uri("conversation_embeddings"), none, tables.CONVERSATION_EMBEDDINGS, [week])
-        return Deduped(clusters, Written("conversation_embeddings", version, none))
+        none = self._overwrite("conversation_embeddings", tables.empty(tables.CONVERSATION_EMBEDDINGS), week)
+        return Deduped(clusters, none)
 
     def classify(self, week: dt.date) -> Classified:
         """Answers the week's representatives: labels reused from earlier weeks, confident answers of
@@ -115,6 +115,16 @@ class Pipeline:
             batch_size=self.settings.batch_size,
         )
         return self.engine.parse(week, parse)
+
+    def aggregate(self, week: dt.date) -> tuple[Written, Written]:
+        """(weekly_insights, weekly_crosstabs): the engine counts, the published tables are made here with
+        the minimum group size, and committed from this process (they are small on any engine)."""
+        counts, paired = self.engine.label_counts(week, self.settings.pairs_run(self.classifiers))
+        k = self.settings.min_group_size
+        return (
+            self._overwrite("weekly_insights", weekly_insights(counts, k), week),
+            self._overwrite("weekly_crosstabs", weekly_crosstabs(paired, k), week),
+        )
 
     def run_week(self, week: dt.date) -> WeekRun:
         """Every stage after ingest, in order, for one week whose ``conversations`` are in the lake."""
@@ -191,6 +201,10 @@ class Pipeline:
 
     def _uri(self, table: str) -> str:
         return delta.table_uri(self.engine.lake_root, table)
+
+    def _overwrite(self, table: str, frame, week: dt.date) -> Written:
+        schema = tables.TABLES[table]
+        return Written(table, delta.overwrite_weeks(self._uri(table), frame, schema, [week]), frame)
 
     def _read_weeks(self, table: str, weeks: list[dt.date]):
         """Driver-side reads (delta-rs) of small inputs: the training history of the embedding classifiers."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -14,7 +14,7 @@ from semtel_dagster.core.classify.answering import Answering, Calls, answer, log
 from semtel_dagster.core.classify.parse import answered_labels
 from semtel_dagster.core.classify.plan import latest_per_request
 from semtel_dagster.core.classify.prompts import Classifier
-from semtel_dagster.core.insights.aggregate import weekly_insights
+from semtel_dagster.core.insights.aggregate import label_counts, pair_counts
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import (
     cluster_exact,
@@ -133,8 +133,9 @@ class PolarsEngine:
         classifications, rejects = parse(self.read("conversation_clusters", week), self.read("llm_responses", week))
         return self.write("classifications", classifications, week), self.write("classification_rejects", rejects, week)
 
-    def aggregate(self, week: dt.date) -> Written:
-        return self.map_week("classifications", "weekly_insights", week, weekly_insights)
+    def label_counts(self, week: dt.date, pairs: Sequence[tuple[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        classifications = self.read("classifications", week)
+        return label_counts(classifications), pair_counts(classifications, pairs)
 
 
 def open_engine(lake_root: str, config: Any) -> PolarsEngine:

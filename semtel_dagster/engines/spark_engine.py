@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from functools import partial, reduce
 from pathlib import Path
@@ -37,6 +37,7 @@ from semtel_dagster.core.classify.plan import (
 )
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.ingest.landing import landing_files
+from semtel_dagster.core.insights.aggregate import LABEL_COUNTS, PAIR_COUNTS
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
 from semtel_dagster.core.prepare.embeddings import Embedder
@@ -287,20 +288,25 @@ class SparkEngine:
         finally:
             parsed.unpersist()
 
-    def aggregate(self, week: dt.date) -> Written:
-        """Spark group-bys; the result is small, so it is committed from the driver with delta-rs."""
-        keys = ["week_start", "classifier"]
-        counts = (
-            self.read("classifications", week).groupBy(*keys, "label").agg(F.count(F.lit(1)).cast("long").alias("conversations"))
-        )
-        insights = (
-            counts.withColumn("labeled_conversations", F.sum("conversations").over(Window.partitionBy(*keys)))
-            .withColumn("share", F.col("conversations") / F.col("labeled_conversations"))
-            .orderBy("week_start", "classifier", F.desc("conversations"), "label")
-        )
-        frame = tables.conform(arrow_frame(insights.toArrow()), tables.WEEKLY_INSIGHTS)
-        version = delta.overwrite_weeks(self.uri("weekly_insights"), frame, tables.WEEKLY_INSIGHTS, [week])
-        return Written("weekly_insights", version, frame)
+    def label_counts(self, week: dt.date, pairs: Sequence[tuple[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """``core.insights.aggregate.label_counts`` and ``pair_counts`` as group-bys and joins; only the
+        counts (small) reach the driver."""
+        labels = self.read("classifications", week).select("conversation_id", "week_start", "classifier", "label")
+        count = F.count(F.lit(1)).cast("long").alias("conversations")
+        singles = labels.groupBy("week_start", "classifier", "label").agg(count)
+        both = [
+            labels.where(F.col("classifier") == a)
+            .withColumnsRenamed({"classifier": "classifier_a", "label": "label_a"})
+            .join(
+                labels.where(F.col("classifier") == b).withColumnsRenamed({"classifier": "classifier_b", "label": "label_b"}),
+                ["conversation_id", "week_start"],
+            )
+            .groupBy(*PAIR_COUNTS.names()[:-1])
+            .agg(count)
+            for a, b in pairs
+        ]
+        paired = tables.empty(PAIR_COUNTS) if not both else arrow_frame(reduce(DataFrame.unionByName, both).toArrow())
+        return tables.conform(arrow_frame(singles.toArrow()), LABEL_COUNTS), tables.conform(paired, PAIR_COUNTS)
 
 
 def open_engine(lake_root: str, config: Any) -> SparkEngine:

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +12,7 @@ from pydantic import Field, model_validator
 from semtel_dagster.core.classify.plan import STRATEGIES
 from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
 from semtel_dagster.core.ingest.adapters import AdapterOptions, InputFormat
+from semtel_dagster.core.insights.aggregate import DEFAULT_PAIRS
 from semtel_dagster.core.prepare.truncate import TruncationConfig
 from semtel_dagster.partitions import HISTORY_WEEKS
 
@@ -46,6 +48,17 @@ class PipelineSettings(ConfigurableResource):
         ge=0.0,
         le=1.0,
         description="Warn when a label distribution moves more than this (Jensen-Shannon, bits) week on week.",
+    )
+    min_group_size: int = Field(
+        default=10,
+        ge=1,
+        description="Published counts (weekly_insights, weekly_crosstabs) under this many conversations are merged "
+        "into a <suppressed> bucket, with complementary suppression. 1: publish every count.",
+    )
+    crosstab_pairs: list[list[str]] = Field(
+        default_factory=lambda: [list(pair) for pair in DEFAULT_PAIRS],
+        description="[classifier A, classifier B] pairs cross-tabulated in weekly_crosstabs; pairs with a classifier "
+        "not run are skipped.",
     )
     input_format: InputFormat = Field(default="canonical", description="Format of the landing files (core/adapters.py).")
     column_mapping: dict[str, str] | None = Field(
@@ -103,6 +116,17 @@ class PipelineSettings(ConfigurableResource):
         if self.reuse_match == "embedding" and self.dedupe_method != "embedding":
             raise ValueError("reuse_match 'embedding' needs dedupe_method 'embedding' (the week's vectors come from dedupe)")
         return self
+
+    @model_validator(mode="after")
+    def _pairs_of_two(self) -> "PipelineSettings":
+        for pair in self.crosstab_pairs:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"crosstab_pairs: {pair} is not a pair of two different classifiers")
+        return self
+
+    def pairs_run(self, classifiers: Collection[str]) -> list[tuple[str, str]]:
+        """The configured cross-tab pairs whose two classifiers both run."""
+        return [(a, b) for a, b in self.crosstab_pairs if a in classifiers and b in classifiers]
 
     def truncation(self) -> TruncationConfig:
         return TruncationConfig(

@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from semtel_dagster.core.insights.aggregate import weekly_insights
+from semtel_dagster.core.insights.aggregate import label_counts, weekly_insights
 from semtel_dagster.core.lake import tables
 
 W1 = dt.date(2024, 1, 1)
@@ -39,7 +39,7 @@ def test_weekly_insights_counts_and_shares():
     rows += [("t3", W1, "topic", "travel")]
     rows += [(f"s{i}", W1, "satisfaction", "5") for i in range(2)]
     rows += [("w0", W2, "topic", "travel")]
-    out = weekly_insights(_labels(rows))
+    out = weekly_insights(label_counts(_labels(rows)))
     assert out.schema == tables.WEEKLY_INSIGHTS
     got = {
         (r["week_start"], r["classifier"], r["label"]): (r["conversations"], r["share"], r["labeled_conversations"])
@@ -61,5 +61,5 @@ def test_weekly_insights_counts_and_shares():
 
 
 def test_weekly_insights_empty():
-    out = weekly_insights(_labels([]))
+    out = weekly_insights(label_counts(_labels([])))
     assert out.height == 0 and out.schema == tables.WEEKLY_INSIGHTS

@@ -18,7 +18,7 @@ from semtel_dagster.core.evaluation.metrics import (
     raw_agreement,
     stratified_sample,
 )
-from semtel_dagster.core.insights.aggregate import weekly_insights
+from semtel_dagster.core.insights.aggregate import label_counts, weekly_insights
 
 
 def test_kappa_and_agreement_by_hand():
@@ -67,6 +67,6 @@ def test_label_quality_and_drift():
     assert quality["intent"]["reject_share"] == 0.0
     previous = pl.DataFrame({"classifier": ["topic"] * 4 + ["intent"] * 2, "label": ["travel"] * 4 + ["asking"] * 2})
     in_week = pl.lit(dt.date(2026, 11, 2)).alias("week_start")  # drift compares two weeks of weekly_insights
-    insights, earlier = (weekly_insights(frame.with_columns(in_week)) for frame in (labels, previous))
+    insights, earlier = (weekly_insights(label_counts(frame.with_columns(in_week))) for frame in (labels, previous))
     drift = dict(label_drift(insights, earlier).select("classifier", "js_divergence").iter_rows())
     assert drift == {"intent": 0.0, "topic": pytest.approx(1.0)}

@@ -27,7 +27,7 @@ def pipeline_summary(lake_root: str, week: dt.date) -> dict:
         },
         "labels": {
             classifier: [
-                (label, count, round(share, 4))
+                (label, count, None if share is None else round(share, 4))  # None: withheld, under the minimum group size
                 for label, count, share in group.select("label", "conversations", "share").iter_rows()
             ]
             for (classifier,), group in insights.sort("classifier").group_by("classifier", maintain_order=True)

@@ -137,6 +137,21 @@ WEEKLY_INSIGHTS = pl.Schema(
         "conversations": pl.Int64,
         "share": pl.Float64,
         "labeled_conversations": pl.Int64,
+        "suppressed_labels": pl.Int64,
+    }
+)
+
+WEEKLY_CROSSTABS = pl.Schema(
+    {
+        "week_start": pl.Date,
+        "classifier_a": pl.String,
+        "label_a": pl.String,
+        "classifier_b": pl.String,
+        "label_b": pl.String,
+        "conversations": pl.Int64,
+        "share": pl.Float64,
+        "labeled_both": pl.Int64,
+        "suppressed_cells": pl.Int64,
     }
 )
 
@@ -150,6 +165,7 @@ TABLES: dict[str, pl.Schema] = {
     "classifications": CLASSIFICATIONS,
     "classification_rejects": CLASSIFICATION_REJECTS,
     "weekly_insights": WEEKLY_INSIGHTS,
+    "weekly_crosstabs": WEEKLY_CROSSTABS,
 }
 
 
@@ -245,9 +261,21 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "week_start": _WEEK,
         "classifier": "Classifier",
         "label": "Label",
-        "conversations": "Conversations with this label",
+        "conversations": "Conversations with this label (null: a bucket under the minimum group size, withheld)",
         "share": "Share of the classifier's labeled conversations",
-        "labeled_conversations": "Conversations the classifier labeled this week",
+        "labeled_conversations": "Conversations the classifier labeled this week (null when under the minimum group size)",
+        "suppressed_labels": "Labels merged into this <suppressed> row (minimum group size); 0 for a label's own row",
+    },
+    "weekly_crosstabs": {
+        "week_start": _WEEK,
+        "classifier_a": "Row classifier",
+        "label_a": "Its label (<suppressed>: rows too small to publish, merged)",
+        "classifier_b": "Column classifier",
+        "label_b": "Its label (<suppressed>: the row's cells too small to publish, merged)",
+        "conversations": "Conversations with both labels (null: a bucket under the minimum group size, withheld)",
+        "share": "Share of the conversations both classifiers labeled",
+        "labeled_both": "Conversations both classifiers labeled this week",
+        "suppressed_cells": "Cells merged into this <suppressed> cell; 0 for a cell of its own",
     },
 }
 
