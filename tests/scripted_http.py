@@ -140,6 +140,66 @@ async def huge_chunked(request, call):
     return response
 
 
+# Streamed answers (``"stream": true``), as OpenAI-compatible servers send them.
+
+USAGE = {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+
+
+def chunk(content: str | None = None, finish_reason: str | None = None, usage: dict | None = None) -> dict:
+    """One ``chat.completion.chunk``: a content delta (the role alone when None), or only the usage."""
+    delta = {"content": content} if content is not None else {"role": "assistant"}
+    choices = [] if usage is not None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+def answer_chunks(content: str = '{"label": "math"}', usage: bool = True) -> list[dict]:
+    """The events of one answer: role, content in three parts, finish reason, then the usage if asked."""
+    third = max(1, len(content) // 3)
+    parts = [content[:third], content[third : 2 * third], content[2 * third :]]
+    tail = [chunk(usage=USAGE)] if usage else []
+    return [chunk(), *(chunk(part) for part in parts), chunk(finish_reason="stop"), *tail]
+
+
+async def open_stream(request) -> web.StreamResponse:
+    """Headers at once, as vLLM and llama-cpp-python send them before the work starts."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    return response
+
+
+async def send_event(response: web.StreamResponse, data: dict | str) -> None:
+    payload = json.dumps(data) if isinstance(data, dict) else data
+    await response.write(f"data: {payload}\r\n\r\n".encode())
+
+
+def streaming(queued_s: float = 0.0, gap_s: float = 0.0, content: str = '{"label": "math"}'):
+    """A server that streams: silent for ``queued_s`` (queued behind others), then the answer with
+    ``gap_s`` between events, the usage when ``stream_options.include_usage`` asks for it; a plain
+    request gets a plain answer."""
+
+    async def handler(request, call):
+        if not call.body.get("stream"):
+            await asyncio.sleep(queued_s)
+            return web.json_response(completion(content))
+        response = await open_stream(request)
+        await asyncio.sleep(queued_s)
+        usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        for data in answer_chunks(content, usage):
+            await send_event(response, data)
+            await asyncio.sleep(gap_s)
+        await send_event(response, "[DONE]")
+        return response
+
+    return handler
+
+
 def plain_requests(
     n: int, *, prefix: str = "p", text: str = "question", week=None, system: str | None = None, prompt_tokens: int = 10
 ) -> list[LLMRequest]:

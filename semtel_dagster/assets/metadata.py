@@ -125,6 +125,9 @@ def dispatch_metadata(totals: dict, classifiers: dict, budget_tokens: int | None
         "completion_tokens": MetadataValue.int(totals["completion_tokens"]),
         "dispatch_seconds": MetadataValue.float(round(totals["wall_seconds"], 2)),
         "timeouts": MetadataValue.int(totals["timeouts"]),
+        "queue_timeouts": MetadataValue.int(totals["queue_timeouts"]),
+        "work_timeouts": MetadataValue.int(totals["work_timeouts"]),
+        "stall_timeouts": MetadataValue.int(totals["stall_timeouts"]),
         "hedged_requests": MetadataValue.int(totals["hedges"]),
         "budget": records_table(
             [{k: "unset" if v is None else v for k, v in budget_summary(totals, budget_tokens, budget_cost).items()}]

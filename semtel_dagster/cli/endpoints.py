@@ -1,5 +1,6 @@
 """``semtel endpoints check FILE``: ask each endpoint of an endpoints file which structured-output
-modes it supports, how fast it answers, and whether it sends rate-limit headers, before a run."""
+modes it supports, how fast it answers, whether it sends rate-limit headers and whether it streams
+(whole answers, with usage), before a run."""
 
 from __future__ import annotations
 
@@ -32,15 +33,17 @@ def _check(args: argparse.Namespace) -> int:
     print(report_table(reports))
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in reports], indent=2))
-    # 1: some endpoint does not support the mode its entry configures (a run would get no labels there)
-    return 0 if all(r.configured in r.supported for r in reports if r.configured in modes) else 1
+    # 1: some endpoint does not support the mode its entry configures (a run would get no labels there),
+    # or its entry sets stream: true and it does not stream whole answers
+    modes_ok = all(r.configured in r.supported for r in reports if r.configured in modes)
+    return 0 if modes_ok and all(r.stream_ok for r in reports) else 1
 
 
 def register(commands) -> None:
     endpoints = commands.add_parser("endpoints", help="check the endpoints of an endpoints file").add_subparsers(
         dest="endpoints_command", required=True
     )
-    check = endpoints.add_parser("check", help="try each structured-output mode on each endpoint and report")
+    check = endpoints.add_parser("check", help="try each structured-output mode and streaming on each endpoint and report")
     check.add_argument("file", help="endpoints YAML")
     check.add_argument("--json", help="also write the report to this JSON file")
     check.add_argument("--modes", help="comma-separated modes to try (default: all)")

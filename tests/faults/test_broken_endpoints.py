@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(3
 
 HUGE_BYTES = 5 * 1024 * 1024
 TIMEOUT_S = 5  # the endpoints' request timeout: a stall costs this, not the default 60 s
+# ... and their queue limit: streamed, a server that never answers has not started the work
+LIMITS = {"timeout_s": TIMEOUT_S, "timeout_queue_s": TIMEOUT_S}
 
 
 async def huge_5mb(request, call):
@@ -52,7 +54,7 @@ def test_sole_broken_endpoint_ends_in_bounded_time_with_a_failure(tmp_path, conv
             server = stack.enter_context(HandlerServer(handler))
             folder = tmp_path / f"kind{i}"
             folder.mkdir()
-            endpoints = endpoints_file(folder, {"name": "sole", "base_url": server.base_url, "timeout_s": TIMEOUT_S})
+            endpoints = endpoints_file(folder, {"name": "sole", "base_url": server.base_url, **LIMITS})
             runs[kind] = (server, folder, time.monotonic(), start(classify_command(conversations, folder / "out", endpoints)))
         finished = {kind: finish(proc, started, timeout_s=240) for kind, (_, _, started, proc) in runs.items()}
         calls = {kind: len(server.calls) for kind, (server, _, _, _) in runs.items()}
@@ -113,8 +115,8 @@ def test_one_of_two_endpoints_dead_every_request_completes_on_the_other(tmp_path
         dead_url = stalled.base_url if stalled else _refused_url()
         endpoints = endpoints_file(
             tmp_path,
-            {"name": "dead", "base_url": dead_url, "timeout_s": TIMEOUT_S},
-            {"name": "live", "base_url": sim.base_url("live"), "timeout_s": TIMEOUT_S},
+            {"name": "dead", "base_url": dead_url, **LIMITS},
+            {"name": "live", "base_url": sim.base_url("live"), **LIMITS},
         )
         done = run(classify_command(conversations, tmp_path / "out", endpoints))
         sent_to_live = sim.stats()["totals"]["ok_requests"]

@@ -107,7 +107,9 @@ def test_every_endpoint_failing_stops_the_run_with_a_clear_failure():
 def test_broken_endpoint_is_isolated_and_work_moves_elsewhere(handler, timeout_s):
     requests = _requests(60)
     with HandlerServer(handler) as bad, HandlerServer(ok) as good:
-        endpoints = [_endpoint("bad", bad.base_url, timeout_s=timeout_s), _endpoint("good", good.base_url)]
+        # streamed, a server that never answers has not started: its queue limit applies
+        bad_endpoint = _endpoint("bad", bad.base_url, timeout_s=timeout_s, timeout_queue_s=timeout_s)
+        endpoints = [bad_endpoint, _endpoint("good", good.base_url)]
         rows, dispatcher, wall, failure = _run(endpoints, requests, hedge_quantile=None)
         bad_calls = len(bad.calls)
     assert failure is None

@@ -6,8 +6,9 @@ counts: prompt tokens + ``max_tokens`` on arrival, corrected to the provider's c
 use where the endpoint says the provider does), kept honest by the ``x-ratelimit-*`` headers of every
 response, which also reveal what other processes sharing the endpoint use (an AIMD share of a contended
 quota makes uncoordinated processes converge to equal shares); a concurrency limit fitted from latency
-versus requests in flight (a serial server settles at 1); a circuit breaker; cooldowns that honor
-``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
+versus requests in flight (a serial server settles at 1); timeouts counted from when the server starts
+the work where it streams, else scaled to its observed pace (see ``stream``); a circuit breaker;
+cooldowns that honor ``Retry-After``. Requests go to the ready endpoint with the most headroom; a failure is retried on
 another endpoint with jittered backoff, up to a give-up time; a configuration error (see
 ``transport_errors``) or every endpoint failing for a while stops the run with a clear, redacted reason;
 a straggler past a latency percentile gets one hedged duplicate whose loser is cancelled, so each
@@ -36,12 +37,12 @@ from semtel_dagster.core.llm.quota import retry_after_seconds
 from semtel_dagster.core.llm.redact import redact
 from semtel_dagster.core.llm.requests import STATUS_ERROR, STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
-from semtel_dagster.core.llm.stats import DispatchStats
-from semtel_dagster.core.llm.transport import chat_body
-from semtel_dagster.core.llm.transport_errors import failure_kind, read_capped
+from semtel_dagster.core.llm.stats import DispatchStats, count_timeout
+from semtel_dagster.core.llm.stream import Deadline, StreamCutShort
+from semtel_dagster.core.llm.transport import error_message
+from semtel_dagster.core.llm.transport_errors import failure_kind
 from semtel_dagster.core.prepare.tokens import count_tokens
 
-_CONNECT_TIMEOUT_S = 10.0  # a host that does not even accept the connection is dead, whatever the request size
 _JITTER_MAX_S = 0.5
 _POLL_S = 1.0  # how often a request waiting for an endpoint checks whether it should give up
 
@@ -144,7 +145,7 @@ class Dispatcher:
     async def _attempt(self, request: LLMRequest, state: EndpointState, charge: list[float], hedge: bool = False) -> _Outcome:
         started = time.monotonic()
         name = state.endpoint.name
-        timeout = state.timeout_for(request.cost)
+        deadline = Deadline(state.limits(request.cost), state.transport.streams)
 
         def failed(kind: str, error: str, overload: bool = True) -> _Outcome:
             state.stats.errors += 1
@@ -160,15 +161,8 @@ class Dispatcher:
 
         try:
             sent = await state.transport.headers()
-            async with state.session.post(
-                state.transport.url,
-                json=chat_body(request, state.endpoint),
-                headers=sent,
-                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, _CONNECT_TIMEOUT_S)),
-                allow_redirects=False,  # a redirect would send the conversation wherever it points
-            ) as response:
-                status, headers = response.status, response.headers
-                content = await read_capped(response, state.endpoint.max_response_bytes, truncate=status != 200)
+            answer = await state.transport.post(state.session, request, sent, deadline)
+            status, headers, content = answer.status, answer.headers, answer.content
             if status == 429:
                 now = time.monotonic()
                 state.stats.rate_limited += 1
@@ -188,17 +182,16 @@ class Dispatcher:
                 )
             if status == 401 and state.transport.refused(sent):
                 return failed("retry", f"HTTP 401 from {name}: token refused, fetching a new one", overload=False)
-            if status != 200:
-                message = _error_message(content)
+            if answer.body is None:
+                message = error_message(content)
                 return failed(failure_kind(status, message), f"HTTP {status} from {name}: {message}")
-            body = json.loads(content)
-            choice = body["choices"][0]
-            if not isinstance(choice["message"]["content"], str):
-                raise TypeError("message.content is not a string")
+            body = answer.body
         except TimeoutError:
-            state.stats.timeouts += 1
-            self.stats.timeouts += 1
-            return failed("retry", f"timed out after {timeout:.1f}s on {name}")
+            count_timeout(state.stats, deadline.phase)
+            count_timeout(self.stats, deadline.phase)
+            return failed("retry", deadline.timed_out(name))
+        except StreamCutShort as exc:  # a serial server ending one stream for the next: overload
+            return failed("retry", f"{type(exc).__name__} from {name}: {exc}")
         except (aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError) as exc:
             return failed("retry", f"{type(exc).__name__} from {name}: {exc}", overload=False)
         finally:
@@ -438,15 +431,6 @@ def _usage(request: LLMRequest, body: dict) -> tuple[int, int]:
         int(prompt) if prompt is not None else request.prompt_tokens,
         int(completion) if completion is not None else count_tokens(body["choices"][0]["message"]["content"]),
     )
-
-
-def _error_message(content: bytes) -> str:
-    """The provider's error message (redacted by the caller: it may echo the key or the request)."""
-    try:
-        error = json.loads(content)
-        return str(error["error"]["message"] if isinstance(error.get("error"), dict) else error.get("detail", error))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return content[:4000].decode("utf-8", "replace")
 
 
 def _wake(waiter: asyncio.Future) -> None:

@@ -14,6 +14,7 @@ from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.quota import IntervalLearner, QuotaWindow, header_float, retry_after_seconds
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import EndpointStats
+from semtel_dagster.core.llm.stream import Limits
 from semtel_dagster.core.llm.transport import Transport
 
 MINUTE_ROOM = 0.1  # a 429 with more than this share of the minute left is a sub-minute bucket's
@@ -96,16 +97,29 @@ class EndpointState:
         self.rpm.take(1, now)
         return self.tpm.take(cost, now)
 
-    def timeout_for(self, cost: int) -> float:
-        """Bigger requests take longer: the work's timeout grows with prompt + max_tokens, up to ``timeout_s``;
-        a request sent behind others (``in_flight`` counts it) is also given the time the server takes
-        for those at its observed pace (twice over), so that queueing on a server that serves one at a
-        time is not taken for a hang; before any answer, a whole work timeout per request ahead."""
+    def work_timeout(self, cost: int) -> float:
+        """Bigger requests take longer: the work's timeout grows with prompt + max_tokens, up to ``timeout_s``."""
         e = self.endpoint
-        work = min(e.timeout_s, e.timeout_base_s + e.timeout_per_1k_tokens_s * cost / 1000.0)
+        return min(e.timeout_s, e.timeout_base_s + e.timeout_per_1k_tokens_s * cost / 1000.0)
+
+    def _ahead_s(self, work: float) -> float:
+        """The time the server takes for the requests sent before this one (``in_flight`` counts it) at
+        its observed pace (twice over); before any answer, a whole work timeout per request ahead."""
         pace = self.concurrency.seconds_per_request
-        ahead = max(0, self.in_flight - 1)
-        return work + ahead * (work if pace is None else 2.0 * pace)
+        return max(0, self.in_flight - 1) * (work if pace is None else 2.0 * pace)
+
+    def timeout_for(self, cost: int) -> float:
+        """A plain request's timeout: the work's, plus the requests ahead of it, so that queueing on a
+        server that serves one at a time is not taken for a hang."""
+        work = self.work_timeout(cost)
+        return work + self._ahead_s(work)
+
+    def limits(self, cost: int) -> Limits:
+        """Plain: ``timeout_for``. Streamed: the queue's generous limit plus the requests ahead until the
+        first event, then the work's own timeout from there (see ``stream``)."""
+        e, work = self.endpoint, self.work_timeout(cost)
+        ahead = self._ahead_s(work)
+        return Limits(total_s=work + ahead, queue_s=e.timeout_queue_s + ahead, work_s=work, stall_s=e.timeout_stall_s)
 
     def hedge_after(self) -> float | None:
         q = self.settings.hedge_quantile

@@ -62,6 +62,16 @@ class Endpoint(BaseModel):
     timeout_per_1k_tokens_s: float = Field(
         default=10.0, ge=0, description="... plus this per 1,000 tokens of prompt + max_tokens"
     )
+    stream: bool | Literal["auto"] = Field(
+        default="auto",
+        description="ask for a streamed answer, whose first event marks when the server starts the work, so "
+        "that time queued there counts against timeout_queue_s and the work's timeout starts then; auto: "
+        "stream, except on kind sim, until the server refuses it or cuts a stream short",
+    )
+    timeout_queue_s: float = Field(
+        default=120.0, gt=0, description="streamed: how long the server may take to start, plus its pace per request ahead"
+    )
+    timeout_stall_s: float = Field(default=30.0, gt=0, description="streamed: the longest gap between two events")
     refund_unused: bool = Field(
         default=False,
         description="the provider refunds unused max_tokens to the TPM quota after the answer (Azure does not)",

@@ -5,21 +5,37 @@
 with an ``api-key`` header. Either may take a bearer token from a callable instead of a key
 (``token_provider``: Entra ID, OAuth), fetched off the event loop, renewed before it expires and once
 after a 401.
+
+A request asks for a streamed answer where the endpoint's ``stream`` says so (see ``stream``): ``auto``
+stops asking, for the rest of the run, once the server refuses ``stream`` or cuts a stream short; a
+refused ``stream_options`` (usage in the stream) is dropped alone. Either refusal is sent again at once,
+plainly, within the same attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlencode
+
+import aiohttp
 
 from semtel_dagster.core.llm.endpoints import NO_KEY, AzureEndpoint, Endpoint, EndpointsFileError
 from semtel_dagster.core.llm.requests import LLMRequest
+from semtel_dagster.core.llm.stream import EVENT_STREAM, Deadline, StreamCutShort, read_stream
 from semtel_dagster.core.llm.structured import StructuredOutput, structured_fields
+from semtel_dagster.core.llm.transport_errors import read_capped
 
 _RENEW_BEFORE_EXPIRY_S = 300.0
+CONNECT_TIMEOUT_S = 10.0  # a host that does not even accept the connection is dead, whatever the request size
+_REFUSED_STATUSES = (400, 422)
+_NAMES_STREAM_OPTIONS = re.compile(r"stream_options|include_usage", re.IGNORECASE)
+_NAMES_STREAM = re.compile(r"\bstream(?:ing)?\b", re.IGNORECASE)
 
 
 def chat_url(endpoint: Endpoint) -> str:
@@ -31,16 +47,56 @@ def chat_url(endpoint: Endpoint) -> str:
     return f"{endpoint.base_url}/chat/completions"
 
 
-def chat_body(request: LLMRequest, endpoint: Endpoint, structured_output: StructuredOutput | None = None) -> dict:
+def chat_body(
+    request: LLMRequest,
+    endpoint: Endpoint,
+    structured_output: StructuredOutput | None = None,
+    stream: bool = False,
+    stream_usage: bool = True,
+) -> dict:
     """The chat-completions body of ``request`` for ``endpoint``, its schema asked for in the endpoint's
-    dialect (or ``structured_output``'s)."""
-    return {
+    dialect (or ``structured_output``'s), streamed (with the usage as the last event) if asked."""
+    body = {
         "model": endpoint.model,
         "messages": request.messages,
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         **structured_fields(structured_output or endpoint.structured_output, request.response_format),
     }
+    if stream:
+        body["stream"] = True
+        if stream_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def completion_body(content: bytes) -> dict:
+    """A plain answer's body, checked to hold the text of a first choice."""
+    body = json.loads(content)
+    if not isinstance(body["choices"][0]["message"]["content"], str):
+        raise TypeError("message.content is not a string")
+    return body
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP exchange: a 200's completion in ``body`` (streamed or plain), an error's capped bytes in
+    ``content``."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes = b""
+    body: dict | None = None
+    streamed: bool = False
+
+
+def error_message(content: bytes) -> str:
+    """The provider's error message (redacted by the caller: it may echo the key or the request)."""
+    try:
+        error = json.loads(content)
+        return str(error["error"]["message"] if isinstance(error.get("error"), dict) else error.get("detail", error))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return content[:4000].decode("utf-8", "replace")
 
 
 def load_token_provider(endpoint: Endpoint) -> Callable[[], object]:
@@ -125,10 +181,13 @@ class TokenAuth:
 
 
 class Transport:
-    """URL and auth of one endpoint; ``secrets`` are what redaction removes from its errors."""
+    """URL, auth and streaming of one endpoint; ``secrets`` are what redaction removes from its errors."""
 
     def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
         self.url = chat_url(endpoint)
+        self.streams = endpoint.stream is True or (endpoint.stream == "auto" and endpoint.kind != "sim")
+        self.stream_usage = True  # stream_options.include_usage, until refused
         if endpoint.token_provider is not None:
             self.auth: KeyAuth | TokenAuth = TokenAuth(load_token_provider(endpoint))
         elif isinstance(endpoint, AzureEndpoint):
@@ -144,3 +203,61 @@ class Transport:
 
     def secrets(self) -> list[str]:
         return self.auth.secrets()
+
+    async def post(
+        self,
+        session: aiohttp.ClientSession,
+        request: LLMRequest,
+        headers: dict[str, str],
+        deadline: Deadline,
+        structured_output: StructuredOutput | None = None,
+    ) -> Answer:
+        """One chat completion under ``deadline`` (streamed if this endpoint streams); a refusal of what
+        streaming adds is sent again at once without it."""
+        async with deadline.running():
+            while True:
+                streams, usage = self.streams, self.stream_usage
+                body = chat_body(request, self.endpoint, structured_output, streams, usage)
+                answer = await self._post(session, body, headers, deadline)
+                if not self._refused_streaming(answer, streams, usage):
+                    return answer
+                if not self.streams:
+                    deadline.unstreamed()
+
+    async def _post(self, session: aiohttp.ClientSession, body: dict, headers: dict[str, str], deadline: Deadline) -> Answer:
+        limit = self.endpoint.max_response_bytes
+        async with session.post(
+            self.url,
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+            allow_redirects=False,  # a redirect would send the conversation wherever it points
+        ) as response:
+            status = response.status
+            if status == 200 and response.content_type == EVENT_STREAM:
+                try:
+                    return Answer(status, response.headers, body=await read_stream(response, limit, deadline), streamed=True)
+                except StreamCutShort:
+                    if self.endpoint.stream == "auto":  # the server ends streams early under load: ask plainly
+                        self.streams = False
+                    raise
+            content = await read_capped(response, limit, truncate=status != 200)
+        if status != 200:
+            return Answer(status, response.headers, content=content)
+        if body.get("stream") and self.endpoint.stream == "auto":  # asked to stream, answered plainly: it does not
+            self.streams = False
+        return Answer(status, response.headers, body=completion_body(content))
+
+    def _refused_streaming(self, answer: Answer, streamed: bool, usage: bool) -> bool:
+        """A 400/422 to a streamed request that names ``stream_options`` (drop it) or, under ``auto``,
+        ``stream`` (stop streaming). Requests in flight when it came were sent with the same fields."""
+        if not streamed or answer.status not in _REFUSED_STATUSES:
+            return False
+        message = error_message(answer.content)
+        if usage and _NAMES_STREAM_OPTIONS.search(message):
+            self.stream_usage = False
+            return True
+        if self.endpoint.stream == "auto" and _NAMES_STREAM.search(message):
+            self.streams = False
+            return True
+        return False
