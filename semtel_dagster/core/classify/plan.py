@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import polars as pl
 from semtel_dagster.core.classify.prompts import (
     Classifier,
     answer_max_tokens,
+    multi_classifier_label_version,
     multi_classifier_messages,
     multi_classifier_response_format,
     multi_classifier_version,
@@ -247,23 +247,15 @@ def preanswered_pairs(responses: pl.DataFrame, classifiers: dict[str, Classifier
 
 
 def label_versions(classifiers: dict[str, Classifier]) -> dict[str, frozenset[str]]:
-    """Every prompt version a label of each classifier carries under the current prompts: asked alone,
-    in a batch of conversations, or with any other current classifiers (pre-answered pairs leave a
-    multi-classifier call with a subset). Labels of earlier weeks are reused or learned from only under
-    one of these; 2^(n-1) combined versions per classifier, cheap for the handful a prompt folder holds.
+    """Every prompt version a label of each classifier carries under the current prompts: asked alone, in
+    a batch of conversations, or with other classifiers (one version whatever shared the call, see
+    ``prompts.multi_classifier_label_version``). Labels of earlier weeks are reused or learned from only
+    under one of these: three per classifier.
     """
-    names = list(classifiers)
-    out = {}
-    for name in names:
-        others = [other for other in names if other != name]
-        combined = {
-            multi_classifier_version([classifiers[n] for n in names if n == name or n in group])
-            for size in range(1, len(others) + 1)
-            for group in itertools.combinations(others, size)
-        }
-        classifier = classifiers[name]
-        out[name] = frozenset({classifier.version, multi_conversation_version(classifier), *combined})
-    return out
+    return {
+        name: frozenset({c.version, multi_conversation_version(c), multi_classifier_label_version(c)})
+        for name, c in classifiers.items()
+    }
 
 
 class TranscriptWindow:
