@@ -258,6 +258,9 @@ def label_versions(classifiers: dict[str, Classifier]) -> dict[str, frozenset[st
     }
 
 
+TRANSCRIPT_BLOCK_ROWS = 4096  # representatives' transcripts the plan holds at once
+
+
 class TranscriptWindow:
     """(transcript, tokens) by representative id, read from the sorted representatives a block at a time.
 
@@ -265,7 +268,7 @@ class TranscriptWindow:
     lookup hits the block in hand and memory stays one block whatever the week's size.
     """
 
-    def __init__(self, reps: pl.DataFrame, block_rows: int = 4096) -> None:
+    def __init__(self, reps: pl.DataFrame, block_rows: int) -> None:
         self._reps = reps.select("conversation_id", "transcript", "tokens_after")
         self._ids = self._reps.get_column("conversation_id")
         self._block_rows = block_rows
@@ -364,7 +367,7 @@ def plan_requests(
         answered += unit.request_id in answered_ids
 
     def to_send() -> Iterator[LLMRequest]:
-        transcripts = TranscriptWindow(reps)
+        transcripts = TranscriptWindow(reps, TRANSCRIPT_BLOCK_ROWS)
         for unit in units():
             if unit.request_id not in answered_ids:
                 yield _build_request(unit, week_start, transcripts, classifiers, structured)
