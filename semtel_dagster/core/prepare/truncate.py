@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.prepare.tokens import TOKENIZER, count_tokens, encoding
+from semtel_dagster.core.prepare.tokens import TOKENIZER, Tokens, count_spliced, count_tokens, encoding
 
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
@@ -131,7 +131,7 @@ def render_transcript(messages: list[dict]) -> str:
     return quote_role_markers("\n\n".join(paragraphs))
 
 
-def truncate_text(text: str, config: TruncationConfig, tokens: Sequence[int] | None = None) -> tuple[str, int, int, str]:
+def truncate_text(text: str, config: TruncationConfig, tokens: Tokens | None = None) -> tuple[str, int, int, str]:
     """Returns (text, tokens_before, tokens_after, strategy): ``none``, ``head_tail``, ``head`` or ``tail``.
 
     The ``turns`` strategy needs messages (see :func:`truncate_messages`); on plain text it is head_tail.
@@ -149,12 +149,15 @@ def truncate_text(text: str, config: TruncationConfig, tokens: Sequence[int] | N
     budget = config.max_tokens - len(enc.encode_ordinary(marker))
     head = int(budget * head_share)
     tail = budget - head
-    kept = quote_role_markers(
-        enc.decode(tokens[:head])
-        + marker.replace(str(omitted_guess), str(len(tokens) - head - tail))
-        + (enc.decode(tokens[-tail:]) if tail else "")
+    ids = np.asarray(tokens)
+    joined = (
+        enc.decode(ids[:head].tolist())
+        + marker.replace(str(omitted_guess), str(len(ids) - head - tail))
+        + (enc.decode(ids[-tail:].tolist()) if tail else "")
     )
-    return kept, len(tokens), len(enc.encode_ordinary(kept)), strategy
+    kept = quote_role_markers(joined)  # the cuts can leave a role-marker line at their edges
+    after = count_spliced(text, ids, head, tail, kept) if kept == joined else count_tokens(kept)
+    return kept, len(ids), after, strategy
 
 
 _TURN_MARKER_TOKENS = 10  # " [... N tokens omitted]" after a cut message
@@ -202,7 +205,7 @@ def truncate_messages(messages: list[dict], config: TruncationConfig) -> tuple[s
     return text, before, len(tokens), after, strategy, compression
 
 
-def _fit(transcript: str, tokens: Sequence[int], messages: list[dict], config: TruncationConfig) -> tuple[str, int, str]:
+def _fit(transcript: str, tokens: Tokens, messages: list[dict], config: TruncationConfig) -> tuple[str, int, str]:
     """(text, tokens_after, strategy) of a transcript whose ``tokens`` are known: the configured cut when
     it is over the budget, ``turns`` falling back to head_tail when the markers alone do not fit."""
     if config.strategy == "turns" and len(tokens) > config.max_tokens:
@@ -260,7 +263,7 @@ def _count_block(texts: list[str], max_tokens: int) -> list[int | np.ndarray]:
 
 
 def _fit_block(rows: list[tuple[str, np.ndarray, list[dict]]], config: TruncationConfig) -> list[tuple[str, int, str]]:
-    return [_fit(transcript, tokens.tolist(), messages, config) for transcript, tokens, messages in rows]
+    return [_fit(transcript, tokens, messages, config) for transcript, tokens, messages in rows]
 
 
 def _in_blocks(pool: ThreadPoolExecutor, work: Callable[[list], list], items: list) -> list:
