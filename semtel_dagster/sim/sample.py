@@ -8,8 +8,10 @@ prompt-injection turns exercise every stage of the pipeline.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ EXACT_DUP_RATE = 0.05
 NEAR_DUP_RATE = 0.03
 INJECTION_RATE = 0.015
 MALFORMED_MIN_N = 50
+_COPIED_ORIGINALS = 50  # duplicates copy one of the week's first originals
 OVERSIZED_BYTES = 1_100_000
 
 _SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are a friendly and concise AI assistant."]
@@ -582,46 +585,86 @@ def generate_week(week_start: dt.date, n: int = 400, seed: int = 7) -> SampleWee
     """``n`` conversations (plus ~1% malformed lines when n >= 50) started inside ``week_start``."""
     week_start = parse_week(week_start)
     rng = random.Random(seed ^ week_start.toordinal())
+    generated = list(_week_conversations(rng, week_start, n))
+    records = [json.dumps(c, ensure_ascii=False).encode() for c, _ in generated]
+    bad = _malformed_lines(rng, week_start, n)
+    for at, line in bad:
+        records.insert(at, line)
+    return SampleWeek(records=records, truth=[labels for _, labels in generated], malformed=len(bad))
+
+
+def write_week(landing_dir: Path, truth_dir: Path, week_start: dt.date, n: int = 400, seed: int = 7) -> tuple[Path, Path]:
+    """Write ``sample-<week>.jsonl`` (landing) and ``sample-<week>.truth.jsonl``; returns both paths.
+
+    The lines of :func:`generate_week`, streamed: one conversation in memory at a time, so a week of a
+    million conversations is written in the memory of a few (the malformed lines, drawn after the
+    conversations, are merged in on a second pass over the file).
+    """
+    week_start = parse_week(week_start)
+    landing_dir, truth_dir = Path(landing_dir), Path(truth_dir)
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    name = f"sample-{week_start.isoformat()}"
+    landing = landing_dir / f"{name}.jsonl"
+    truth = truth_dir / f"{name}.truth.jsonl"
+    conversations = truth_dir / f"{name}.conversations"
+    rng = random.Random(seed ^ week_start.toordinal())
+    with open(conversations, "wb") as records, open(truth, "w", encoding="utf-8") as labels:
+        for conversation, truth_row in _week_conversations(rng, week_start, n):
+            records.write(json.dumps(conversation, ensure_ascii=False).encode() + b"\n")
+            labels.write(json.dumps(truth_row) + "\n")
+    bad = _malformed_lines(rng, week_start, n)
+    with open(conversations, "rb") as records, open(landing, "wb") as out:
+        lines = iter(records)
+        written = 0
+        for at, line in bad:  # the conversations up to the malformed line's place, then the line
+            out.writelines(itertools.islice(lines, at - written))
+            out.write(line + b"\n")
+            written = at + 1
+        out.writelines(lines)
+    conversations.unlink()
+    return landing, truth
+
+
+def _week_conversations(rng: random.Random, week_start: dt.date, n: int) -> Iterator[tuple[dict, dict]]:
+    """(landing record, truth) of each of the week's ``n`` conversations, in order."""
     week_id = week_start.isoformat()
     start = dt.datetime.combine(week_start, dt.time(), dt.UTC)
-    conversations: list[dict] = []
-    truth: list[dict] = []
-    originals: list[int] = []
+    copied: list[tuple[list[dict], dict]] = []  # the first originals: duplicates copy these
+    originals = 0
     for i in range(n):
         cid = f"s-{week_id}-{i:06d}"
         roll = rng.random()
         if originals and roll < EXACT_DUP_RATE + NEAR_DUP_RATE:
-            j = rng.choice(originals[:50])  # few originals: the same templated question asked by many users
-            messages = conversations[j]["messages"]
+            messages, truth = copied[rng.randrange(len(copied))]  # few originals: the same templated question asked by many users
             if roll >= EXACT_DUP_RATE:
                 messages = [{"role": m["role"], "content": _perturb(rng, m["content"])} for m in messages]
-            labels = {**truth[j], "conversation_id": cid, "duplicate_of": truth[j]["conversation_id"]}
+            labels = {**truth, "conversation_id": cid, "duplicate_of": truth["conversation_id"]}
         else:
             messages, labels = _conversation(rng)
             labels = {"conversation_id": cid, **labels}
-            originals.append(i)
+            originals += 1
+            if len(copied) < _COPIED_ORIGINALS:
+                copied.append((messages, labels))
         started = start + dt.timedelta(seconds=rng.randrange(int(WEEK.total_seconds())))
-        conversations.append({"conversation_id": cid, "started_at": _iso(started), "messages": messages, "source": "sample"})
-        truth.append(labels)
-    records = [json.dumps(c, ensure_ascii=False).encode() for c in conversations]
-    bad = _malformed(rng, week_id, start, n) if n >= MALFORMED_MIN_N else []
-    for line in bad:
-        records.insert(rng.randrange(len(records) + 1), line)
-    return SampleWeek(records=records, truth=truth, malformed=len(bad))
+        yield {"conversation_id": cid, "started_at": _iso(started), "messages": messages, "source": "sample"}, labels
 
 
-def write_week(landing_dir: Path, truth_dir: Path, week_start: dt.date, n: int = 400, seed: int = 7) -> tuple[Path, Path]:
-    """Write ``sample-<week>.jsonl`` (landing) and ``sample-<week>.truth.jsonl``; returns both paths."""
-    week = generate_week(week_start, n, seed)
-    landing_dir, truth_dir = Path(landing_dir), Path(truth_dir)
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    truth_dir.mkdir(parents=True, exist_ok=True)
-    name = f"sample-{parse_week(week_start).isoformat()}"
-    landing = landing_dir / f"{name}.jsonl"
-    truth = truth_dir / f"{name}.truth.jsonl"
-    landing.write_bytes(b"".join(line + b"\n" for line in week.records))
-    truth.write_text("".join(json.dumps(t) + "\n" for t in week.truth), encoding="utf-8")
-    return landing, truth
+def _malformed_lines(rng: random.Random, week_start: dt.date, n: int) -> list[tuple[int, bytes]]:
+    """The week's malformed lines, each with its index in the final list of lines, in index order.
+
+    Drawn as if inserted one by one at random places of the growing list of records (what the
+    generator always did), with the places computed instead of inserted, so no list of records is needed.
+    """
+    if n < MALFORMED_MIN_N:
+        return []
+    lines = _malformed(rng, week_start.isoformat(), dt.datetime.combine(week_start, dt.time(), dt.UTC), n)
+    places: list[int] = []
+    for _ in lines:
+        at = rng.randrange(n + len(places) + 1)
+        places = [i + (i >= at) for i in places]
+        places.append(at)
+    return sorted(zip(places, lines))
 
 
 def _conversation(rng: random.Random) -> tuple[list[dict], dict]:

@@ -25,7 +25,8 @@ def _read(home, table, week):
     return delta.read_weeks(delta.table_uri(str(home / "lake"), table), tables.TABLES[table], [week])
 
 
-def test_week_b_reuses_week_a_labels_for_repeated_texts(tmp_path):
+@pytest.mark.parametrize("strategy", ["single", "multi_classifier"])
+def test_week_b_reuses_week_a_labels_for_repeated_texts(tmp_path, strategy):
     landing = tmp_path / "landing"
     write_week(landing, tmp_path / "truth", WEEK_A, n=60, seed=3)
     week_a = [
@@ -41,7 +42,9 @@ def test_week_b_reuses_week_a_labels_for_repeated_texts(tmp_path):
 
     defs = build_definitions(
         lake=LakeResource(root=str(tmp_path / "lake")),
-        settings=PipelineSettings(landing_dir=str(landing), classifiers=CLASSIFIERS, reuse_labels_weeks=1),
+        settings=PipelineSettings(
+            landing_dir=str(landing), classifiers=CLASSIFIERS, reuse_labels_weeks=1, batching_strategy=strategy
+        ),
         endpoint_pool=EndpointPoolResource(endpoints_file="sim"),
     )
     job = defs.resolve_job_def("weekly_pipeline")

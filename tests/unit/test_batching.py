@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from semtel_dagster.core.classify.parse import parse_batched
+from semtel_dagster.core.classify.parse import parse_batched, parse_week
 from semtel_dagster.core.classify.plan import (
     WALL_PARALLEL,
     WALL_SEQUENTIAL,
     expected_request_ids,
     label_versions,
+    local_answer,
     merge_stats,
     plan_requests,
     plan_units,
 )
-from semtel_dagster.core.classify.prompts import load_classifiers, multi_classifier_version, multi_conversation_version
+from semtel_dagster.core.classify.prompts import (
+    load_classifiers,
+    multi_classifier_label_version,
+    multi_classifier_version,
+    multi_conversation_version,
+)
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.llm.requests import request_id
 from semtel_dagster.sim.labeler import label_request
@@ -121,14 +129,67 @@ def test_tasks_of_whole_chunks_plan_the_weeks_units(classifiers):
 
 def test_labels_count_under_every_version_of_the_current_prompt(classifiers):
     versions = label_versions(classifiers)["topic"]
-    topic, satisfaction, intent = classifiers.values()
-    assert versions == {
-        topic.version,
-        multi_conversation_version(topic),
-        multi_classifier_version([topic, satisfaction]),
-        multi_classifier_version([topic, intent]),
-        multi_classifier_version([topic, satisfaction, intent]),
+    topic = classifiers["topic"]
+    assert versions == {topic.version, multi_conversation_version(topic), multi_classifier_label_version(topic)}
+    assert len(set().union(*label_versions(classifiers).values())) == 3 * len(classifiers)
+
+
+def test_label_versions_are_linear_in_classifiers(classifiers):
+    """Sixteen classifiers: three versions each, in milliseconds (all subsets would be 16 * 2^15 digests)."""
+    topic = classifiers["topic"]
+    many = {f"c{i:02d}": replace(topic, name=f"c{i:02d}", version=f"v{i:02d}") for i in range(16)}
+    started = time.perf_counter()
+    versions = label_versions(many)
+    assert time.perf_counter() - started < 0.05
+    assert all(len(v) == 3 for v in versions.values()) and len(set().union(*versions.values())) == 48
+
+
+def _answered(request) -> dict:
+    """The ``llm_responses`` row of a request the simulator's labeler answered."""
+    raw_text = json.dumps(label_request(request.messages, request.response_format))
+    return {name: None for name in tables.LLM_RESPONSES} | {
+        "request_id": request.request_id,
+        "week_start": WEEK,
+        "conversation_ids": list(request.conversation_ids),
+        "classifiers": list(request.classifiers),
+        "prompt_name": request.prompt_name,
+        "prompt_version": request.prompt_version,
+        "model": "m",
+        "status": "ok",
+        "finish_reason": "stop",
+        "raw_text": raw_text,
+        "created_at": dt.datetime(2026, 11, 17, tzinfo=dt.UTC),
+        "strategy": request.strategy,
     }
+
+
+def test_a_multi_classifier_label_carries_its_classifiers_version_whoever_shared_the_call(classifiers):
+    """The call's id names every classifier in it (reruns resume); each label's version names only its own."""
+    clusters, truncated = _week()
+    reused = local_answer(
+        WEEK,
+        "c1",
+        "topic",
+        classifiers["topic"].version,
+        "m",
+        {"label": "programming"},
+        "label_reuse",
+        dt.datetime(2026, 11, 17, tzinfo=dt.UTC),
+    )
+    weeks = {}
+    for preanswered, extra in [(set(), []), ({("c1", "topic")}, [reused])]:
+        plan = plan_requests(clusters, truncated, classifiers, set(), strategy="multi_classifier", preanswered=preanswered)
+        responses = pl.DataFrame([*extra, *(_answered(r) for r in plan.to_send)], schema=tables.LLM_RESPONSES)
+        labels = parse_week(clusters, responses, classifiers, "multi_classifier")[0].filter(pl.col("conversation_id") == "c1")
+        weeks[frozenset(preanswered)] = labels
+    alone, shared = weeks.values()
+    assert alone.get_column("request_id").n_unique() == 1 and shared.get_column("request_id").n_unique() == 2
+    assert set(alone.get_column("request_id")) != set(shared.get_column("request_id"))
+    for name in ("satisfaction", "intent"):
+        version = multi_classifier_label_version(classifiers[name])
+        for labels in (alone, shared):
+            assert labels.filter(pl.col("classifier") == name).get_column("prompt_version").to_list() == [version]
+        assert version in label_versions(classifiers)[name]
 
 
 def test_merge_stats_adds_rounds_and_takes_the_slowest_task():

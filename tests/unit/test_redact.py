@@ -93,7 +93,7 @@ def test_stored_errors_hold_no_key_and_no_conversation(monkeypatch, kind):
             {"name": "echo", "base_url": base, "model": "m", "api_key_env": "ECHO_KEY", **extra}
         )
         rows: list[dict] = []
-        settings = DispatchSettings(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02, give_up_s=2.0)
+        settings = DispatchSettings(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02, give_up_s=2.0, breaker_open_s=0.1)
         asyncio.run(Dispatcher([endpoint], settings).run(_requests(3), rows.append))
         assert len(server.calls) >= 3
     assert len(rows) == 3

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from semtel_dagster.core.classify.prompts import load_classifiers
+from semtel_dagster.core.classify.prompts import load_classifiers, multi_classifier_label_version
 from semtel_dagster.core.classify.reuse import ENDPOINT, candidates, reused_answers
 from semtel_dagster.core.llm.requests import request_id
 
@@ -49,3 +49,14 @@ def test_only_labels_of_the_current_prompt_version_and_a_pool_model_are_reused()
     assert set(rows["request_id"]) == {request_id(["n1"], ["topic"], version), request_id(["n4"], ["topic"], version)}
     again = reused_answers(found, classifiers, {"gpt"}, THIS, answered_ids=set(rows["request_id"]))
     assert again.height == 0  # a rerun adds nothing
+
+
+def test_labels_of_a_multi_classifier_call_are_reused_whoever_shared_it():
+    """A label given beside any other classifiers carries one version, so next week accepts it."""
+    classifiers = load_classifiers(PROMPTS, ["topic", "intent"])
+    this_week = pl.DataFrame({"conversation_id": ["n1"], "text_hash": ["h1"], "is_representative": [True]})
+    batched = multi_classifier_label_version(classifiers["topic"])
+    found = candidates(this_week, *_history([("o1", "h1", LAST, "math", batched, "gpt")]))
+    rows = reused_answers(found, classifiers, {"gpt"}, THIS)
+    assert [json.loads(r["raw_text"])["label"] for r in rows.iter_rows(named=True)] == ["math"]
+    assert rows["request_id"].to_list() == [request_id(["n1"], ["topic"], classifiers["topic"].version)]

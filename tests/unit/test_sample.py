@@ -101,3 +101,13 @@ def test_write_week(tmp_path):
     assert landing.name == "sample-2026-11-16.jsonl" and truth.name == "sample-2026-11-16.truth.jsonl"
     assert len(truth.read_text().splitlines()) == 60
     assert len(landing.read_bytes().splitlines()) == 60 + generate_week(W1, 60, 2).malformed
+
+
+def test_write_week_streams_the_lines_of_generate_week(tmp_path):
+    """Malformed lines merged in at the places generate_week inserts them; nothing else left behind."""
+    for n, seed in [(10, 1), (400, 7), (900, 3)]:
+        week = generate_week(W1, n, seed)
+        landing, truth = write_week(tmp_path / "l", tmp_path / "t", W1, n=n, seed=seed)
+        assert landing.read_bytes() == b"".join(line + b"\n" for line in week.records)
+        assert [json.loads(line) for line in truth.read_text().splitlines()] == week.truth
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["l", "sample-2026-11-16.jsonl", "sample-2026-11-16.truth.jsonl", "t"]

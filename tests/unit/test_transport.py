@@ -14,6 +14,7 @@ from scripted_http import HandlerServer, completion, plain_requests
 from semtel_dagster.core.llm.dispatch import Dispatcher, DispatchFailed
 from semtel_dagster.core.llm.endpoints import AzureEndpoint, EndpointsFileError, SimEndpoint, parse_endpoints
 from semtel_dagster.core.llm.requests import STATUS_OK, LLMRequest
+from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.transport import Transport, chat_url
 
 pytestmark = pytest.mark.timeout(30)
@@ -35,8 +36,9 @@ def _requests(n: int) -> list[LLMRequest]:
 
 
 def _run(endpoints, n=3):
+    """Dispatch with short backoffs: what is retried and how often is the same, in less time."""
     rows: list[dict] = []
-    asyncio.run(Dispatcher(endpoints).run(_requests(n), rows.append))
+    asyncio.run(Dispatcher(endpoints, DispatchSettings(backoff_base_s=0.01, backoff_max_s=0.05)).run(_requests(n), rows.append))
     return rows
 
 
@@ -144,8 +146,6 @@ def test_failing_token_provider_fails_attempts_not_the_process():
             {"name": "entra", "base_url": server.base_url, "model": "m", "token_provider": "test_transport:broken_provider"}
         )
         rows: list[dict] = []
-        from semtel_dagster.core.llm.settings import DispatchSettings
-
         settings = DispatchSettings(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02)
         asyncio.run(Dispatcher([endpoint], settings).run(_requests(2), rows.append))
         assert server.calls == []

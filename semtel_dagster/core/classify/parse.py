@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from semtel_dagster.core.classify.plan import STRATEGY_SINGLE, expected_request_ids, latest_per_request, preanswered_pairs
-from semtel_dagster.core.classify.prompts import BATCH_ANSWERS_KEY, Classifier
+from semtel_dagster.core.classify.prompts import BATCH_ANSWERS_KEY, Classifier, multi_classifier_label_version
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.llm.requests import STATUS_OK
 
@@ -399,6 +399,8 @@ def _decide(responses: dict[str, tuple], classifiers: dict[str, Classifier]):
         result = decoded[rid].get((rep, name), ParseFailure("pair not part of this request"))
         if isinstance(result, ParseFailure):
             return (rep, name, rid, None, None, None, None, None, str(result), raw_text)
+        if len(names) > 1:  # the label's own version, not the call's (which names every classifier in it)
+            version = multi_classifier_label_version(classifiers[name])
         return (rep, name, rid, result.label, result.raw_label, result.cleaning, version, model, None, raw_text)
 
     return decide

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
 import json
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ import polars as pl
 from semtel_dagster.core.classify.prompts import (
     Classifier,
     answer_max_tokens,
+    multi_classifier_label_version,
     multi_classifier_messages,
     multi_classifier_response_format,
     multi_classifier_version,
@@ -249,23 +249,18 @@ def preanswered_pairs(responses: pl.DataFrame, classifiers: dict[str, Classifier
 
 
 def label_versions(classifiers: dict[str, Classifier]) -> dict[str, frozenset[str]]:
-    """Every prompt version a label of each classifier carries under the current prompts: asked alone,
-    in a batch of conversations, or with any other current classifiers (pre-answered pairs leave a
-    multi-classifier call with a subset). Labels of earlier weeks are reused or learned from only under
-    one of these; 2^(n-1) combined versions per classifier, cheap for the handful a prompt folder holds.
+    """Every prompt version a label of each classifier carries under the current prompts: asked alone, in
+    a batch of conversations, or with other classifiers (one version whatever shared the call, see
+    ``prompts.multi_classifier_label_version``). Labels of earlier weeks are reused or learned from only
+    under one of these: three per classifier.
     """
-    names = list(classifiers)
-    out = {}
-    for name in names:
-        others = [other for other in names if other != name]
-        combined = {
-            multi_classifier_version([classifiers[n] for n in names if n == name or n in group])
-            for size in range(1, len(others) + 1)
-            for group in itertools.combinations(others, size)
-        }
-        classifier = classifiers[name]
-        out[name] = frozenset({classifier.version, multi_conversation_version(classifier), *combined})
-    return out
+    return {
+        name: frozenset({c.version, multi_conversation_version(c), multi_classifier_label_version(c)})
+        for name, c in classifiers.items()
+    }
+
+
+TRANSCRIPT_BLOCK_ROWS = 4096  # representatives' transcripts the plan holds at once
 
 
 class TranscriptWindow:
@@ -275,7 +270,7 @@ class TranscriptWindow:
     lookup hits the block in hand and memory stays one block whatever the week's size.
     """
 
-    def __init__(self, reps: pl.DataFrame, block_rows: int = 4096) -> None:
+    def __init__(self, reps: pl.DataFrame, block_rows: int) -> None:
         self._reps = reps.select("conversation_id", "transcript", "tokens_after")
         self._ids = self._reps.get_column("conversation_id")
         self._block_rows = block_rows
@@ -374,7 +369,7 @@ def plan_requests(
         answered += unit.request_id in answered_ids
 
     def to_send() -> Iterator[LLMRequest]:
-        transcripts = TranscriptWindow(reps)
+        transcripts = TranscriptWindow(reps, TRANSCRIPT_BLOCK_ROWS)
         for unit in units():
             if unit.request_id not in answered_ids:
                 yield _build_request(unit, week_start, transcripts, classifiers, structured)

@@ -303,7 +303,14 @@ def _digest(*parts: str) -> str:
 
 
 def multi_classifier_version(classifiers: list[Classifier]) -> str:
+    """The version of one multi-classifier prompt (its request id's): the template and every classifier in it."""
     return _digest(_MULTI_CLASSIFIER_SYSTEM, _MULTI_CLASSIFIER_SECTION, *(f"{c.name}:{c.version}" for c in classifiers))
+
+
+def multi_classifier_label_version(classifier: Classifier) -> str:
+    """The version a label from a multi-classifier call carries: the classifier's prompt under the template,
+    whichever other classifiers shared the call, so a classifier has one batched version, not one per subset."""
+    return multi_classifier_version([classifier])
 
 
 def multi_classifier_messages(classifiers: list[Classifier], transcript: str) -> list[dict[str, str]]:

@@ -244,7 +244,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "label": "Label from the classifier's set",
         "raw_label": "Label as the model wrote it",
         "cleaning": "How raw_label became label (exact, case, fuzzy, ...)",
-        "prompt_version": "Hash of the prompt file",
+        "prompt_version": "Hash of the classifier's prompt file, alone or under a batched template",
         "model": "Model that answered",
         "representative_id": "Conversation whose answer this label comes from",
         "request_id": "Request that answered",

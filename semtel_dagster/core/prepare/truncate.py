@@ -12,14 +12,19 @@ whitespace, assistant boilerplate, the middle of long code blocks and lines repe
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal, cast, get_args
 
+import numpy as np
 import polars as pl
 
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.prepare.tokens import TOKENIZER, count_tokens, encoding
+from semtel_dagster.core.prepare.tokens import TOKENIZER, Tokens, count_spliced, count_tokens, encoding
 
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
@@ -34,6 +39,7 @@ def quote_role_markers(text: str) -> str:
 
 Strategy = Literal["head_tail", "head", "tail", "turns"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+STRATEGY_NONE = "none"  # the transcript fits the budget as it is
 COMPRESSION_NONE = "none"
 COMPRESSION_EXTRACTIVE = "extractive"
 
@@ -125,7 +131,7 @@ def render_transcript(messages: list[dict]) -> str:
     return quote_role_markers("\n\n".join(paragraphs))
 
 
-def truncate_text(text: str, config: TruncationConfig, tokens: list[int] | None = None) -> tuple[str, int, int, str]:
+def truncate_text(text: str, config: TruncationConfig, tokens: Tokens | None = None) -> tuple[str, int, int, str]:
     """Returns (text, tokens_before, tokens_after, strategy): ``none``, ``head_tail``, ``head`` or ``tail``.
 
     The ``turns`` strategy needs messages (see :func:`truncate_messages`); on plain text it is head_tail.
@@ -135,7 +141,7 @@ def truncate_text(text: str, config: TruncationConfig, tokens: list[int] | None 
     if tokens is None:
         tokens = enc.encode_ordinary(text)
     if len(tokens) <= config.max_tokens:
-        return text, len(tokens), len(tokens), "none"
+        return text, len(tokens), len(tokens), STRATEGY_NONE
     strategy = config.strategy if config.strategy in ("head", "tail") else "head_tail"
     head_share = {"head": 1.0, "tail": 0.0}.get(strategy, config.head_share)
     omitted_guess = len(tokens) - config.max_tokens
@@ -143,12 +149,15 @@ def truncate_text(text: str, config: TruncationConfig, tokens: list[int] | None 
     budget = config.max_tokens - len(enc.encode_ordinary(marker))
     head = int(budget * head_share)
     tail = budget - head
-    kept = quote_role_markers(
-        enc.decode(tokens[:head])
-        + marker.replace(str(omitted_guess), str(len(tokens) - head - tail))
-        + (enc.decode(tokens[-tail:]) if tail else "")
+    ids = np.asarray(tokens)
+    joined = (
+        enc.decode(ids[:head].tolist())
+        + marker.replace(str(omitted_guess), str(len(ids) - head - tail))
+        + (enc.decode(ids[-tail:].tolist()) if tail else "")
     )
-    return kept, len(tokens), len(enc.encode_ordinary(kept)), strategy
+    kept = quote_role_markers(joined)  # the cuts can leave a role-marker line at their edges
+    after = count_spliced(text, ids, head, tail, kept) if kept == joined else count_tokens(kept)
+    return kept, len(ids), after, strategy
 
 
 _TURN_MARKER_TOKENS = 10  # " [... N tokens omitted]" after a cut message
@@ -191,35 +200,125 @@ def truncate_messages(messages: list[dict], config: TruncationConfig) -> tuple[s
         messages, compression = compress_messages(messages, config.code_lines), COMPRESSION_EXTRACTIVE
     transcript = render_transcript(messages)
     tokens = encoding().encode_ordinary(transcript)
-    compressed = len(tokens)
-    before = count_tokens(original) if config.compress else compressed
-    if config.strategy == "turns" and compressed > config.max_tokens:
+    before = count_tokens(original) if config.compress else len(tokens)
+    text, after, strategy = _fit(transcript, tokens, messages, config)
+    return text, before, len(tokens), after, strategy, compression
+
+
+def _fit(transcript: str, tokens: Tokens, messages: list[dict], config: TruncationConfig) -> tuple[str, int, str]:
+    """(text, tokens_after, strategy) of a transcript whose ``tokens`` are known: the configured cut when
+    it is over the budget, ``turns`` falling back to head_tail when the markers alone do not fit."""
+    if config.strategy == "turns" and len(tokens) > config.max_tokens:
         cut = truncate_turns(messages, config.max_tokens)
         if cut is not None and (after := count_tokens(cut)) <= config.max_tokens:
-            return cut, before, compressed, after, "turns", compression
+            return cut, after, "turns"
     text, _, after, strategy = truncate_text(transcript, config, tokens)
-    return text, before, compressed, after, strategy, compression
+    return text, after, strategy
+
+
+# ``str.strip()``'s whitespace (``str.isspace``), which Polars' default strip (Rust's) does not match exactly.
+_STRIP = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+# Every line ``_ROLE_MARKER_LINE`` matches, and more (any word), in Polars' regex dialect: the transcripts that
+# match go through the Python pattern, whose Unicode case folding Polars' does not share.
+_MAYBE_ROLE_MARKER = r"(?m)^[ \t]*#?[ \t]*\w+[ \t]*(?:\[[^\]\n]*\])?[ \t]*:[ \t]*$"
+_CHUNK_ROWS = 16_384  # conversations in memory as Python objects at once
+_BLOCK_ROWS = 256  # transcripts per tokenizer task: amortizes the thread pool's cost per task
+
+
+def render_transcripts(messages: pl.Series) -> pl.Series:
+    """:func:`render_transcript` of every conversation, assembled by Polars instead of per message in Python."""
+    roles = messages.explode().struct.field("role").drop_nulls().unique().to_list()
+    names = {role: ROLE_NAMES.get(role, role.title()) for role in roles}
+    message = pl.element().struct
+    paragraph = (
+        message.field("role").replace_strict(names, return_dtype=pl.String)
+        + ": "
+        + message.field("content").str.strip_chars(_STRIP)
+    )
+    joined = (
+        messages.to_frame("messages")
+        .select(
+            pl.col("messages")
+            .list.eval(paragraph)
+            .list.join("\n\n")
+            .str.replace_all("\r\n", "\n", literal=True)
+            .str.replace_all("\r", "\n", literal=True)
+        )
+        .to_series()
+    )
+    marked = joined.str.contains(_MAYBE_ROLE_MARKER).fill_null(False).arg_true()
+    if marked.len():
+        joined = joined.scatter(marked, [quote_role_markers(text) for text in joined.gather(marked).to_list()])
+    return joined
+
+
+def _count_block(texts: list[str], max_tokens: int) -> list[int | np.ndarray]:
+    """Each text's token count, or its tokens when it is over ``max_tokens`` (it will be cut)."""
+    enc = encoding()
+    out: list[int | np.ndarray] = []
+    for text in texts:
+        tokens = enc.encode_to_numpy(text, disallowed_special=())  # = encode_ordinary, without a list of ints
+        out.append(tokens if tokens.size > max_tokens else tokens.size)
+    return out
+
+
+def _fit_block(rows: list[tuple[str, np.ndarray, list[dict]]], config: TruncationConfig) -> list[tuple[str, int, str]]:
+    return [_fit(transcript, tokens, messages, config) for transcript, tokens, messages in rows]
+
+
+def _in_blocks(pool: ThreadPoolExecutor, work: Callable[[list], list], items: list) -> list:
+    blocks = [items[start : start + _BLOCK_ROWS] for start in range(0, len(items), _BLOCK_ROWS)]
+    return [result for block in pool.map(work, blocks) for result in block]
+
+
+def _truncate_chunk(chunk: pl.DataFrame, config: TruncationConfig, pool: ThreadPoolExecutor) -> pl.DataFrame:
+    """Transcripts by Polars, tokens by tiktoken on every core; Python per conversation only where a cut is needed."""
+    messages = chunk.get_column("messages")
+    originals = render_transcripts(messages)
+    compression = COMPRESSION_NONE
+    if config.compress:
+        compressed = [compress_messages(m, config.code_lines) for m in messages.to_list()]
+        messages, compression = pl.Series(compressed, dtype=messages.dtype), COMPRESSION_EXTRACTIVE
+        transcripts = render_transcripts(messages)
+    else:
+        transcripts = originals
+    counted = _in_blocks(pool, partial(_count_block, max_tokens=config.max_tokens), transcripts.to_list())
+    over = [i for i, counts in enumerate(counted) if not isinstance(counts, int)]
+    tokens_compressed = [counts if isinstance(counts, int) else counts.size for counts in counted]
+    if config.compress:
+        before = [
+            n if isinstance(n, int) else n.size
+            for n in _in_blocks(pool, partial(_count_block, max_tokens=1 << 62), originals.to_list())
+        ]
+    else:
+        before = tokens_compressed
+    after, strategy, text = list(tokens_compressed), [STRATEGY_NONE] * len(counted), [None] * len(counted)
+    if over:
+        cut_messages = messages.gather(over).to_list() if config.strategy == "turns" else [[]] * len(over)
+        rows = list(zip(transcripts.gather(over).to_list(), [counted[i] for i in over], cut_messages))
+        for i, (cut, tokens, used) in zip(over, _in_blocks(pool, partial(_fit_block, config=config), rows)):
+            text[i], after[i], strategy[i] = cut, tokens, used
+    return pl.DataFrame(
+        {
+            "conversation_id": chunk.get_column("conversation_id"),
+            "week_start": chunk.get_column("week_start"),
+            "transcript": pl.select(pl.coalesce(pl.Series(text, dtype=pl.String), transcripts)).to_series(),
+            "tokens_before": before,
+            "tokens_compressed": tokens_compressed,
+            "tokens_after": after,
+            "strategy": strategy,
+            "compression": compression,
+            "tokenizer": TOKENIZER,
+        }
+    )
 
 
 def truncate_conversations(conversations: pl.DataFrame, config: TruncationConfig) -> pl.DataFrame:
-    """One ``conversations_truncated`` row per conversation (row conservation by construction)."""
-    rows = [
-        (conversation_id, week_start, *truncate_messages(messages, config), TOKENIZER)
-        for conversation_id, week_start, messages in conversations.select("conversation_id", "week_start", "messages").iter_rows()
-    ]
-    frame = pl.DataFrame(
-        rows,
-        schema=[
-            "conversation_id",
-            "week_start",
-            "transcript",
-            "tokens_before",
-            "tokens_compressed",
-            "tokens_after",
-            "strategy",
-            "compression",
-            "tokenizer",
-        ],
-        orient="row",
-    )
-    return tables.conform(frame, tables.CONVERSATIONS_TRUNCATED) if rows else tables.empty(tables.CONVERSATIONS_TRUNCATED)
+    """One ``conversations_truncated`` row per conversation (row conservation by construction), the same
+    rows :func:`truncate_messages` gives one conversation at a time."""
+    if not conversations.height:
+        return tables.empty(tables.CONVERSATIONS_TRUNCATED)
+    frame = conversations.select("conversation_id", "week_start", "messages")
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        parts = [_truncate_chunk(chunk, config, pool) for chunk in frame.iter_slices(_CHUNK_ROWS)]
+    return tables.conform(pl.concat(parts), tables.CONVERSATIONS_TRUNCATED)
