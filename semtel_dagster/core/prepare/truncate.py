@@ -222,4 +222,4 @@ def truncate_conversations(conversations: pl.DataFrame, config: TruncationConfig
         ],
         orient="row",
     )
-    return tables.conform(frame, tables.CONVERSATIONS_TRUNCATED) if rows else tables.empty(tables.CONVERSATIONS_TRUNCATED)
+    return tables.conform(frame, tables.TRUNCATED_TRANSCRIPTS) if rows else tables.empty(tables.TRUNCATED_TRANSCRIPTS)
