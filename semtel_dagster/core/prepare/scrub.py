@@ -33,8 +33,10 @@ Counts: a placeholder present in the input already (a text scrubbed before) is n
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import narwhals.stable.v2 as nw
@@ -54,9 +56,6 @@ class Replace:
     pattern: str
     replacement: str
 
-    def apply(self, texts: pl.Series) -> pl.Series:
-        return texts.str.replace_all(self.pattern, self.replacement)
-
 
 @dataclass(frozen=True)
 class Validate:
@@ -67,13 +66,6 @@ class Validate:
     candidate: str
     exact: re.Pattern
     replace: Callable[[re.Match], str]
-
-    def apply(self, texts: pl.Series) -> pl.Series:
-        flagged = texts.str.contains(self.candidate).fill_null(False).arg_true()
-        if not flagged.len():
-            return texts
-        fixed = [self.exact.sub(self.replace, text) for text in texts.gather(flagged).to_list()]
-        return texts.clone().scatter(flagged, pl.Series(fixed, dtype=pl.String))
 
 
 # ---- secrets and URLs with credentials (Rust only) -------------------------------------------------------
@@ -299,11 +291,42 @@ RULES: tuple[Replace | Validate, ...] = (
 )
 
 
+_SLICE_TEXTS = 32_768  # texts per slice of the Rust pass: slices run in parallel, one per core
+
+
+def _rust_pass(texts: pl.Series) -> pl.DataFrame:
+    """``text`` after every rule Rust decides alone, and ``flagged``: a candidate of a validated type is in it.
+
+    One lazy query over slices of the column, which Polars runs on every core (an eager string call runs on one).
+    Flags taken before the validated types are replaced are a superset of those taken after: their
+    placeholders hold no digit, so replacing a value never makes a candidate of another type.
+    """
+    text = pl.col("text")
+    for rule in RULES:
+        if isinstance(rule, Replace):
+            text = text.str.replace_all(rule.pattern, rule.replacement)
+    candidates = [pl.col("text").str.contains(rule.candidate) for rule in RULES if isinstance(rule, Validate)]
+    slices = [
+        pl.LazyFrame({"text": texts.slice(start, _SLICE_TEXTS)})
+        .select(text.alias("text"))
+        .with_columns(flagged=pl.any_horizontal(candidates).fill_null(False))
+        for start in range(0, max(texts.len(), 1), _SLICE_TEXTS)
+    ]
+    return pl.concat(slices, parallel=True).collect()
+
+
 def scrub_texts(texts: pl.Series) -> tuple[pl.Series, pl.DataFrame]:
     """(scrubbed texts, one row of counts per text with a column per type in ``KINDS``). Nulls stay null."""
-    scrubbed = texts.cast(pl.String)
-    for rule in RULES:
-        scrubbed = rule.apply(scrubbed)
+    texts = texts.cast(pl.String)
+    passed = _rust_pass(texts)
+    scrubbed = passed.get_column("text")
+    flagged = passed.get_column("flagged").arg_true()
+    if flagged.len():  # Python: the validated types, in rule order, on the flagged texts only
+        fixed = scrubbed.gather(flagged).to_list()
+        for rule in RULES:
+            if isinstance(rule, Validate):
+                fixed = [rule.exact.sub(rule.replace, text) for text in fixed]
+        scrubbed = scrubbed.clone().scatter(flagged, pl.Series(fixed, dtype=pl.String))
     zeros = pl.Series(values=[0] * texts.len(), dtype=pl.Int32)
     counts = pl.DataFrame({kind: zeros for kind in KINDS})
     changed = (scrubbed != texts).fill_null(False).arg_true()
@@ -314,7 +337,7 @@ def scrub_texts(texts: pl.Series) -> tuple[pl.Series, pl.DataFrame]:
             for kind, mark in PLACEHOLDERS.items()
         }
         counts = pl.DataFrame({kind: zeros.clone().scatter(changed, found[kind]) for kind in KINDS})
-    return scrubbed, counts
+    return scrubbed.rename(texts.name), counts
 
 
 def scrub_text(text: str) -> tuple[str, dict[str, int]]:
