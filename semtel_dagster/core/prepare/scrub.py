@@ -281,7 +281,7 @@ def _phone(match: re.Match) -> str:
 RULES: tuple[Replace | Validate, ...] = (
     Replace("secret", _PRIVATE_KEY, _SECRET),
     Replace("url_credentials", _URL_CREDENTIALS, PLACEHOLDERS["url_credentials"]),
-    Replace("secret", _SECRETS, "${1}${2}${3}" + _SECRET + "${4}${5}"),
+    Replace("secret", _SECRETS, "${1}${2}${3}${5}" + _SECRET + "${4}"),
     Replace("email", _EMAIL, PLACEHOLDERS["email"]),
     Validate("iban", _IBAN_CORE, re.compile(r"(?<![A-Za-z0-9_])" + _IBAN_CORE), _iban),
     Validate("card", _CARD_CORE, re.compile(r"(?<![0-9A-Za-z_.\-])[0-9]+(?:[ -][0-9]+)*(?![0-9A-Za-z_]|[.\-][0-9])"), _card),
