@@ -17,6 +17,7 @@ _CELL_CHARS = 80
 
 # Bumped when a stage's logic changes what it writes, so the UI marks the stage's weeks as stale.
 STAGE_VERSION = "1"
+STAGE_VERSIONS = {"truncate": "2"}  # 2: transcripts scrubbed of PII, redactions counted
 OWNERS = [os.environ.get("SEMTEL_OWNER", "team:semtel")]
 
 
@@ -37,7 +38,7 @@ def catalog(stage: str, *, llm: bool = False, prompts: bool = False) -> dict:
         "kinds": {"delta", engine, *(["openai"] if llm else [])},
         "owners": OWNERS,
         "tags": {"stage": stage, "partitioned": "weekly"},
-        "code_version": prompts_version() if prompts else STAGE_VERSION,
+        "code_version": prompts_version() if prompts else STAGE_VERSIONS.get(stage, STAGE_VERSION),
     }
 
 

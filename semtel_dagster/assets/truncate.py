@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from semtel_dagster.assets.metadata import catalog, table_metadata
 from semtel_dagster.assets.pipeline import pipeline_for
 from semtel_dagster.core.lake.frames import summary
+from semtel_dagster.core.prepare.scrub import redaction_totals
 from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
 
@@ -17,7 +18,8 @@ from semtel_dagster.resources import EngineResource, LakeResource, PipelineSetti
 def conversations_truncated(
     context: AssetExecutionContext, lake: LakeResource, settings: PipelineSettings, engine: EngineResource
 ):
-    """Transcripts compressed (optionally) and cut to the token budget, so every prompt has a bounded cost."""
+    """Transcripts scrubbed of PII, compressed (optionally) and cut to the token budget, so every prompt has
+    a bounded cost and no endpoint receives an email, a phone, a card, an IP, an IBAN or a secret."""
     week = partition_week(context.partition_key)
     written = pipeline_for(context, lake, settings, engine).truncate(week)
     totals = summary(
@@ -29,10 +31,13 @@ def conversations_truncated(
     )
     metadata = table_metadata(written, lake.uri("conversations_truncated"))
     metadata.update({name: MetadataValue.int(int(value or 0)) for name, value in totals.items()})
+    if settings.scrub_pii:
+        metadata.update({f"redacted_{kind}": MetadataValue.int(n) for kind, n in redaction_totals(written.frame).items()})
     metadata.update(
         {
             "strategy": MetadataValue.text(settings.truncation_strategy + (" + compression" if settings.compress else "")),
             "budget_tokens": MetadataValue.int(settings.max_transcript_tokens),
+            "pii_scrubbing": MetadataValue.text("on" if settings.scrub_pii else "off"),
         }
     )
     return MaterializeResult(metadata=metadata)

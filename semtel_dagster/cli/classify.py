@@ -38,6 +38,7 @@ def classify_file(
     stop_after_failing_s: float = 30.0,
     engine: Literal["polars", "spark"] = "polars",
     spark_master: str | None = None,
+    scrub_pii: bool = True,
     log=print,
 ) -> dict:
     """Run the classify path over every week of ``input_path`` into ``output``; returns the summary."""
@@ -46,11 +47,14 @@ def classify_file(
     from semtel_dagster.core.ingest.landing import read_file
     from semtel_dagster.core.lake import delta, tables
     from semtel_dagster.core.llm.budget import budget_summary
+    from semtel_dagster.core.prepare.scrub import KINDS, redaction_totals
     from semtel_dagster.engines.pipeline import Pipeline
     from semtel_dagster.resources import EndpointPoolResource, EngineResource, PipelineSettings
 
     started = time.monotonic()
-    settings = PipelineSettings(prompts_dir=str(prompts_dir) if prompts_dir else None, classifiers=classifiers)
+    settings = PipelineSettings(
+        prompts_dir=str(prompts_dir) if prompts_dir else None, classifiers=classifiers, scrub_pii=scrub_pii
+    )
     chosen = settings.load_classifiers()
     ingested = read_file(input_path, max_record_bytes=settings.max_record_bytes)
     conversations = ingested.conversations
@@ -73,12 +77,14 @@ def classify_file(
         spark_option: dict[str, Any] = {"spark_master": spark_master} if spark_master else {}
         stages = EngineResource(kind=engine, **spark_option).for_lake(str(output))
         pipeline = Pipeline(stages, settings, calls=pool.calls(), log=log)
-        reports, rows = [], dict.fromkeys(OUTPUTS[1:], 0)
+        reports, rows, redacted = [], dict.fromkeys(OUTPUTS[1:], 0), dict.fromkeys(KINDS, 0)
         for week in weeks:
             week_rows = conversations.filter(conversations.get_column("week_start") == week)
             delta.overwrite_weeks(delta.table_uri(str(output), "conversations"), week_rows, tables.CONVERSATIONS, [week])
             run = pipeline.run_week(week)
             reports.append(run.classified.report)
+            for kind, n in redaction_totals(run.truncated.frame).items():
+                redacted[kind] += n
             for written in (run.classifications, run.rejects):
                 rows[written.table] += written.rows
     report = Answered.merge(reports, WALL_SEQUENTIAL)
@@ -89,6 +95,7 @@ def classify_file(
         "weeks": [week.isoformat() for week in weeks],
         "classifiers": sorted(chosen),
         "engine": engine,
+        "redactions": redacted if scrub_pii else None,  # PII values replaced before anything was sent, per type
         "requests": report.needed,
         "requests_resumed": report.resumed,
         "requests_sent": report.sent,
@@ -173,6 +180,7 @@ def _classified(args: argparse.Namespace, log) -> dict:
         stop_after_failing_s=args.stop_after_failing_s,
         engine=args.engine,
         spark_master=args.spark_master,
+        scrub_pii=args.scrub_pii,
         log=log,
     )
 
@@ -202,5 +210,11 @@ def register(commands) -> None:
     cmd.add_argument(
         "--spark-master",
         help="with --engine spark: the master (default SEMTEL_SPARK_MASTER or local[*]; SEMTEL_SPARK_REMOTE for Spark Connect)",
+    )
+    cmd.add_argument(
+        "--no-scrub-pii",
+        dest="scrub_pii",
+        action="store_false",
+        help="send transcripts as they are: emails, phones, cards, IPs, IBANs and secrets are not replaced",
     )
     cmd.set_defaults(func=_run)

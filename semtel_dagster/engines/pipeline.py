@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
+import polars as pl
+
 from semtel_dagster.core.classify import embedding_classifier as ec
 from semtel_dagster.core.classify.answering import Answering, Calls
 from semtel_dagster.core.classify.parse import answered_pairs, parse_week
@@ -24,7 +26,8 @@ from semtel_dagster.core.insights.aggregate import weekly_crosstabs, weekly_insi
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.prepare.dedupe import singleton_clusters
 from semtel_dagster.core.prepare.embeddings import Embedder, OnceEmbedder
-from semtel_dagster.core.prepare.truncate import truncate_conversations
+from semtel_dagster.core.prepare.scrub import scrub_messages
+from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
 from semtel_dagster.engines import Classified, Engine, Written
 
 if TYPE_CHECKING:
@@ -45,6 +48,22 @@ class WeekRun:
     classified: Classified
     classifications: Written
     rejects: Written
+
+
+def scrubbed_truncation(conversations: pl.DataFrame, *, config: TruncationConfig, scrub_pii: bool) -> pl.DataFrame:
+    """``conversations_truncated`` rows: messages scrubbed of PII (``core.prepare.scrub``), then truncated.
+
+    Scrubbing comes first so that a value the cut would split (half an email at the omission marker) is
+    still whole when it is found, and the token counts are those of the text that is sent. Without
+    ``scrub_pii`` the counts are null: not looked for, rather than none found.
+    """
+    if scrub_pii:
+        conversations, redactions = scrub_messages(conversations)
+    else:
+        redactions = pl.Series([None] * conversations.height, dtype=tables.REDACTIONS)
+    counts = pl.DataFrame({"conversation_id": conversations.get_column("conversation_id"), "redactions": redactions})
+    truncated = truncate_conversations(conversations, config)
+    return tables.conform(truncated.join(counts, on="conversation_id", how="left", maintain_order="left"), tables.CONVERSATIONS_TRUNCATED)
 
 
 def _quiet(line: str) -> None:
@@ -68,7 +87,7 @@ class Pipeline:
         return self.settings.load_classifiers()
 
     def truncate(self, week: dt.date) -> Written:
-        stage = partial(truncate_conversations, config=self.settings.truncation())
+        stage = partial(scrubbed_truncation, config=self.settings.truncation(), scrub_pii=self.settings.scrub_pii)
         return self.engine.map_week("conversations", "conversations_truncated", week, stage)
 
     def dedupe(self, week: dt.date) -> Deduped:

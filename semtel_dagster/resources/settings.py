@@ -74,6 +74,11 @@ class PipelineSettings(ConfigurableResource):
         default="head_tail", description="How a transcript over the budget is cut."
     )
     compress: bool = Field(default=False, description="Extractive compression before truncation.")
+    scrub_pii: bool = Field(
+        default=True,
+        description="Replace emails, phones, cards, IPs, IBANs, secrets and URLs with credentials by typed "
+        "placeholders (<EMAIL>, ...) before truncation, so no endpoint receives them (core/prepare/scrub.py).",
+    )
     dedupe_method: Literal["exact", "embedding", "none"] = Field(
         default="exact",
         description="exact: normalized-text hash; embedding: then near-duplicates by cosine (LSH); "

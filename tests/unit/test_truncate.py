@@ -163,7 +163,7 @@ def test_truncate_conversations_one_row_each_with_schema():
         ]
     )
     out = truncate_conversations(conv, TruncationConfig(max_tokens=200))
-    assert out.schema == tables.CONVERSATIONS_TRUNCATED
+    assert out.schema == tables.TRUNCATED_TRANSCRIPTS
     assert out.height == 3
     assert sorted(out.get_column("conversation_id").to_list()) == ["c1", "c2", "c3"]
     rows = {r["conversation_id"]: r for r in out.iter_rows(named=True)}
@@ -181,4 +181,4 @@ def test_truncate_conversations_one_row_each_with_schema():
 def test_truncate_conversations_empty():
     out = truncate_conversations(_conversations([]), TruncationConfig())
     assert out.height == 0
-    assert out.schema == tables.CONVERSATIONS_TRUNCATED
+    assert out.schema == tables.TRUNCATED_TRANSCRIPTS

@@ -37,6 +37,7 @@ class RunConfig:
     batch_size: int = 8
     prompts_dir: str | None = None
     classifiers: tuple[str, ...] | None = None
+    scrub_pii: bool = True
 
     def load(self) -> dict[str, Classifier]:
         return load_classifiers(
@@ -82,6 +83,7 @@ def run_configuration(config: RunConfig, conversations: pl.DataFrame, endpoints:
         batching_strategy=config.strategy,
         batch_size=config.batch_size,
         dedupe_method="none",
+        scrub_pii=config.scrub_pii,
     )
     with tempfile.TemporaryDirectory(prefix="semtel-eval-") as lake:
         engine = PolarsEngine(lake)
@@ -187,12 +189,15 @@ SAMPLE_WEEK = dt.date(2026, 11, 16)
 
 
 def parse_config(spec: str, default_name: str) -> tuple[RunConfig, str | None]:
-    """``name=A,strategy=single,batch_size=8,prompts=DIR,endpoints=FILE`` -> (config, endpoints file)."""
+    """``name=A,strategy=single,batch_size=8,prompts=DIR,endpoints=FILE,scrub_pii=false`` -> (config, endpoints file)."""
     values = dict(part.split("=", 1) for part in spec.split(",") if part.strip()) if spec else {}
-    unknown = set(values) - {"name", "strategy", "batch_size", "prompts", "endpoints"}
+    unknown = set(values) - {"name", "strategy", "batch_size", "prompts", "endpoints", "scrub_pii"}
     if unknown:
         raise ValueError(f"unknown configuration keys {sorted(unknown)} in {spec!r}")
     strategy = values.get("strategy", "single")
+    scrub = values.get("scrub_pii", "true").lower()
+    if scrub not in ("true", "false"):
+        raise ValueError(f"scrub_pii must be true or false, got {scrub!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     config = RunConfig(
@@ -200,6 +205,7 @@ def parse_config(spec: str, default_name: str) -> tuple[RunConfig, str | None]:
         strategy=strategy,
         batch_size=int(values.get("batch_size", 8)),
         prompts_dir=values.get("prompts"),
+        scrub_pii=scrub == "true",
     )
     return config, values.get("endpoints")
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 import polars as pl
 from polars._typing import PolarsDataType
 
+from semtel_dagster.core.prepare.scrub import KINDS
+
 
 def schema(columns: Mapping[str, PolarsDataType]) -> pl.Schema:
     """A ``pl.Schema`` from columns that mix dtype classes and instances (``pl.String``, ``pl.List(...)``),
@@ -42,7 +44,8 @@ INGEST_REJECTS = pl.Schema(
     }
 )
 
-CONVERSATIONS_TRUNCATED = pl.Schema(
+# What truncation writes (core.prepare.truncate); the table adds the scrubber's counts (core.prepare.scrub).
+TRUNCATED_TRANSCRIPTS = pl.Schema(
     {
         "conversation_id": pl.String,
         "week_start": pl.Date,
@@ -55,6 +58,9 @@ CONVERSATIONS_TRUNCATED = pl.Schema(
         "tokens_compressed": pl.Int64,  # after compression, before truncation
     }
 )
+
+REDACTIONS = pl.Struct({kind: pl.Int32 for kind in KINDS})  # per type: values replaced by a placeholder
+CONVERSATIONS_TRUNCATED = schema({**TRUNCATED_TRANSCRIPTS, "redactions": REDACTIONS})
 
 CONVERSATION_CLUSTERS = pl.Schema(
     {
@@ -199,6 +205,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "tokenizer": "Encoding the tokens were counted with",
         "compression": "none or extractive",
         "tokens_compressed": "Tokens after compression, before truncation",
+        "redactions": "PII values replaced by a typed placeholder before truncation, per type "
+        "(email, phone, card, ip, iban, secret, url_credentials); null when scrub_pii is off",
     },
     "conversation_clusters": {
         "conversation_id": "The conversation",

@@ -317,8 +317,8 @@ def truncate_conversations(conversations: pl.DataFrame, config: TruncationConfig
     """One ``conversations_truncated`` row per conversation (row conservation by construction), the same
     rows :func:`truncate_messages` gives one conversation at a time."""
     if not conversations.height:
-        return tables.empty(tables.CONVERSATIONS_TRUNCATED)
+        return tables.empty(tables.TRUNCATED_TRANSCRIPTS)
     frame = conversations.select("conversation_id", "week_start", "messages")
     with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
         parts = [_truncate_chunk(chunk, config, pool) for chunk in frame.iter_slices(_CHUNK_ROWS)]
-    return tables.conform(pl.concat(parts), tables.CONVERSATIONS_TRUNCATED)
+    return tables.conform(pl.concat(parts), tables.TRUNCATED_TRANSCRIPTS)
