@@ -30,7 +30,10 @@ def real_conversations(data: Path = DATA) -> list[dict]:
             out.append({"conversation_id": f"hh-rlhf:{i}", "messages": parse_hh_transcript(json.loads(line)["chosen"])})
     with (data / "oasst" / "en_100_tree.jsonl").open() as lines:
         for line in lines:
-            out += [{"conversation_id": f"oasst:{c['conversation_id']}", "messages": c["messages"]} for c in from_oasst(json.loads(line))]
+            out += [
+                {"conversation_id": f"oasst:{c['conversation_id']}", "messages": c["messages"]}
+                for c in from_oasst(json.loads(line))
+            ]
     arena = data / "arena-hard"
     answers = arena_answers([json.loads(line) for line in (arena / "answers_gpt-4-0314.jsonl").open()])
     for line in (arena / "question.jsonl").open():

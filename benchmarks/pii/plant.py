@@ -104,14 +104,21 @@ def value(kind: str, rng: random.Random) -> tuple[str, str]:
             return form, _grouped(_luhn_complete(rng.choice(["34", "37"]), 15, rng), [4, 6, 5], " ")
         number = _luhn_complete("4" if form.startswith("visa") else str(rng.randint(51, 55)), 16, rng)
         assert card_valid(number)
-        return form, {"visa_spaces": _grouped(number, [4] * 4, " "), "visa_plain": number, "visa_dots": _grouped(number, [4] * 4, ".")}.get(
-            form
-        ) or _grouped(number, [4] * 4, "-")
+        return form, {
+            "visa_spaces": _grouped(number, [4] * 4, " "),
+            "visa_plain": number,
+            "visa_dots": _grouped(number, [4] * 4, "."),
+        }.get(form) or _grouped(number, [4] * 4, "-")
     if kind == "ip":
         if rng.random() < 0.15:
-            return "v4_port", f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"  # the port follows outside the span
+            return (
+                "v4_port",
+                f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+            )  # the port follows outside the span
         if rng.random() < 0.7:
-            return "v4", ".".join(str(rng.randint(1, 223) if i == 0 else rng.randint(0, 255)) for i in range(4)).replace("127.", "128.", 1)
+            return "v4", ".".join(str(rng.randint(1, 223) if i == 0 else rng.randint(0, 255)) for i in range(4)).replace(
+                "127.", "128.", 1
+            )
         groups = [f"{rng.randint(0, 0xFFFF):x}" for _ in range(8)]
         return ("v6_full", ":".join(groups)) if rng.random() < 0.5 else ("v6_short", f"2001:db8::{groups[0]}:{groups[1]}")
     if kind == "iban":
@@ -141,7 +148,21 @@ def value(kind: str, rng: random.Random) -> tuple[str, str]:
         scheme = rng.choice(["https", "postgres", "mongodb", "ftp"])
         return scheme, f"{scheme}://{user}:{password}@{host}"  # the path follows outside the span
     if kind == "near_miss":
-        form = rng.choice(["luhn_failing_16", "iso_date", "eu_date", "us_date", "version4", "dotted5", "bad_iban", "time", "cpp_scope", "timestamp_ms", "price"])
+        form = rng.choice(
+            [
+                "luhn_failing_16",
+                "iso_date",
+                "eu_date",
+                "us_date",
+                "version4",
+                "dotted5",
+                "bad_iban",
+                "time",
+                "cpp_scope",
+                "timestamp_ms",
+                "price",
+            ]
+        )
         if form == "luhn_failing_16":
             number = _luhn_complete("4", 16, rng)
             number = number[:-1] + str((int(number[-1]) + 1) % 10)
@@ -180,7 +201,9 @@ CONTEXT = {
     "bearer": "Authorization: Bearer {}",
     "password": 'password = "{}"',
     "v4_port": "{}:8080",
-    **{scheme: "{}/" + path for scheme, path in [("https", "repo.git"), ("postgres", "app"), ("mongodb", "data"), ("ftp", "pub")]},
+    **{
+        scheme: "{}/" + path for scheme, path in [("https", "repo.git"), ("postgres", "app"), ("mongodb", "data"), ("ftp", "pub")]
+    },
 }
 
 
@@ -229,6 +252,8 @@ def planted_sample(n: int, seed: int = 7) -> tuple[list[dict], list[str]]:
     unique = list({r["conversation_id"]: r for r in records}.values())[:n]
     planted, plants = plant(unique, list(KINDS), seed)
     values = [
-        c["messages"][p.message]["content"][p.start : p.end] for c, p in zip(planted, plants) if f"{p.kind}/{p.form}" not in KNOWN_MISSES
+        c["messages"][p.message]["content"][p.start : p.end]
+        for c, p in zip(planted, plants)
+        if f"{p.kind}/{p.form}" not in KNOWN_MISSES
     ]
     return planted, values

@@ -181,7 +181,11 @@ def simulator_agreement(conversations: list[dict], label: str) -> dict:
         "conversations": sample.height,
         "set": label,
         "per_classifier": {
-            name: {"compared": c["compared"], "raw_agreement": round(c["raw_agreement"], 4), "cohen_kappa": round(c["cohen_kappa"], 4)}
+            name: {
+                "compared": c["compared"],
+                "raw_agreement": round(c["raw_agreement"], 4),
+                "cohen_kappa": round(c["cohen_kappa"], 4),
+            }
             for name, c in compared.items()
         },
     }

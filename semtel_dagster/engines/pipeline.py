@@ -63,7 +63,9 @@ def scrubbed_truncation(conversations: pl.DataFrame, *, config: TruncationConfig
         redactions = pl.Series([None] * conversations.height, dtype=tables.REDACTIONS)
     counts = pl.DataFrame({"conversation_id": conversations.get_column("conversation_id"), "redactions": redactions})
     truncated = truncate_conversations(conversations, config)
-    return tables.conform(truncated.join(counts, on="conversation_id", how="left", maintain_order="left"), tables.CONVERSATIONS_TRUNCATED)
+    return tables.conform(
+        truncated.join(counts, on="conversation_id", how="left", maintain_order="left"), tables.CONVERSATIONS_TRUNCATED
+    )
 
 
 def _quiet(line: str) -> None:

@@ -16,8 +16,8 @@ from scripted_http import HandlerServer, completion
 from benchmarks.pii.plant import planted_sample
 from semtel_dagster.core.classify.answering import Calls
 from semtel_dagster.core.evaluation.experiment import EVAL_WEEK, sample_week
-from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.lake import tables
+from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.engines.pipeline import Pipeline
 from semtel_dagster.engines.polars_engine import PolarsEngine
 from semtel_dagster.resources import EmbedderResource, PipelineSettings
@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 async def answer(request, call):
     """Chat completions answer a topic; embeddings answer a vector drawn from the text's hash."""
     if call.path.endswith("/embeddings"):
-        vectors = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=8) for t in call.body["input"]]
+        vectors = [
+            np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=8) for t in call.body["input"]
+        ]
         data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
         return web.json_response({"object": "list", "data": data, "model": "e", "usage": {"prompt_tokens": 1, "total_tokens": 1}})
     return web.json_response(completion('{"label": "coding"}'))
@@ -36,7 +38,9 @@ async def answer(request, call):
 
 def _planted(n: int) -> tuple[pl.DataFrame, list[str]]:
     planted, values = planted_sample(n)
-    return sample_week(pl.DataFrame(planted, schema={"conversation_id": pl.String, "messages": tables.CONVERSATIONS["messages"]})), values
+    return sample_week(
+        pl.DataFrame(planted, schema={"conversation_id": pl.String, "messages": tables.CONVERSATIONS["messages"]})
+    ), values
 
 
 def _bodies(tmp_path, conversations: pl.DataFrame, scrub_pii: bool) -> list[str]:

@@ -16,11 +16,15 @@ pytestmark = pytest.mark.integration
 
 def test_spark_scrubs_and_counts_as_polars_does(tmp_path, spark):
     planted, values = planted_sample(60)
-    conversations = sample_week(pl.DataFrame(planted, schema={"conversation_id": pl.String, "messages": tables.CONVERSATIONS["messages"]}))
+    conversations = sample_week(
+        pl.DataFrame(planted, schema={"conversation_id": pl.String, "messages": tables.CONVERSATIONS["messages"]})
+    )
     written, tables_read = {}, {}
     for kind in ("polars", "spark"):
         engine = EngineResource(kind=kind, spark_master="local[2]").for_lake(str(tmp_path / kind))
-        delta.overwrite_weeks(delta.table_uri(str(tmp_path / kind), "conversations"), conversations, tables.CONVERSATIONS, [EVAL_WEEK])
+        delta.overwrite_weeks(
+            delta.table_uri(str(tmp_path / kind), "conversations"), conversations, tables.CONVERSATIONS, [EVAL_WEEK]
+        )
         written[kind] = Pipeline(engine, PipelineSettings()).truncate(EVAL_WEEK)
         uri = delta.table_uri(str(tmp_path / kind), "conversations_truncated")
         tables_read[kind] = delta.read_weeks(uri, tables.CONVERSATIONS_TRUNCATED, [EVAL_WEEK]).sort("conversation_id")

@@ -153,7 +153,9 @@ def test_scrubbing_comes_before_the_cut_so_a_value_the_cut_splits_is_still_repla
         return scrubbed_truncation(conversations, config=TruncationConfig(max_tokens=budget, strategy="head"), scrub_pii=scrub)
 
     # a budget whose cut, without scrubbing, keeps the start of the email and drops its domain
-    budget = next(b for b in range(whole - 12, whole + 12) if "someone" in (t := cut(b, False).item(0, "transcript")) and "example" not in t)
+    budget = next(
+        b for b in range(whole - 12, whole + 12) if "someone" in (t := cut(b, False).item(0, "transcript")) and "example" not in t
+    )
     on, off = cut(budget, True), cut(budget, False)
     assert on.schema == off.schema == tables.CONVERSATIONS_TRUNCATED
     assert "someone" not in on.item(0, "transcript") and on.item(0, "redactions")["email"] == 1

@@ -33,10 +33,8 @@ Counts: a placeholder present in the input already (a text scrubbed before) is n
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import narwhals.stable.v2 as nw
@@ -147,10 +145,9 @@ def _iban(match: re.Match) -> str:
     if length is None:
         return text
     seen, end = 0, 0
-    for end, ch in enumerate(text, 1):
-        seen += ch != " "
-        if seen == length:
-            break
+    while end < len(text) and seen < length:  # the end of the first ``length`` non-space characters
+        seen += text[end] != " "
+        end += 1
     head, rest = text[:end], text[end:]
     if seen != length or (rest and not rest.startswith(" ")) or not iban_valid(head.replace(" ", "")):
         return text
@@ -200,7 +197,7 @@ def _card(match: re.Match) -> str:
             digits += text[groups[j][0] : groups[j][1]]
             if len(digits) > 19:
                 break
-            if 13 <= len(digits) and card_valid(digits):
+            if len(digits) >= 13 and card_valid(digits):
                 found = j
         if found is None:
             i += 1
