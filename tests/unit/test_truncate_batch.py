@@ -63,7 +63,7 @@ def _one_at_a_time(conversations: pl.DataFrame, config: TruncationConfig) -> pl.
     ]
     columns = ["transcript", "tokens_before", "tokens_compressed", "tokens_after", "strategy", "compression"]
     frame = pl.DataFrame(rows, schema=["conversation_id", "week_start", *columns, "tokenizer"], orient="row")
-    return tables.conform(frame, tables.CONVERSATIONS_TRUNCATED)
+    return tables.conform(frame, tables.TRUNCATED_TRANSCRIPTS)
 
 
 @pytest.fixture(scope="module")
