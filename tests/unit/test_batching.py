@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from semtel_dagster.core.classify.parse import parse_batched, parse_week
+from semtel_dagster.core.classify.parse import answered_pairs, parse_batched, parse_week
 from semtel_dagster.core.classify.plan import (
     WALL_PARALLEL,
     WALL_SEQUENTIAL,
@@ -181,6 +181,12 @@ def test_a_multi_classifier_label_carries_its_classifiers_version_whoever_shared
         plan = plan_requests(clusters, truncated, classifiers, set(), strategy="multi_classifier", preanswered=preanswered)
         responses = pl.DataFrame([*extra, *(_answered(r) for r in plan.to_send)], schema=tables.LLM_RESPONSES)
         labels = parse_week(clusters, responses, classifiers, "multi_classifier")[0].filter(pl.col("conversation_id") == "c1")
+        decoded = answered_pairs(responses, classifiers).filter(pl.col("representative_id") == "c1")  # next week's view
+        assert (
+            decoded.sort("classifier")
+            .select("classifier", "prompt_version")
+            .equals(labels.sort("classifier").select("classifier", "prompt_version"))
+        )
         weeks[frozenset(preanswered)] = labels
     alone, shared = weeks.values()
     assert alone.get_column("request_id").n_unique() == 1 and shared.get_column("request_id").n_unique() == 2

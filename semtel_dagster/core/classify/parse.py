@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -383,6 +384,12 @@ _OUTCOME_SCHEMA = {
 }
 
 
+def label_version(request_version: str, classifiers: Sequence[str], classifier: Classifier) -> str:
+    """The prompt version a label from this request carries: the request's own, except from a
+    multi-classifier call, whose version names every classifier in it, where it is the classifier's."""
+    return multi_classifier_label_version(classifier) if len(classifiers) > 1 else request_version
+
+
 def _decide(responses: dict[str, tuple], classifiers: dict[str, Classifier]):
     """A function (request_id, rep, classifier) -> outcome row, decoding each answer once."""
     decoded: dict[str, dict] = {}
@@ -399,8 +406,7 @@ def _decide(responses: dict[str, tuple], classifiers: dict[str, Classifier]):
         result = decoded[rid].get((rep, name), ParseFailure("pair not part of this request"))
         if isinstance(result, ParseFailure):
             return (rep, name, rid, None, None, None, None, None, str(result), raw_text)
-        if len(names) > 1:  # the label's own version, not the call's (which names every classifier in it)
-            version = multi_classifier_label_version(classifiers[name])
+        version = label_version(version, names, classifiers[name])
         return (rep, name, rid, result.label, result.raw_label, result.cleaning, version, model, None, raw_text)
 
     return decide
@@ -534,7 +540,8 @@ def answered_pairs(responses: pl.DataFrame, classifiers: dict[str, Classifier]) 
             continue
         for (rep, name), outcome in parse_batched(raw_text, list(ids), list(names), classifiers, finish).items():
             if not isinstance(outcome, ParseFailure):
-                found.setdefault((week, rep, name), (week, rep, name, rid, outcome.label, version, model))
+                labelled = (week, rep, name, rid, outcome.label, label_version(version, names, classifiers[name]), model)
+                found.setdefault((week, rep, name), labelled)
     return pl.DataFrame(list(found.values()), schema=ANSWERED_PAIRS, orient="row")
 
 
