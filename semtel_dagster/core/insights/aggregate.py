@@ -15,16 +15,7 @@ from semtel_dagster.core.insights.privacy import SUPPRESSED, hidden_in_crosstab,
 from semtel_dagster.core.lake import tables
 
 LABEL_COUNTS = pl.Schema({"week_start": pl.Date, "classifier": pl.String, "label": pl.String, "conversations": pl.Int64})
-PAIR_COUNTS = pl.Schema(
-    {
-        "week_start": pl.Date,
-        "classifier_a": pl.String,
-        "label_a": pl.String,
-        "classifier_b": pl.String,
-        "label_b": pl.String,
-        "conversations": pl.Int64,
-    }
-)
+PAIR_COUNTS = pl.Schema(list(tables.WEEKLY_CROSSTABS.items())[:6])  # week, the two classifiers and labels, count
 _MERGED = {"suppressed_labels": pl.Int64}  # labels merged into a row: 0 for a label's own row
 # Default cross-tabs: what satisfaction, expertise and intent look like per topic, and how complex knowledge work is.
 DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
