@@ -12,11 +12,11 @@ from semtel_dagster.engines.quota import share_endpoints
 from semtel_dagster.engines.spark_delta import overwrite_week, read_week
 
 W1, W2 = dt.date(2026, 11, 9), dt.date(2026, 11, 16)
-SCHEMA = "week_start date, classifier string, label string, conversations long, share double, labeled_conversations long"
+SCHEMA = "week_start date, classifier string, label string, conversations long, share double, labeled_conversations long, suppressed_labels long"
 
 
 def _rows(spark, week, n):
-    return spark.createDataFrame([(week, "topic", f"l{i}", i, 1 / (i + 1), n) for i in range(n)], SCHEMA)
+    return spark.createDataFrame([(week, "topic", f"l{i}", i, 1 / (i + 1), n, 0) for i in range(n)], SCHEMA)
 
 
 def _weeks(uri):
