@@ -414,18 +414,11 @@ def _decide(responses: dict[str, tuple], classifiers: dict[str, Classifier]):
 
 def _response_rows(responses: pl.DataFrame) -> dict[str, tuple]:
     latest = latest_per_request(responses)
-    columns = (
-        "request_id",
-        "status",
-        "error",
-        "raw_text",
-        "model",
-        "prompt_version",
-        "conversation_ids",
-        "classifiers",
-        "finish_reason",
-    )
+    columns = ("request_id", "status", "error", *_ANSWER)
     return {row[0]: row[1:] for row in latest.select(columns).iter_rows()}
+
+
+_ANSWER = ("raw_text", "model", "prompt_version", "conversation_ids", "classifiers", "finish_reason")  # what decodes a request
 
 
 def decide_pairs(
@@ -525,16 +518,7 @@ def answered_pairs(responses: pl.DataFrame, classifiers: dict[str, Classifier]) 
     """
     found: dict[tuple, tuple] = {}
     answers = latest_per_request(responses).filter(pl.col("status") == STATUS_OK).sort("request_id")
-    columns = (
-        "week_start",
-        "request_id",
-        "raw_text",
-        "model",
-        "prompt_version",
-        "conversation_ids",
-        "classifiers",
-        "finish_reason",
-    )
+    columns = ("week_start", "request_id", *_ANSWER)
     for week, rid, raw_text, model, version, ids, names, finish in answers.select(columns).iter_rows():
         if not set(names) <= classifiers.keys():
             continue
