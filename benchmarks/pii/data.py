@@ -15,11 +15,12 @@ from pathlib import Path
 
 from benchmarks.pii.plant import Plant, plant, sha
 from semtel_dagster.core.ingest.adapters import arena_answers, from_arena_hard, from_oasst, parse_hh_transcript
-from semtel_dagster.core.prepare.scrub import KINDS
+from semtel_dagster.core.prepare.scrub import PATTERN_KINDS
 
 DATA = Path(os.environ.get("SEMTEL_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 PLANTED = Path(__file__).parent / "planted.jsonl"
-PLANTED_KINDS = [*KINDS, "near_miss"]
+PLANTED_NAMES = Path(__file__).parent / "planted-names.jsonl"  # person names: for the pii-ner extra
+PLANTED_KINDS = [*PATTERN_KINDS, "near_miss"]
 
 
 def real_conversations(data: Path = DATA) -> list[dict]:
@@ -46,20 +47,22 @@ def sample(conversations: list[dict], n: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(conversations, n)
 
 
-def write_planted_set(n: int, seed: int, data: Path = DATA) -> list[Plant]:
-    _, plants = plant(sample(real_conversations(data), n, seed), PLANTED_KINDS, seed)
-    header = {"seed": seed, "n": n, "kinds": PLANTED_KINDS, "sources": ["hh-rlhf", "oasst", "arena-hard"]}
-    PLANTED.write_text("".join(json.dumps(row) + "\n" for row in [header, *(p.as_dict() for p in plants)]))
+def write_planted_set(
+    n: int, seed: int, kinds: list[str] = PLANTED_KINDS, path: Path = PLANTED, data: Path = DATA
+) -> list[Plant]:
+    _, plants = plant(sample(real_conversations(data), n, seed), kinds, seed)
+    header = {"seed": seed, "n": n, "kinds": kinds, "sources": ["hh-rlhf", "oasst", "arena-hard"]}
+    path.write_text("".join(json.dumps(row) + "\n" for row in [header, *(p.as_dict() for p in plants)]))
     return plants
 
 
-def planted_conversations(data: Path = DATA) -> tuple[list[dict], list[dict], list[Plant]]:
-    """(the sampled real conversations, the same with the plants, the plants), checked against ``planted.jsonl``."""
-    header, *rows = [json.loads(line) for line in PLANTED.read_text().splitlines()]
+def planted_conversations(path: Path = PLANTED, data: Path = DATA) -> tuple[list[dict], list[dict], list[Plant]]:
+    """(the sampled real conversations, the same with the plants, the plants), checked against ``path``."""
+    header, *rows = [json.loads(line) for line in path.read_text().splitlines()]
     originals = sample(real_conversations(data), header["n"], header["seed"])
     planted, plants = plant(originals, header["kinds"], header["seed"])
     if [p.as_dict() for p in plants] != rows:
-        raise SystemExit(f"the data in {data} does not give the planted set of {PLANTED.name}: regenerate it (--write-set)")
+        raise SystemExit(f"the data in {data} does not give the planted set of {path.name}: regenerate it (--write-set)")
     for conversation, p in zip(planted, plants):
         assert sha(conversation["messages"][p.message]["content"][p.start : p.end]) == p.value_sha
     return originals, planted, plants

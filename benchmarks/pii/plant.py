@@ -14,7 +14,7 @@ import random
 import string
 from dataclasses import asdict, dataclass
 
-from semtel_dagster.core.prepare.scrub import IBAN_LENGTHS, KINDS, card_valid, iban_valid, luhn_valid
+from semtel_dagster.core.prepare.scrub import IBAN_LENGTHS, PATTERN_KINDS, card_valid, iban_valid, luhn_valid
 
 FIRST = ["john", "maria", "wei", "olga", "ahmed", "lena", "carlos", "yuki", "fatima", "pierre", "anna", "tom"]
 LAST = ["smith", "garcia", "chen", "ivanova", "khan", "muller", "rossi", "tanaka", "okafor", "dubois", "berg", "lee"]
@@ -147,6 +147,8 @@ def value(kind: str, rng: random.Random) -> tuple[str, str]:
         host = rng.choice(["db.internal", "git.example.com", "ftp.files.net", "api.service.io:8443"])
         scheme = rng.choice(["https", "postgres", "mongodb", "ftp"])
         return scheme, f"{scheme}://{user}:{password}@{host}"  # the path follows outside the span
+    if kind == "name":
+        return "first_last", f"{rng.choice(FIRST).title()} {rng.choice(LAST).title()}"
     if kind == "near_miss":
         form = rng.choice(
             [
@@ -193,6 +195,7 @@ TEMPLATES = {
     "secret": ["Here is my key {} so you can test it.", "export TOKEN={}", "config:\n{}\nend"],
     "url_credentials": ["I clone from {} every morning.", "The connection string is {}", "url = {}"],
     "near_miss": ["The reference is {} as noted.", "See {} for details.", "It says {} there."],
+    "name": ["My name is {}.", "Thanks, {}", "Please forward this to {} in accounting."],
 }
 
 
@@ -250,7 +253,7 @@ def planted_sample(n: int, seed: int = 7) -> tuple[list[dict], list[str]]:
         if isinstance(record, dict) and record.get("conversation_id") and record.get("messages"):
             records.append({"conversation_id": record["conversation_id"], "messages": record["messages"]})
     unique = list({r["conversation_id"]: r for r in records}.values())[:n]
-    planted, plants = plant(unique, list(KINDS), seed)
+    planted, plants = plant(unique, list(PATTERN_KINDS), seed)
     values = [
         c["messages"][p.message]["content"][p.start : p.end]
         for c, p in zip(planted, plants)

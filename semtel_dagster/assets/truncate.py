@@ -32,12 +32,15 @@ def conversations_truncated(
     metadata = table_metadata(written, lake.uri("conversations_truncated"))
     metadata.update({name: MetadataValue.int(int(value or 0)) for name, value in totals.items()})
     if settings.scrub_pii:
-        metadata.update({f"redacted_{kind}": MetadataValue.int(n) for kind, n in redaction_totals(written.frame).items()})
+        counted = redaction_totals(written.frame).items()
+        metadata.update({f"redacted_{k}": MetadataValue.int(n) for k, n in counted if k != "name" or settings.scrub_names})
     metadata.update(
         {
             "strategy": MetadataValue.text(settings.truncation_strategy + (" + compression" if settings.compress else "")),
             "budget_tokens": MetadataValue.int(settings.max_transcript_tokens),
-            "pii_scrubbing": MetadataValue.text("on" if settings.scrub_pii else "off"),
+            "pii_scrubbing": MetadataValue.text(
+                ("on + names" if settings.scrub_names else "on") if settings.scrub_pii else "off"
+            ),
         }
     )
     return MaterializeResult(metadata=metadata)

@@ -50,15 +50,18 @@ class WeekRun:
     rejects: Written
 
 
-def scrubbed_truncation(conversations: pl.DataFrame, *, config: TruncationConfig, scrub_pii: bool) -> pl.DataFrame:
+def scrubbed_truncation(
+    conversations: pl.DataFrame, *, config: TruncationConfig, scrub_pii: bool, scrub_names: bool = False
+) -> pl.DataFrame:
     """``conversations_truncated`` rows: messages scrubbed of PII (``core.prepare.scrub``), then truncated.
 
     Scrubbing comes first so that a value the cut would split (half an email at the omission marker) is
     still whole when it is found, and the token counts are those of the text that is sent. Without
-    ``scrub_pii`` the counts are null: not looked for, rather than none found.
+    ``scrub_pii`` the counts are null: not looked for, rather than none found. ``scrub_names`` adds person
+    names (a named-entity model, the ``pii-ner`` extra).
     """
     if scrub_pii:
-        conversations, redactions = scrub_messages(conversations)
+        conversations, redactions = scrub_messages(conversations, names=scrub_names)
     else:
         redactions = pl.Series([None] * conversations.height, dtype=tables.REDACTIONS)
     counts = pl.DataFrame({"conversation_id": conversations.get_column("conversation_id"), "redactions": redactions})
@@ -89,7 +92,10 @@ class Pipeline:
         return self.settings.load_classifiers()
 
     def truncate(self, week: dt.date) -> Written:
-        stage = partial(scrubbed_truncation, config=self.settings.truncation(), scrub_pii=self.settings.scrub_pii)
+        settings = self.settings
+        stage = partial(
+            scrubbed_truncation, config=settings.truncation(), scrub_pii=settings.scrub_pii, scrub_names=settings.scrub_names
+        )
         return self.engine.map_week("conversations", "conversations_truncated", week, stage)
 
     def dedupe(self, week: dt.date) -> Deduped:

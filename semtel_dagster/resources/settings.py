@@ -79,6 +79,11 @@ class PipelineSettings(ConfigurableResource):
         description="Replace emails, phones, cards, IPs, IBANs, secrets and URLs with credentials by typed "
         "placeholders (<EMAIL>, ...) before truncation, so no endpoint receives them (core/prepare/scrub.py).",
     )
+    scrub_names: bool = Field(
+        default=False,
+        description="With scrub_pii: person names too (<NAME>), by spaCy's small English model (the pii-ner extra; "
+        "about 0.04 MB/s a core, so a week of real traffic needs a cluster).",
+    )
     dedupe_method: Literal["exact", "embedding", "none"] = Field(
         default="exact",
         description="exact: normalized-text hash; embedding: then near-duplicates by cosine (LSH); "

@@ -14,6 +14,7 @@ from aiohttp import web
 from scripted_http import HandlerServer, completion
 
 from benchmarks.pii.plant import planted_sample
+from semtel_dagster.cli import main
 from semtel_dagster.core.classify.answering import Calls
 from semtel_dagster.core.evaluation.experiment import EVAL_WEEK, sample_week
 from semtel_dagster.core.lake import tables
@@ -69,3 +70,24 @@ def test_no_planted_value_is_in_any_request_body_and_without_scrubbing_they_are(
     assert arrived(scrubbed) == []
     assert sorted(arrived(raw)) == sorted(values)
     assert any("<EMAIL>" in b for b in embedded) and any("<CARD>" in b for b in scrubbed if b not in embedded)
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-scrub-pii"]], ids=["default", "--no-scrub-pii"])
+def test_semtel_classify_scrubs_by_default_and_reports_redactions(tmp_path, flag, capsys):
+    planted, values = planted_sample(14)
+    records = [{**c, "started_at": "2026-11-17T10:00:00Z"} for c in planted]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with HandlerServer(answer) as server:
+        endpoints = tmp_path / "endpoints.yaml"
+        endpoints.write_text(json.dumps({"endpoints": [{"name": "loop", "base_url": server.base_url, "model": "m"}]}))
+        args = ["classify", "--input", str(source), "--output", str(tmp_path / "out"), "--endpoints", str(endpoints)]
+        code = main([*args, "--classifiers", "topic", *flag])
+        bodies = "\n".join(json.dumps(call.body) for call in server.calls)
+    summary = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and summary["requests_sent"] > 0
+    arrived = [v for v in values if json.dumps(v)[1:-1] in bodies]
+    if flag:
+        assert summary["redactions"] is None and sorted(arrived) == sorted(values)
+    else:
+        assert arrived == [] and sum(summary["redactions"].values()) >= len(values)

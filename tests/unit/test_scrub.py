@@ -65,6 +65,7 @@ KEPT = [
     ("a US date", "due 01/02/2023"),
     ("a time", "at 12:30:45"),
     ("a bare 10-digit number", "id 4155550134"),
+    ("a number in a URL", "https://x.com/help?article=000095037"),
     ("a version string with v", "upgrade to v1.2.3.4"),
     ("a version string after 'version'", "version 10.0.0.1 is out"),
     ("a longer dotted chain", "section 1.2.3.4.5"),

@@ -206,7 +206,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "compression": "none or extractive",
         "tokens_compressed": "Tokens after compression, before truncation",
         "redactions": "PII values replaced by a typed placeholder before truncation, per type "
-        "(email, phone, card, ip, iban, secret, url_credentials); null when scrub_pii is off",
+        "(email, phone, card, ip, iban, secret, url_credentials, name); null when scrub_pii is off, name null "
+        "unless scrub_names",
     },
     "conversation_clusters": {
         "conversation_id": "The conversation",

@@ -2,7 +2,7 @@
 
 What a classifier needs survives (that the user gave an email, pasted a key, asked about a card); the
 value does not. Placeholders: ``<EMAIL>``, ``<PHONE>``, ``<CARD>``, ``<IP>``, ``<IBAN>``, ``<SECRET>``,
-``<URL_CREDENTIALS>``.
+``<URL_CREDENTIALS>``, and ``<NAME>`` where names are asked for (a model, ``core.prepare.names``).
 
 Speed: every pass is a Polars string expression (Rust regex) over the whole column. Types a pattern
 decides alone (emails, secrets, URLs with credentials) are replaced by Rust; for the others a Rust
@@ -21,7 +21,8 @@ Decisions (tests/unit/test_scrub.py holds an example of each):
 - phones: ``+`` and 8-15 digits; North American ``(415) 555-0134`` / ``415-555-0134`` / ``1-800-555-0199``
   (separators required: a bare 10-digit number is not taken); national numbers with a trunk 0 and 9-12
   digits (``020 7946 0958``, ``06 12 34 56 78``, ``030 12345678``). Dates (``2024-03-15``,
-  ``15.03.2024``, ``01/02/2023``) and digit groups inside longer chains are not phones;
+  ``15.03.2024``, ``01/02/2023``), digit groups inside longer chains and numbers in a URL
+  (``?article=000095037``) are not phones;
 - IBANs in capitals only (the usual print form), grouped by 4 or not;
 - secrets by the provider's own key shape (``sk-``, ``AKIA``, ``ghp_``, ``xox?-``, ``AIza``, ``glpat-``,
   ``hf_``, ``npm_``, Stripe), JWTs, the token after ``Bearer``/``Basic``, private key blocks, and a quoted
@@ -42,7 +43,8 @@ import polars as pl
 
 from semtel_dagster.core.lake.frames import summary
 
-KINDS = ("email", "phone", "card", "ip", "iban", "secret", "url_credentials")
+PATTERN_KINDS = ("email", "phone", "card", "ip", "iban", "secret", "url_credentials")
+KINDS = (*PATTERN_KINDS, "name")  # name: only with ``names`` (a model, core.prepare.names)
 PLACEHOLDERS = {kind: f"<{kind.upper()}>" for kind in KINDS}
 
 
@@ -257,7 +259,7 @@ _INTERNATIONAL = r"\+[1-9][0-9]{0,2}(?:[ .-]?\([0-9]{1,4}\)|[ .-]?[0-9]{1,4}){1,
 _NORTH_AMERICAN = r"(?:1[ .-])?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])[0-9]{3}[ .-][0-9]{4}"
 _NATIONAL = r"0[0-9]{1,4}(?:[ ./-]?[0-9]{2,4}){1,4}"
 _PHONE_EXACT = re.compile(
-    r"(?<![A-Za-z0-9_+(])(?<![0-9][ .\-/])(?:(?P<intl>" + _INTERNATIONAL + r")|(?P<na>" + _NORTH_AMERICAN + r")"
+    r"(?<![A-Za-z0-9_+(=/#&?])(?<![0-9][ .\-/])(?:(?P<intl>" + _INTERNATIONAL + r")|(?P<na>" + _NORTH_AMERICAN + r")"
     r"|(?P<national>" + _NATIONAL + r"))(?![A-Za-z0-9_]|[ .\-/]?[0-9])"
 )
 _PHONE_CANDIDATE = "|".join([_INTERNATIONAL, _NORTH_AMERICAN, _NATIONAL])
@@ -312,8 +314,9 @@ def _rust_pass(texts: pl.Series) -> pl.DataFrame:
     return pl.concat(slices, parallel=True).collect()
 
 
-def scrub_texts(texts: pl.Series) -> tuple[pl.Series, pl.DataFrame]:
-    """(scrubbed texts, one row of counts per text with a column per type in ``KINDS``). Nulls stay null."""
+def scrub_texts(texts: pl.Series, names: bool = False) -> tuple[pl.Series, pl.DataFrame]:
+    """(scrubbed texts, one row of counts per text with a column per type in ``KINDS``). Nulls stay null.
+    ``names``: person names too, by the named-entity model of the ``pii-ner`` extra (slow)."""
     texts = texts.cast(pl.String)
     passed = _rust_pass(texts)
     scrubbed = passed.get_column("text")
@@ -324,6 +327,10 @@ def scrub_texts(texts: pl.Series) -> tuple[pl.Series, pl.DataFrame]:
             if isinstance(rule, Validate):
                 fixed = [rule.exact.sub(rule.replace, text) for text in fixed]
         scrubbed = scrubbed.clone().scatter(flagged, pl.Series(fixed, dtype=pl.String))
+    if names:
+        from semtel_dagster.core.prepare.names import scrub_names
+
+        scrubbed, _ = scrub_names(scrubbed)
     zeros = pl.Series(values=[0] * texts.len(), dtype=pl.Int32)
     counts = pl.DataFrame({kind: zeros for kind in KINDS})
     changed = (scrubbed != texts).fill_null(False).arg_true()
@@ -343,14 +350,14 @@ def scrub_text(text: str) -> tuple[str, dict[str, int]]:
     return scrubbed.item(), counts.row(0, named=True)
 
 
-def scrub_messages(conversations: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+def scrub_messages(conversations: pl.DataFrame, names: bool = False) -> tuple[pl.DataFrame, pl.Series]:
     """Every message's content scrubbed, all messages of all conversations at once; and per conversation
-    the counts, a struct of ``KINDS`` (``tables.REDACTIONS``)."""
+    the counts, a struct of ``KINDS`` (``tables.REDACTIONS``; ``name`` is null unless ``names``)."""
     flat = conversations.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), "messages").explode(
         "messages", empty_as_null=False
     )
     message = flat.get_column("messages")
-    content, counts = scrub_texts(message.struct.field("content"))
+    content, counts = scrub_texts(message.struct.field("content"), names)
     flat = pl.DataFrame(
         {
             "row": flat.get_column("row"),
@@ -363,6 +370,8 @@ def scrub_messages(conversations: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series
         pl.col("messages").fill_null(pl.lit([], dtype=conversations.schema["messages"])),
         *[pl.col(k).fill_null(0).cast(pl.Int32) for k in KINDS],
     )
+    if not names:
+        joined = joined.with_columns(name=pl.lit(None, pl.Int32))  # not looked for
     redactions = joined.select(pl.struct(KINDS).alias("redactions")).to_series()
     return conversations.with_columns(messages=joined.get_column("messages").cast(conversations.schema["messages"])), redactions
 
