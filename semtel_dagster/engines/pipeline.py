@@ -50,6 +50,9 @@ class WeekRun:
     rejects: Written
 
 
+_STAGE_ROWS = 20_000  # conversations scrubbed and truncated at once
+
+
 def scrubbed_truncation(conversations: pl.DataFrame, *, config: TruncationConfig, scrub_pii: bool) -> pl.DataFrame:
     """``conversations_truncated`` rows: messages scrubbed of PII (``core.prepare.scrub``), then truncated.
 
@@ -57,6 +60,9 @@ def scrubbed_truncation(conversations: pl.DataFrame, *, config: TruncationConfig
     still whole when it is found, and the token counts are those of the text that is sent. Without
     ``scrub_pii`` the counts are null: not looked for, rather than none found.
     """
+    if conversations.height > _STAGE_ROWS:  # row-local: a slice at a time holds one slice's scrubbed copy
+        parts = [scrubbed_truncation(part, config=config, scrub_pii=scrub_pii) for part in conversations.iter_slices(_STAGE_ROWS)]
+        return pl.concat(parts)
     if scrub_pii:
         conversations, redactions = scrub_messages(conversations)
     else:
