@@ -1,12 +1,20 @@
-"""Ingest, truncate and exact dedupe at scale on the Polars engine, before and after, in one run.
+"""Ingest, truncate and exact dedupe at scale on the Polars engine, with baselines and bounds in one run.
 
     python benchmarks/scale/run.py --n 100000 --weeks 3      # writes RESULTS.json beside this file
+    python benchmarks/scale/run.py --n 1000000 --weeks 3 --no-baselines --out RESULTS-1m.json
 
 The landing folder holds ``--weeks`` weeks of ``--n`` generated conversations each (one file per
-week, as producers that land daily or weekly files do); the last week is measured. Ingest: every file
-parsed (no index) against the landing index (built by an earlier week's run, timed separately). Exact
-dedupe: hashing row by row (``map_elements(text_hash)``, the previous implementation) against the
-vectorized ``cluster_exact``; both must give identical clusters.
+week, as producers that land daily or weekly files do), written by the streaming sample writer in
+one process per core; the last week is measured. Each stage is the product's with default settings
+(read the week from the lake, compute, replace the week): ingest through the landing index,
+``Pipeline.truncate`` (PII scrubbed, then head_tail:3000), ``Pipeline.dedupe`` (exact). Baselines (``--no-baselines`` skips them, they dominate at 1M):
+ingest parsing every file against the landing index (built by an earlier week's run, timed
+separately); exact-dedupe hashing row by row (``map_elements(text_hash)``) against the vectorized
+``cluster_exact``; truncation one conversation at a time (``truncate_messages``) against the week at
+once, on an even sample of the week. Beside truncate: the tokenizer's own bound, tiktoken alone
+encoding the week's transcripts on every core (MB/s on the same even sample, and the seconds that
+rate implies for the whole week's text). Peak RSS is this process's, read after each stage; the
+bound and the baselines run after the stages' figures are taken.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import platform
 import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -28,12 +37,18 @@ from semtel_dagster.core.ingest.index import INDEX_TABLE
 from semtel_dagster.core.ingest.landing import read_landing
 from semtel_dagster.core.lake import delta
 from semtel_dagster.core.prepare.dedupe import cluster_exact, clusters_by_hash, text_hash
-from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
+from semtel_dagster.core.prepare.scrub import scrub_messages
+from semtel_dagster.core.prepare.tokens import encoding
+from semtel_dagster.core.prepare.truncate import TruncationConfig, render_transcripts, truncate_conversations, truncate_messages
+from semtel_dagster.engines.pipeline import Pipeline
 from semtel_dagster.engines.polars_engine import PolarsEngine
-from semtel_dagster.sim.sample import generate_week
+from semtel_dagster.resources import PipelineSettings
+from semtel_dagster.sim.sample import write_week
 
 HERE = Path(__file__).parent
 LAST_WEEK = dt.date(2026, 11, 16)
+SAMPLE_ROWS = 20_000  # conversations of the even sample the tokenizer bound and the truncate baseline read
+CORES = len(os.sched_getaffinity(0))
 
 
 def row_by_row_clusters(truncated: pl.DataFrame) -> pl.DataFrame:
@@ -44,70 +59,157 @@ def row_by_row_clusters(truncated: pl.DataFrame) -> pl.DataFrame:
     return clusters_by_hash(hashed)
 
 
+def hashing_baseline(truncated: pl.DataFrame) -> dict:
+    """Exact-dedupe hashing row by row and vectorized, on the same week; both give the same clusters."""
+    before, before_s = timed(lambda: row_by_row_clusters(truncated))
+    after, after_s = timed(lambda: cluster_exact(truncated))
+    assert before.sort("conversation_id").equals(after.sort("conversation_id"))
+    return {"row_by_row_hashing_s": before_s, "vectorized_hashing_s": after_s, "hashing_speedup": round(before_s / after_s, 2)}
+
+
 def timed(step):
     started = time.perf_counter()
     value = step()
     return value, round(time.perf_counter() - started, 2)
 
 
+def peak_rss_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def generate(landing: Path, truth: Path, weeks: list[dt.date], n: int) -> float:
+    """The landing files, one process per core (each streams its week: memory of a few conversations)."""
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=min(CORES, len(weeks))) as pool:
+        list(pool.map(partial(write_week, landing, truth, n=n, seed=1), weeks))
+    return round(time.perf_counter() - started, 1)
+
+
+def even_sample(conversations: pl.DataFrame) -> pl.DataFrame:
+    return conversations.gather_every(max(1, conversations.height // SAMPLE_ROWS))
+
+
+def week_text_mb(conversations: pl.DataFrame) -> float:
+    """UTF-8 megabytes of the week's transcripts before truncation: what truncate must encode."""
+    chunks = conversations.get_column("messages").to_frame().iter_slices(50_000)
+    return sum(render_transcripts(chunk.to_series()).str.len_bytes().sum() for chunk in chunks) / 1e6
+
+
+def tokenizer_bound(sample: pl.DataFrame, week_mb: float) -> dict:
+    """tiktoken alone on the sample's transcripts, on every core: MB/s and the seconds it implies for the week."""
+    texts = render_transcripts(sample.get_column("messages")).to_list()
+    enc = encoding()
+    enc.encode_ordinary("warm up")
+
+    def encode(block: list[str]) -> int:
+        return sum(enc.encode_to_numpy(text, disallowed_special=()).size for text in block)
+
+    blocks = [texts[start : start + 64] for start in range(0, len(texts), 64)]
+    with ThreadPoolExecutor(max_workers=CORES) as pool:
+        tokens, seconds = timed(lambda: sum(pool.map(encode, blocks)))
+    sample_mb = sum(len(text.encode()) for text in texts) / 1e6
+    mb_per_s = sample_mb / seconds
+    return {
+        "threads": CORES,
+        "sample_conversations": len(texts),
+        "sample_mb": round(sample_mb, 1),
+        "sample_tokens": tokens,
+        "mb_per_s": round(mb_per_s, 2),
+        "week_text_mb": round(week_mb, 1),
+        "implied_s": round(week_mb / mb_per_s, 2),
+    }
+
+
+def truncate_baseline(sample: pl.DataFrame, config: TruncationConfig) -> dict:
+    """The sample scrubbed (the stage's first step), then truncated one conversation at a time (the
+    previous implementation) and all at once."""
+    scrubbed, scrub_s = timed(lambda: scrub_messages(sample)[0])
+    one_at_a_time, before_s = timed(lambda: [truncate_messages(m, config) for m in scrubbed.get_column("messages").to_list()])
+    at_once, after_s = timed(lambda: truncate_conversations(scrubbed, config))
+    assert at_once.get_column("transcript").to_list() == [row[0] for row in one_at_a_time]
+    return {
+        "conversations": sample.height,
+        "scrub_s": scrub_s,
+        "row_by_row_s": before_s,
+        "week_at_once_s": after_s,
+        "speedup": round(before_s / after_s, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100_000, help="conversations per week")
     parser.add_argument("--weeks", type=int, default=3, help="weeks in the landing folder")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="measure only the stages and the bound")
+    parser.add_argument("--out", default="RESULTS.json", help="file beside this script for the results")
     args = parser.parse_args()
     weeks = [LAST_WEEK - dt.timedelta(days=7 * k) for k in reversed(range(args.weeks))]
+    settings = PipelineSettings()  # the product's defaults: PII scrubbed, then head_tail:3000; exact dedupe
+    config = settings.truncation()
     with tempfile.TemporaryDirectory(prefix="semtel-scale-") as tmp:
         landing, lake = Path(tmp) / "landing", Path(tmp) / "lake"
-        landing.mkdir()
-        started = time.perf_counter()
-        for week in weeks:
-            records = generate_week(week, n=args.n, seed=1).records
-            (landing / f"{week}.jsonl").write_bytes(b"".join(r + b"\n" for r in records))
-        generated = round(time.perf_counter() - started, 1)
+        generated = generate(landing, Path(tmp) / "truth", weeks, args.n)
         engine = PolarsEngine(str(lake))
         index = delta.table_uri(str(lake), INDEX_TABLE)
-        full, full_s = timed(lambda: engine.ingest(LAST_WEEK, str(landing), partial(read_landing, week_start=LAST_WEEK)))
-        _, build_s = timed(lambda: read_landing(landing, weeks[0], index_uri=index))  # an earlier week's run
+        ingest: dict = {}
+        if args.baselines:
+            full, ingest["every_file_s"] = timed(
+                lambda: engine.ingest(LAST_WEEK, str(landing), partial(read_landing, week_start=LAST_WEEK))
+            )
+            every_file = (full[0].frame.hash_rows().sum(), full[1].rows, full[2])
+            del full
+        _, ingest["index_build_s"] = timed(lambda: read_landing(landing, weeks[0], index_uri=index))  # an earlier week's run
         read = partial(read_landing, week_start=LAST_WEEK, index_uri=index)
-        indexed, indexed_s = timed(lambda: engine.ingest(LAST_WEEK, str(landing), read))
-        assert indexed[0].frame.equals(full[0].frame) and indexed[1].rows == full[1].rows
-        config = partial(truncate_conversations, config=TruncationConfig())
-        truncated, truncate_s = timed(lambda: engine.map_week("conversations", "conversations_truncated", LAST_WEEK, config))
-        before, before_s = timed(lambda: row_by_row_clusters(truncated.frame))
-        after, after_s = timed(lambda: cluster_exact(truncated.frame))
-        assert before.sort("conversation_id").equals(after.sort("conversation_id"))
-        _, written_s = timed(lambda: engine.cluster_exact(LAST_WEEK))
-    conversations = full[0].rows
+        indexed, ingest["indexed_s"] = timed(lambda: engine.ingest(LAST_WEEK, str(landing), read))
+        conversations = indexed[0].rows
+        if args.baselines:
+            assert (indexed[0].frame.hash_rows().sum(), indexed[1].rows) == every_file[:2]
+            ingest["speedup"] = round(ingest["every_file_s"] / ingest["indexed_s"], 2)
+            ingest["files_read"] = {"every_file": every_file[2], "indexed": indexed[2]}
+        del indexed
+        peak = {"ingest": peak_rss_gb()}
+        pipeline = Pipeline(engine, settings)
+        truncated, truncate_s = timed(lambda: pipeline.truncate(LAST_WEEK))
+        peak["truncate"] = peak_rss_gb()
+        clusters, dedupe_s = timed(lambda: pipeline.dedupe(LAST_WEEK).clusters)
+        peak["dedupe"] = peak_rss_gb()
+        dedupe = {"stage_s": dedupe_s, "clusters": clusters.frame.get_column("representative_id").n_unique()}
+        if args.baselines:
+            dedupe |= hashing_baseline(truncated.frame)
+        del truncated, clusters
+        week = engine.read("conversations", LAST_WEEK)
+        sample = even_sample(week)
+        bound = tokenizer_bound(sample, week_text_mb(week))
+        baseline = truncate_baseline(sample, config) if args.baselines else None
+    stages_s = round(ingest["indexed_s"] + truncate_s + dedupe_s, 1)
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{round(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30)} GiB, shared with other work",
+        f"{round(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30)} GiB",
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "conversations_per_week": args.n,
         "weeks_in_landing": args.weeks,
         "generate_s": generated,
         "week_conversations": conversations,
-        "ingest": {
-            "every_file_s": full_s,
-            "indexed_s": indexed_s,
-            "speedup": round(full_s / indexed_s, 2),
-            "files_read": {"every_file": full[2], "indexed": indexed[2]},
-            "index_build_s": build_s,
+        "ingest": ingest,
+        "truncate": {
+            "stage_s": truncate_s,
+            "conversations_per_s": round(conversations / truncate_s),
+            "tokenizer_bound": bound,
+            "ratio_to_tokenizer_bound": round(truncate_s / bound["implied_s"], 2),
+            "one_at_a_time_vs_week_at_once": baseline,
         },
-        "truncate_s": truncate_s,
-        "dedupe_hashing": {"row_by_row_s": before_s, "vectorized_s": after_s, "speedup": round(before_s / after_s, 2)},
-        "dedupe_stage_with_write_s": written_s,
-        "ingest_truncate_dedupe_s": {
-            "before": round(full_s + truncate_s + before_s, 1),
-            "after": round(indexed_s + truncate_s + after_s, 1),
-        },
-        "conversations_per_s_after": {
-            "ingest": round(conversations / indexed_s),
+        "dedupe": dedupe,
+        "ingest_truncate_dedupe_s": stages_s,
+        "conversations_per_s": {
+            "ingest": round(conversations / ingest["indexed_s"]),
             "truncate": round(conversations / truncate_s),
-            "dedupe": round(conversations / after_s),
+            "dedupe": round(conversations / dedupe_s),
+            "ingest_truncate_dedupe": round(conversations / stages_s),
         },
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb_after": peak,
     }
-    (HERE / "RESULTS.json").write_text(json.dumps(report, indent=2) + "\n")
+    (HERE / args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

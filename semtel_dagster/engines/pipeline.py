@@ -50,6 +50,9 @@ class WeekRun:
     rejects: Written
 
 
+_STAGE_ROWS = 20_000  # conversations scrubbed and truncated at once
+
+
 def scrubbed_truncation(
     conversations: pl.DataFrame, *, config: TruncationConfig, scrub_pii: bool, scrub_names: bool = False
 ) -> pl.DataFrame:
@@ -60,6 +63,12 @@ def scrubbed_truncation(
     ``scrub_pii`` the counts are null: not looked for, rather than none found. ``scrub_names`` adds person
     names (a named-entity model, the ``pii-ner`` extra).
     """
+    if conversations.height > _STAGE_ROWS:  # row-local: a slice at a time holds one slice's scrubbed copy
+        parts = [
+            scrubbed_truncation(part, config=config, scrub_pii=scrub_pii, scrub_names=scrub_names)
+            for part in conversations.iter_slices(_STAGE_ROWS)
+        ]
+        return pl.concat(parts)
     if scrub_pii:
         conversations, redactions = scrub_messages(conversations, names=scrub_names)
     else:

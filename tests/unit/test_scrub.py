@@ -9,6 +9,7 @@ from semtel_dagster.core.lake import tables
 from semtel_dagster.core.prepare.scrub import KINDS, card_valid, iban_valid, luhn_valid, scrub_messages, scrub_text, scrub_texts
 from semtel_dagster.core.prepare.tokens import count_tokens
 from semtel_dagster.core.prepare.truncate import TruncationConfig
+from semtel_dagster.engines import pipeline
 from semtel_dagster.engines.pipeline import scrubbed_truncation
 
 REPLACED = [
@@ -162,3 +163,13 @@ def test_scrubbing_comes_before_the_cut_so_a_value_the_cut_splits_is_still_repla
     assert "someone" not in on.item(0, "transcript") and on.item(0, "redactions")["email"] == 1
     assert on.item(0, "tokens_after") <= budget and on.item(0, "tokens_after") <= on.item(0, "tokens_before")
     assert off.item(0, "redactions") is None  # not looked for, rather than none found
+
+
+@pytest.mark.parametrize("scrub", [True, False])
+def test_a_week_in_slices_gives_the_rows_of_one_pass(monkeypatch, scrub):
+    texts = ["mail a.b@example.org", "call +44 20 7946 0958", "nothing here", "", "word " * 400]
+    conversations = _conversations(*([{"role": "user", "content": text}] for text in texts * 3))
+    config = TruncationConfig(max_tokens=100)
+    whole = scrubbed_truncation(conversations, config=config, scrub_pii=scrub)
+    monkeypatch.setattr(pipeline, "_STAGE_ROWS", 4)
+    assert scrubbed_truncation(conversations, config=config, scrub_pii=scrub).equals(whole)

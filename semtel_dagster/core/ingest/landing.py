@@ -44,6 +44,7 @@ _STARTED_AT = TypeAdapter(UtcDatetime)
 _PATH_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _CHUNK = 1 << 20
+_FRAME_ROWS = 20_000  # conversations held as Python objects at once (a frame holds them in a fraction)
 _MAX_REASON_ERRORS = 3
 _GZIP_MAGIC = b"\x1f\x8b"
 _FUTURE_TOLERANCE = dt.timedelta(days=1)  # producers' clocks run a little ahead
@@ -121,6 +122,7 @@ def read_landing(
     bounds = _Bounds(week_start, first_week or pipeline_first_week(), dt.datetime.now(dt.UTC) + _FUTURE_TOLERANCE)
     landing_dir = Path(landing_dir)
     rows: list[dict] = []
+    parts: list[pl.DataFrame] = []  # the week's conversations so far, as frames of _FRAME_ROWS rows
     rejects: list[_Record] = []
     first_seen: dict[str, str] = {}
     records_read = 0
@@ -179,6 +181,9 @@ def read_landing(
                 continue
             first_seen[conv.conversation_id] = rec.ref
             rows.append(_row(conv, week, rec.source))
+            if len(rows) == _FRAME_ROWS:
+                parts.append(_frame(rows, tables.CONVERSATIONS))
+                rows.clear()
         if pending:
             fallback = _fallback_week(weeks, rel, path, bounds)
             for r in pending:
@@ -197,7 +202,7 @@ def read_landing(
         {"week_start": week_start, "source": r.source, "record_ref": r.ref, "reason": r.reason, "raw": r.raw} for r in rejects
     ]
     return IngestResult(
-        conversations=_frame(rows, tables.CONVERSATIONS),
+        conversations=pl.concat([*parts, _frame(rows, tables.CONVERSATIONS)]),
         rejects=_frame(reject_rows, tables.INGEST_REJECTS),
         records_read=records_read,
         files_read=files_read,

@@ -105,7 +105,7 @@ def commit_overwrite(
     try:
         write_deltalake(
             uri,
-            data.to_arrow(),
+            data,  # streamed through the Arrow C interface: no copy of the week into an Arrow table first
             mode="overwrite",
             predicate=week_predicate(weeks),
             partition_by=[PARTITION_COLUMN],

@@ -49,10 +49,16 @@ def normalize_texts(texts: pl.Series) -> pl.Series:
     return fast.scatter((~ascii_only).arg_true(), slow)
 
 
+_HASH_ROWS = 50_000  # texts held as Python strings at once while hashing
+
+
 def text_hashes(texts: pl.Series) -> pl.Series:
     """``text_hash`` of every row (the same values, so later weeks still match stored hashes)."""
-    normalized = normalize_texts(texts).to_list()
-    digests = [None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] for text in normalized]
+    digests = [
+        None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+        for start in range(0, len(texts), _HASH_ROWS)
+        for text in normalize_texts(texts.slice(start, _HASH_ROWS)).to_list()
+    ]
     return pl.Series("text_hash", digests, dtype=pl.String)
 
 
