@@ -39,6 +39,7 @@ def classify_file(
     engine: Literal["polars", "spark"] = "polars",
     spark_master: str | None = None,
     scrub_pii: bool = True,
+    mode: Literal["online", "batch"] | None = None,
     log=print,
 ) -> dict:
     """Run the classify path over every week of ``input_path`` into ``output``; returns the summary."""
@@ -68,6 +69,7 @@ def classify_file(
         budget_cost=budget_cost,
         give_up_s=give_up_s,
         stop_after_failing_s=stop_after_failing_s,
+        mode=mode,
     )
     with pool.opened():
         log(
@@ -181,6 +183,7 @@ def _classified(args: argparse.Namespace, log) -> dict:
         engine=args.engine,
         spark_master=args.spark_master,
         scrub_pii=args.scrub_pii,
+        mode=args.mode,
         log=log,
     )
 
@@ -216,5 +219,11 @@ def register(commands) -> None:
         dest="scrub_pii",
         action="store_false",
         help="send transcripts as they are: emails, phones, cards, IPs, IBANs and secrets are not replaced",
+    )
+    cmd.add_argument(
+        "--mode",
+        choices=["online", "batch"],
+        help="batch: every endpoint answers through its provider's batch API (half price, within 24 h); "
+        "default: each endpoint's mode in the endpoints file",
     )
     cmd.set_defaults(func=_run)

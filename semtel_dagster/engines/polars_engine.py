@@ -10,12 +10,13 @@ from typing import Any
 import polars as pl
 
 from semtel_dagster.core.classify import reuse
-from semtel_dagster.core.classify.answering import Answering, Calls, answer, logged_send
+from semtel_dagster.core.classify.answering import Answering, Calls, answer, batch_send, logged_send
 from semtel_dagster.core.classify.parse import answered_labels
 from semtel_dagster.core.classify.plan import latest_per_request
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.insights.aggregate import label_counts, pair_counts
 from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.llm.batch import DeltaLedger
 from semtel_dagster.core.prepare.dedupe import (
     cluster_exact,
     embed_representatives,
@@ -82,13 +83,13 @@ class PolarsEngine:
     ) -> Classified:
         """The whole week in this process; answers are committed in small appends while calls are in flight."""
         clusters = self.read("conversation_clusters", week)
-        send = logged_send(
-            calls.dispatcher,
-            flush_rows=calls.flush_rows,
-            flush_seconds=calls.flush_seconds,
-            log=log,
-            where=f"week {week} ({answering.strategy}, to {[e.name for e in calls.endpoints]})",
-        )
+        where = f"week {week} ({answering.strategy}, to {[e.name for e in calls.endpoints]})"
+        if calls.batch_endpoints:
+            send = batch_send(calls, DeltaLedger(self.uri("llm_batches"), week), log=log, where=where)
+        else:
+            send = logged_send(
+                calls.dispatcher, flush_rows=calls.flush_rows, flush_seconds=calls.flush_seconds, log=log, where=where
+            )
         report = answer(
             answering,
             clusters,

@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from semtel_dagster.core.classify import reuse
-from semtel_dagster.core.classify.answering import Answered, Answering, Calls, answer
+from semtel_dagster.core.classify.answering import Answered, Answering, Calls, Send, answer, batch_send
 from semtel_dagster.core.classify.parse import ANSWERED_PAIRS, answered_pairs, fan_out
 from semtel_dagster.core.classify.plan import (
     DEFAULT_BATCH_SIZE,
@@ -39,6 +39,7 @@ from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.ingest.landing import landing_files
 from semtel_dagster.core.insights.aggregate import LABEL_COUNTS, PAIR_COUNTS
 from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.llm.batch import DeltaLedger
 from semtel_dagster.core.prepare.dedupe import METHOD_EXACT, lsh_keys, text_hash, vector_matrix
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written, spark_dedupe
@@ -184,6 +185,8 @@ class SparkEngine:
         if reuse_weeks:
             parts.append(self._reuse_candidates(week, clusters, reuse_weeks, match_threshold, answering.classifiers))
         keys = _batch_keys(clusters, batch_width(answering.strategy, answering.batch_size))
+        if calls.batch_endpoints:  # one submitter on the driver: batch files hold the whole week
+            return self._classify_in_batches(week, answering, calls, _keyed(parts, keys, spark_schema(_TO_ANSWER)), embedder, log)
         task = partial(
             _classify_partition,
             answering=answering,
@@ -197,6 +200,22 @@ class SparkEngine:
         keyed = _keyed(parts, keys, spark_schema(_TO_ANSWER))
         per_task = keyed.repartition(self.tasks, "batch").mapInArrow(task, _TASK_REPORT).collect()
         report = Answered.merge([Answered(**json.loads(r.report)) for r in per_task], WALL_PARALLEL)
+        return self._compacted(week, report, log)
+
+    def _classify_in_batches(
+        self, week: dt.date, answering: Answering, calls: Calls, keyed: DataFrame, embedder, log: Callable[[str], None]
+    ) -> Classified:
+        """Batch mode: the same ``answer`` over the week's rows on the driver, sent through the batch APIs
+        by one submitter (``core.llm.batch``) whose ledger is the lake's ``llm_batches``."""
+        uri = self.uri("llm_responses")
+        send = batch_send(calls, DeltaLedger(self.uri("llm_batches"), week), log=log, where=f"week {week} ({answering.strategy})")
+        reports = _classify_partition(
+            iter(keyed.toArrow().to_batches()), answering=answering, calls=calls, uri=uri, embedder=embedder, send=send
+        )
+        report = Answered.merge([Answered(**json.loads(r.to_pylist()[0]["report"])) for r in reports], WALL_PARALLEL)
+        return self._compacted(week, report, log)
+
+    def _compacted(self, week: dt.date, report: Answered, log: Callable[[str], None]) -> Classified:
         log(
             f"week {week}: {report.needed} requests needed, {report.resumed} already answered, {report.sent} sent "
             f"({report.followups_sent} follow-ups), {report.reused} labels reused, {sum(report.embedded.values())} "
@@ -461,13 +480,14 @@ def _keyed(parts: list[DataFrame], keys: DataFrame, struct) -> DataFrame:
     )
 
 
-def _classify_partition(batches, *, answering: Answering, calls: Calls, uri: str, embedder):
-    """Executor side: ``core.answering.answer`` over this task's whole batches, with its own dispatcher."""
+def _classify_partition(batches, *, answering: Answering, calls: Calls, uri: str, embedder, send: Send | None = None):
+    """Executor side: ``core.answering.answer`` over this task's whole batches, with its own dispatcher
+    (or ``send``: the driver's batch submitter)."""
     frame = collect_frame(batches)
     if frame is None:
         return
 
-    def send(plan, write_batch):
+    def dispatch(plan, write_batch):
         return run_dispatch(plan, calls.dispatcher(), write_batch, flush_rows=calls.flush_rows, flush_seconds=calls.flush_seconds)
 
     reps = tables.conform(frame.filter(pl.col("kind") == "rep"), _REPS)
@@ -477,7 +497,7 @@ def _classify_partition(batches, *, answering: Answering, calls: Calls, uri: str
         reps,
         tables.conform(frame.filter(pl.col("kind") == "response"), tables.LLM_RESPONSES),
         tables.conform(frame.filter(pl.col("kind") == "reuse"), reuse.CANDIDATES),
-        send=send,
+        send=send or dispatch,
         write=partial(delta.append, uri, schema=tables.LLM_RESPONSES),
         embed=(lambda texts: spark_dedupe.executor_embedder(embedder)[0].embed(texts)) if embedder else None,
         vectors=reps.select("conversation_id", "embedder", "vector"),

@@ -10,6 +10,7 @@ come from the environment only.
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Literal
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
@@ -90,6 +91,11 @@ class EndpointPoolResource(ConfigurableResource):
     hedge_quantile: float | None = Field(
         default=0.95, gt=0, lt=1, description="Send one duplicate of a request still running past this latency quantile."
     )
+    mode: Literal["online", "batch"] | None = Field(
+        default=None,
+        description="batch: every endpoint answers through its provider's batch API (half price, up to 24 h); "
+        "online: none does; unset: each endpoint's own mode in the endpoints file.",
+    )
 
     _stack: ExitStack | None = PrivateAttr(default=None)
     _endpoints: list[Endpoint] | None = PrivateAttr(default=None)
@@ -143,4 +149,4 @@ class EndpointPoolResource(ConfigurableResource):
 
     def calls(self) -> Calls:
         """What the classify stage needs of the pool (``core.answering.Calls``)."""
-        return Calls(self.endpoints, self.dispatch_settings(), self.flush_rows, self.flush_seconds)
+        return Calls(self.endpoints, self.dispatch_settings(), self.flush_rows, self.flush_seconds, self.mode)

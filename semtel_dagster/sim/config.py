@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from semtel_dagster.sim.anomalies import AnomalyKind
 
@@ -44,6 +44,21 @@ class SimFaults(BaseModel):
     missing_usage_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="answer without a usage object")
     timeout_s: float = Field(default=30.0, gt=0.0)
     hang_s: float = Field(default=3600.0, gt=0.0)
+
+
+class SimBatchConfig(BaseModel):
+    """How the simulated batch API behaves (a stand-in for OpenAI's ``/v1/files`` and ``/v1/batches``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    validating_s: float = Field(default=0.2, ge=0.0, description="time in validating")
+    completion_s: float = Field(default=1.0, ge=0.0, description="time in in_progress")
+    finalizing_s: float = Field(default=0.2, ge=0.0, description="time in finalizing (and cancelling)")
+    item_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="items answered with an error line")
+    expire_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="batches that expire with half their items done")
+    enqueued_token_limit: int | None = Field(
+        default=None, ge=1, description="prompt tokens of unfinished batches; a batch past it fails with token_limit_exceeded"
+    )
 
 
 class SimEndpointConfig(BaseModel):
@@ -83,6 +98,7 @@ class SimEndpointConfig(BaseModel):
     seed: int = 0
     anomaly_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="share of answers with one format anomaly")
     anomalies: list[AnomalyKind] | None = Field(default=None, description="anomaly kinds to draw from; None = all")
+    batch: SimBatchConfig = Field(default_factory=SimBatchConfig)
 
     @field_validator("name")
     @classmethod

@@ -19,6 +19,7 @@ Routes (``<name>`` = a simulated endpoint name):
 * Azure style: ``POST [/<name>]/openai/deployments/<deployment>/chat/completions``
 * ``POST [/<name>]/v1/embeddings`` (hashed bag-of-words stand-in, :mod:`.embeddings`)
 * ``GET /sim/stats`` (counters per endpoint), ``POST /sim/reset``
+* the batch API stand-in (``/files``, ``/batches`` under the same prefixes; :mod:`.batches`)
 
 Run it with :class:`SimulatorThread` (tests), :func:`serve` (inside an event
 loop) or :func:`main_serve` / :func:`run_forever` (CLI).
@@ -43,6 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from semtel_dagster.sim.anomalies import misbehave
+from semtel_dagster.sim.batches import BatchService
 from semtel_dagster.sim.config import SimConfig, SimEndpointConfig
 from semtel_dagster.sim.embeddings import embeddings
 from semtel_dagster.sim.labeler import answer_content, message_text
@@ -353,6 +355,8 @@ class SimApp:
         r.add_get("/{endpoint}/v1/models", self.models)
         r.add_post("/{endpoint}/v1/chat/completions", self.chat)
         r.add_post("/{endpoint}/openai/deployments/{deployment}/chat/completions", self.chat)
+        self.batches = BatchService(self)
+        self.batches.routes(r)
         self.app[SIM_APP_KEY] = self
 
     # ---- routing
@@ -499,14 +503,7 @@ class SimApp:
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
             content, finish = produce_answer(st.cfg, body, raw)
-            toks = _encoding().encode_ordinary(content)
-            if fault == "length":
-                max_tokens = min(max_tokens, 3)
-            if len(toks) > max_tokens:
-                content = _encoding().decode(toks[:max_tokens])
-                toks = toks[:max_tokens]
-                finish = "length"
-            n_completion = len(toks)
+            content, finish, n_completion = cut_answer(content, finish, min(max_tokens, 3) if fault == "length" else max_tokens)
             delay = st.latency_s(n_completion, n_prompt)
             if st.cfg.serial:  # shielded: a client that leaves does not stop the work, as on llama-cpp-python
                 await asyncio.shield(asyncio.ensure_future(_serve_serially(st, request, delay)))
@@ -516,22 +513,7 @@ class SimApp:
         finally:
             if not st.cfg.serial:
                 st.in_flight -= 1
-        resp = {
-            "id": "chatcmpl-sim-" + uuid.uuid4().hex[:24],
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": st.cfg.model,
-            "system_fingerprint": "semtel-sim",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion},
-        }
+        resp = chat_completion(st.cfg.model, content, finish, n_prompt, n_completion)
         if fault == "missing_usage":
             del resp["usage"]
         headers = st.headers(time.monotonic())
@@ -561,6 +543,34 @@ def produce_answer(cfg: SimEndpointConfig, body: dict, raw: bytes) -> tuple[str,
     content = answer_content(body["messages"], body.get("response_format"))
     content, anomaly = misbehave(content, cfg.anomaly_rate, cfg.anomalies, cfg.seed, raw.decode("utf-8", "replace"))
     return content, "length" if anomaly == "truncated" else "stop"
+
+
+def cut_answer(content: str, finish: str, max_tokens: int) -> tuple[str, str, int]:
+    """The answer cut to ``max_tokens`` (finish_reason ``length`` then) and its completion tokens."""
+    toks = _encoding().encode_ordinary(content)
+    if len(toks) > max_tokens:
+        return _encoding().decode(toks[:max_tokens]), "length", max_tokens
+    return content, finish, len(toks)
+
+
+def chat_completion(model: str, content: str, finish: str, n_prompt: int, n_completion: int) -> dict:
+    """A chat.completion object, as OpenAI returns it (online, or in a batch output line)."""
+    return {
+        "id": "chatcmpl-sim-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "semtel-sim",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion},
+    }
 
 
 def build_app(config: SimConfig) -> web.Application:

@@ -35,10 +35,12 @@ from semtel_dagster.core.classify.plan import (
     preanswered_pairs,
     representatives,
     run_dispatch,
+    run_sync,
 )
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.classify.reuse import reused_answers
 from semtel_dagster.core.lake import tables
+from semtel_dagster.core.llm.batch import BatchRun, Ledger, submit_batches
 from semtel_dagster.core.llm.dispatch import Dispatcher
 from semtel_dagster.core.llm.endpoints import Endpoint
 from semtel_dagster.core.llm.progress import DispatchProgress
@@ -49,6 +51,8 @@ from semtel_dagster.core.llm.stats import DispatchStats
 if TYPE_CHECKING:  # scikit-learn loads only where an embedding classifier runs (seconds per Spark worker)
     from semtel_dagster.core.classify.embedding_classifier import EmbeddingClassifier
 
+MODE_ONLINE, MODE_BATCH = "online", "batch"
+MODES = (MODE_ONLINE, MODE_BATCH)
 Send = Callable[[ClassifyPlan, Callable[[list[dict]], None]], DispatchStats]  # (plan, write_batch) -> stats
 Write = Callable[[pl.DataFrame], None]  # appends rows to llm_responses
 Embed = Callable[[list[str]], np.ndarray]
@@ -80,10 +84,22 @@ class Calls:
     settings: DispatchSettings = field(default_factory=DispatchSettings)
     flush_rows: int = 200
     flush_seconds: float = 2.0
+    mode: str | None = None  # online | batch for every endpoint; None: each endpoint's own mode
+
+    def __post_init__(self) -> None:
+        if self.mode not in (None, *MODES):
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
     @property
     def models(self) -> frozenset[str]:
         return frozenset(endpoint.model for endpoint in self.endpoints)
+
+    @property
+    def batch_endpoints(self) -> list[Endpoint]:
+        """Endpoints whose batch API answers the week (empty: everything is sent online)."""
+        if self.mode is not None:
+            return list(self.endpoints) if self.mode == MODE_BATCH else []
+        return [e for e in self.endpoints if e.mode == MODE_BATCH]
 
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self.endpoints, self.settings)
@@ -189,6 +205,20 @@ def logged_send(
             )
         finally:
             progress.close()
+
+    return send
+
+
+def batch_send(calls: Calls, ledger: Ledger, *, log: Callable[[str], None], where: str) -> Send:
+    """A ``Send`` through the batch APIs of ``calls.batch_endpoints`` (``core.llm.batch``), recorded in
+    ``ledger``; the pool's other endpoints answer what batches failed under ``on_failure: online``."""
+    batched = calls.batch_endpoints
+    online = tuple(e for e in calls.endpoints if e not in batched)
+
+    def send(plan: ClassifyPlan, write_batch: Callable[[list[dict]], None]) -> DispatchStats:
+        log(f"{where}: {plan.total} requests needed, {plan.answered} already answered, {plan.sending} to send in batches")
+        run = BatchRun(batched, calls.settings, ledger, online, log)
+        return run_sync(lambda: submit_batches(plan.to_send, run, write_batch))
 
     return send
 

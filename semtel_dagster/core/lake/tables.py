@@ -175,6 +175,32 @@ TABLES: dict[str, pl.Schema] = {
 }
 
 
+# Not a weekly asset: the ledger of provider batches, appended to before anything is done with a batch
+# (intent, then its file id, then its batch id, then each status seen), so a rerun polls what an earlier
+# run submitted instead of submitting it again. The latest row per batch_key is the batch's state.
+LLM_BATCHES = schema(
+    {
+        "batch_key": pl.String,
+        "week_start": pl.Date,
+        "endpoint": pl.String,
+        "model": pl.String,
+        "request_ids": pl.List(pl.String),
+        "prompt_tokens": pl.Int64,
+        "bytes": pl.Int64,
+        "input_file_id": pl.String,
+        "batch_id": pl.String,
+        "status": pl.String,
+        "completed": pl.Int64,
+        "failed": pl.Int64,
+        "output_file_id": pl.String,
+        "error_file_id": pl.String,
+        "error": pl.String,
+        "updated_at": pl.Datetime("us", "UTC"),
+    }
+)
+LEDGERS: dict[str, pl.Schema] = {"llm_batches": LLM_BATCHES}
+
+
 _WEEK = "Monday (UTC) of the week the conversation started: the partition key"
 
 # Column descriptions for the catalog (the UI's column schema). Every column of TABLES is described.
@@ -274,6 +300,24 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "share": "Share of the classifier's labeled conversations",
         "labeled_conversations": "Conversations the classifier labeled this week (null when under the minimum group size)",
         "suppressed_labels": "Labels merged into this <suppressed> row (minimum group size); 0 for a label's own row",
+    },
+    "llm_batches": {
+        "batch_key": "Local key of the batch: a hash of its endpoint and request ids, known before upload",
+        "week_start": _WEEK,
+        "endpoint": "Endpoint whose batch API holds the batch",
+        "model": "Model of that endpoint",
+        "request_ids": "llm_responses request ids in the batch file (its custom_id values)",
+        "prompt_tokens": "Prompt tokens of the file as estimated locally (counted against the enqueued-token limit)",
+        "bytes": "Size of the JSONL file",
+        "input_file_id": "Provider file id of the uploaded JSONL (null until uploaded)",
+        "batch_id": "Provider batch id (null until created)",
+        "status": "planned, uploaded, then the provider's status (validating ... completed), then collected",
+        "completed": "Items the provider answered (request_counts.completed)",
+        "failed": "Items the provider failed (request_counts.failed)",
+        "output_file_id": "Provider file of the answers",
+        "error_file_id": "Provider file of the failed items",
+        "error": "Why the batch failed, secrets redacted",
+        "updated_at": "When this state was recorded (UTC)",
     },
     "weekly_crosstabs": {
         "week_start": _WEEK,

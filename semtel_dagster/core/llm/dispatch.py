@@ -269,7 +269,7 @@ class Dispatcher:
         """Charge an attempt to the budget: its usage, or its prompt if the provider may have billed it."""
         if outcome.kind == "ok":
             assert outcome.body is not None  # an ok attempt always carries its answer
-            prompt, completion = _usage(request, outcome.body)
+            prompt, completion = usage_of(request, outcome.body)
         else:
             prompt = request.prompt_tokens if "timed out" in outcome.error else 0
             completion = 0
@@ -352,9 +352,7 @@ class Dispatcher:
     def _row(self, request: LLMRequest, outcome: _Outcome | None, error: str | None, attempts: int, rate_limited: int) -> dict:
         body = outcome.body if outcome is not None else None
         state = outcome.state if outcome is not None else None
-        choice = body["choices"][0] if body else None
-        raw_text = choice["message"]["content"] if choice else None
-        prompt_tokens, completion_tokens = _usage(request, body) if body is not None else (0, 0)
+        prompt_tokens, completion_tokens = usage_of(request, body) if body is not None else (0, 0)
         latency_ms = (time.monotonic() - outcome.started) * 1000.0 if outcome is not None else None
         self.stats.requests += attempts
         self.stats.retries += attempts - 1
@@ -370,27 +368,16 @@ class Dispatcher:
             answered.latency_ms_total += latency_ms
         else:
             self.stats.errors += 1
-        return {
-            "request_id": request.request_id,
-            "week_start": request.week_start,
-            "conversation_ids": list(request.conversation_ids),
-            "classifiers": list(request.classifiers),
-            "prompt_name": request.prompt_name,
-            "prompt_version": request.prompt_version,
-            "model": state.endpoint.model if state else None,
-            "endpoint": state.endpoint.name if state else None,
-            "status": STATUS_OK if body is not None else STATUS_ERROR,
-            "error": error,
-            "finish_reason": choice.get("finish_reason") if choice else None,
-            "raw_text": raw_text,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "latency_ms": latency_ms,
-            "attempts": attempts,
-            "rate_limited": rate_limited,
-            "created_at": dt.datetime.now(dt.UTC),
-            "strategy": request.strategy,
-        }
+        return answer_row(
+            request,
+            state.endpoint if state else None,
+            body,
+            error,
+            attempts=attempts,
+            rate_limited=rate_limited,
+            latency_ms=latency_ms,
+            usage=(prompt_tokens, completion_tokens),
+        )
 
     async def run(self, requests: Iterable[LLMRequest], on_result: Callable[[dict], None]) -> DispatchStats:
         """Dispatch everything (or until ``stop``); returns totals. ``on_result`` gets one row per finished request."""
@@ -421,7 +408,44 @@ class Dispatcher:
         return self.stats
 
 
-def _usage(request: LLMRequest, body: dict) -> tuple[int, int]:
+def answer_row(
+    request: LLMRequest,
+    endpoint: Endpoint | None,
+    body: dict | None,
+    error: str | None,
+    *,
+    attempts: int,
+    rate_limited: int = 0,
+    latency_ms: float | None = None,
+    usage: tuple[int, int] = (0, 0),
+) -> dict:
+    """The ``llm_responses`` row of a finished request: ``body`` its completion, else ``error`` why not.
+    Online calls and batch items write the same rows."""
+    choice = body["choices"][0] if body else None
+    return {
+        "request_id": request.request_id,
+        "week_start": request.week_start,
+        "conversation_ids": list(request.conversation_ids),
+        "classifiers": list(request.classifiers),
+        "prompt_name": request.prompt_name,
+        "prompt_version": request.prompt_version,
+        "model": endpoint.model if endpoint else None,
+        "endpoint": endpoint.name if endpoint else None,
+        "status": STATUS_OK if body is not None else STATUS_ERROR,
+        "error": error,
+        "finish_reason": choice.get("finish_reason") if choice else None,
+        "raw_text": choice["message"]["content"] if choice else None,
+        "prompt_tokens": usage[0],
+        "completion_tokens": usage[1],
+        "latency_ms": latency_ms,
+        "attempts": attempts,
+        "rate_limited": rate_limited,
+        "created_at": dt.datetime.now(dt.UTC),
+        "strategy": request.strategy,
+    }
+
+
+def usage_of(request: LLMRequest, body: dict) -> tuple[int, int]:
     """(prompt, completion) tokens of an answer; without a usage object, our own count, so budgets and
     totals stay meaningful."""
     usage = body.get("usage") or {}

@@ -33,6 +33,24 @@ class EndpointsFileError(ValueError):
     """The endpoints file is missing or invalid; the message names the offending field."""
 
 
+class BatchOptions(BaseModel):
+    """How an endpoint's batch API is used (``mode: batch``): the provider's limits per file and per
+    model, and what becomes of items a batch did not answer. Defaults are OpenAI's documented limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_requests: int = Field(default=50_000, gt=0, description="requests per batch file")
+    max_bytes: int = Field(default=200 * 1024 * 1024, gt=0, description="bytes per batch file")
+    max_enqueued_tokens: int | None = Field(
+        default=None, gt=0, description="prompt tokens this model may have queued in unfinished batches; None: unlimited"
+    )
+    poll_s: float = Field(default=60.0, gt=0, description="seconds between two looks at unfinished batches")
+    on_failure: Literal["resubmit", "online"] = Field(
+        default="resubmit", description="failed or expired items go into a new batch, or are sent online"
+    )
+    max_submissions: int = Field(default=3, gt=0, description="batches an item may go through before it is an error row")
+
+
 class Endpoint(BaseModel):
     """An OpenAI-compatible server (``kind: openai``): POST ``{base_url}/chat/completions`` with a Bearer key."""
 
@@ -84,6 +102,10 @@ class Endpoint(BaseModel):
     max_response_bytes: int = Field(
         default=512 * 1024, gt=0, description="a larger answer is read no further and counts as a broken answer"
     )
+    mode: Literal["online", "batch"] = Field(
+        default="online", description="batch: the week's requests go through the provider's batch API (half price, up to 24 h)"
+    )
+    batch: BatchOptions = Field(default_factory=BatchOptions)
 
     @model_validator(mode="before")
     @classmethod
@@ -167,9 +189,20 @@ class ModelPrice(BaseModel):
 
     prompt_per_1m: float = Field(ge=0)
     completion_per_1m: float = Field(ge=0)
+    batch_prompt_per_1m: float | None = Field(default=None, ge=0, description="batch API rate; None: half the online one")
+    batch_completion_per_1m: float | None = Field(default=None, ge=0, description="batch API rate; None: half the online one")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.prompt_per_1m + completion_tokens * self.completion_per_1m) / 1e6
+
+    def batch_price(self) -> ModelPrice:
+        """The price of the same tokens through the batch API (OpenAI and Azure: 50% off by default)."""
+        return ModelPrice(
+            prompt_per_1m=self.prompt_per_1m / 2 if self.batch_prompt_per_1m is None else self.batch_prompt_per_1m,
+            completion_per_1m=self.completion_per_1m / 2
+            if self.batch_completion_per_1m is None
+            else self.batch_completion_per_1m,
+        )
 
 
 class EndpointsFile(BaseModel):

@@ -48,3 +48,24 @@ class DispatchProgress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+class BatchProgress:
+    """Batches by status and items answered, failed and waiting, logged at most every ``interval_s``."""
+
+    def __init__(self, total: int, log: Callable[[str], None], interval_s: float = 5.0) -> None:
+        self.total = total
+        self.log = log
+        self.interval_s = interval_s
+        self._last = float("-inf")
+
+    @staticmethod
+    def line(batches: dict[str, int], answered: int, failed: int, total: int) -> str:
+        by_status = ", ".join(f"{count} {status}" for status, count in sorted(batches.items())) or "none"
+        return f"batches: {by_status}; items: {answered}/{total} answered, {failed} failed, {total - answered - failed} waiting"
+
+    def __call__(self, batches: dict[str, int], answered: int, failed: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.interval_s:
+            self._last = now
+            self.log(self.line(batches, answered, failed, self.total))
