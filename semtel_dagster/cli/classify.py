@@ -39,7 +39,7 @@ def classify_file(
     engine: Literal["polars", "spark"] = "polars",
     spark_master: str | None = None,
     scrub_pii: bool = True,
-    mode: Literal["online", "batch"] | None = None,
+    mode: Literal["per_endpoint", "online", "batch"] = "per_endpoint",
     log=print,
 ) -> dict:
     """Run the classify path over every week of ``input_path`` into ``output``; returns the summary."""
@@ -222,7 +222,8 @@ def register(commands) -> None:
     )
     cmd.add_argument(
         "--mode",
-        choices=["online", "batch"],
+        choices=["per_endpoint", "online", "batch"],
+        default="per_endpoint",
         help="batch: every endpoint answers through its provider's batch API (half price, within 24 h); "
         "default: each endpoint's mode in the endpoints file",
     )

@@ -91,10 +91,10 @@ class EndpointPoolResource(ConfigurableResource):
     hedge_quantile: float | None = Field(
         default=0.95, gt=0, lt=1, description="Send one duplicate of a request still running past this latency quantile."
     )
-    mode: Literal["online", "batch"] | None = Field(
-        default=None,
+    mode: Literal["per_endpoint", "online", "batch"] = Field(
+        default="per_endpoint",
         description="batch: every endpoint answers through its provider's batch API (half price, up to 24 h); "
-        "online: none does; unset: each endpoint's own mode in the endpoints file.",
+        "online: none does; per_endpoint: each endpoint's own mode in the endpoints file.",
     )
 
     _stack: ExitStack | None = PrivateAttr(default=None)
@@ -149,4 +149,5 @@ class EndpointPoolResource(ConfigurableResource):
 
     def calls(self) -> Calls:
         """What the classify stage needs of the pool (``core.answering.Calls``)."""
-        return Calls(self.endpoints, self.dispatch_settings(), self.flush_rows, self.flush_seconds, self.mode)
+        mode = None if self.mode == "per_endpoint" else self.mode
+        return Calls(self.endpoints, self.dispatch_settings(), self.flush_rows, self.flush_seconds, mode)

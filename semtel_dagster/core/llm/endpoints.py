@@ -169,6 +169,7 @@ class SimEndpoint(Endpoint):
     kind: Literal["sim"] = "sim"  # type: ignore[assignment]  # pydantic: each subclass narrows the union tag
     base_url: str | None = None  # type: ignore[assignment]  # pydantic: optional here, the pool starts one
     model: str = "sim-gpt-4o-mini"
+    batch: BatchOptions = Field(default_factory=lambda: BatchOptions(poll_s=0.5))  # its batches end within seconds
 
 
 def _kind(value: object) -> str:
