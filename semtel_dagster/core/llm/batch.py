@@ -34,7 +34,7 @@ from semtel_dagster.core.classify.plan import WALL_SEQUENTIAL, dispatch_streamin
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.llm import batch_state as bs
 from semtel_dagster.core.llm.batch_api import BatchApi
-from semtel_dagster.core.llm.batch_files import BatchFile, BatchLine, batch_key, batch_line, check_fits, parse_results
+from semtel_dagster.core.llm.batch_files import BatchFile, BatchLine, batch_key, batch_line, check_fits, joins, parse_results
 from semtel_dagster.core.llm.budget import Budget
 from semtel_dagster.core.llm.dispatch import Dispatcher, answer_row, usage_of
 from semtel_dagster.core.llm.endpoints import Endpoint
@@ -160,8 +160,7 @@ class _Submitter:
         while not self._stopped and (request := self._pull(fresh)) is not None:
             line = batch_line(request, endpoint)
             check_fits(line, limits)
-            full = limits.max_enqueued_tokens is not None and tokens + line.prompt_tokens > limits.max_enqueued_tokens
-            if lines and (len(lines) >= limits.max_requests or size + len(line.line) > limits.max_bytes or full):
+            if lines and not joins(line, len(lines), size, tokens, limits):
                 self._held = request
                 break
             if not self.budget.reserve(request):  # stopped: the rest gets no row, a rerun asks again

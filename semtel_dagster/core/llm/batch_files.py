@@ -67,8 +67,7 @@ def split_lines(lines: Iterable[BatchLine], limits: BatchOptions) -> Iterator[Ba
     size = tokens = 0
     for item in lines:
         check_fits(item, limits)
-        over_tokens = limits.max_enqueued_tokens is not None and tokens + item.prompt_tokens > limits.max_enqueued_tokens
-        if ids and (len(ids) >= limits.max_requests or size + len(item.line) > limits.max_bytes or over_tokens):
+        if ids and not joins(item, len(ids), size, tokens, limits):
             yield BatchFile(tuple(ids), b"".join(chunks), tokens)
             ids, chunks, size, tokens = [], [], 0, 0
         ids.append(item.request_id)
@@ -77,6 +76,15 @@ def split_lines(lines: Iterable[BatchLine], limits: BatchOptions) -> Iterator[Ba
         tokens += item.prompt_tokens
     if ids:
         yield BatchFile(tuple(ids), b"".join(chunks), tokens)
+
+
+def joins(item: BatchLine, count: int, size: int, tokens: int, limits: BatchOptions) -> bool:
+    """Whether ``item`` may join a file of ``count`` lines, ``size`` bytes and ``tokens`` prompt tokens."""
+    return (
+        count < limits.max_requests
+        and size + len(item.line) <= limits.max_bytes
+        and (limits.max_enqueued_tokens is None or tokens + item.prompt_tokens <= limits.max_enqueued_tokens)
+    )
 
 
 def check_fits(item: BatchLine, limits: BatchOptions) -> None:
