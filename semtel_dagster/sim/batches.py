@@ -161,22 +161,26 @@ class BatchService:
         items = [self._view(b, st) for b in reversed(self.batches.values()) if b.endpoint == st.cfg.name]
         return web.json_response(_page(items, request))
 
-    async def get(self, request: web.Request) -> web.Response:
+    def _batch(self, request: web.Request) -> tuple[SimBatch, EndpointState] | web.Response:
         st = self._state(request)
         if isinstance(st, web.Response):
             return st
         batch = self.batches.get(request.match_info["batch_id"])
         if batch is None or batch.endpoint != st.cfg.name:
             return _error(404, "No such batch", "not_found")
-        return web.json_response(self._view(batch, st))
+        return batch, st
+
+    async def get(self, request: web.Request) -> web.Response:
+        found = self._batch(request)
+        if isinstance(found, web.Response):
+            return found
+        return web.json_response(self._view(*found))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        st = self._state(request)
-        if isinstance(st, web.Response):
-            return st
-        batch = self.batches.get(request.match_info["batch_id"])
-        if batch is None or batch.endpoint != st.cfg.name:
-            return _error(404, "No such batch", "not_found")
+        found = self._batch(request)
+        if isinstance(found, web.Response):
+            return found
+        batch, st = found
         self._advance(batch, st)
         if batch.status in TERMINAL:
             return _error(409, f"Cannot cancel a batch with status {batch.status}", "invalid_state")

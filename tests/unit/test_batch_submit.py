@@ -131,52 +131,33 @@ def test_budget_stops_submission_cleanly(tmp_path):
     assert 0 < len(rows) <= 4 and stats.budget_exhausted == 1
 
 
-def test_a_batch_created_before_its_id_was_recorded_is_found_not_created_again(tmp_path):
-    """A crash between creating a batch and recording its id: the rerun finds it by its metadata."""
+@pytest.mark.parametrize("cut_after", ["upload", "create"])
+def test_a_step_cut_off_before_its_id_was_recorded_is_found_not_done_again(tmp_path, cut_after):
+    """A crash between uploading (creating) and recording the file (batch) id: the rerun finds the file
+    by its name (the batch by its metadata) instead of uploading (creating) it again."""
     requests = sim_requests(6)
+    ids = tuple(r.request_id for r in requests)
     ledger = DeltaLedger(str(tmp_path / "llm_batches"), WEEK)
     with simulator(sim_config()) as sim:
         endpoint = batch_endpoint(sim)
-        key = batch_key(WEEK, "a", [r.request_id for r in requests])
+        key = batch_key(WEEK, "a", ids)
         content = b"".join(batch_line(r, endpoint).line for r in requests)
+        planned = bs.BatchRecord(key, WEEK, "a", endpoint.model, ids, 1, len(content), bs.PLANNED)
 
         async def interrupted() -> None:
             async with aiohttp.ClientSession() as session:
                 api = BatchApi(endpoint, session)
+                ledger.append([planned.row()])
                 file_id = await api.upload(key, content)
-                record = bs.BatchRecord(
-                    key, WEEK, "a", endpoint.model, tuple(r.request_id for r in requests), 1, len(content), bs.PLANNED
-                )
-                ledger.append(
-                    [record.row(), bs.BatchRecord(**{**vars(record), "status": bs.UPLOADED, "input_file_id": file_id}).row()]
-                )
-                await api.create(key, file_id)
+                if cut_after == "create":
+                    ledger.append([bs.BatchRecord(**{**vars(planned), "status": bs.UPLOADED, "input_file_id": file_id}).row()])
+                    await api.create(key, file_id)
 
         asyncio.run(interrupted())
         rows, _, _, _ = run(requests, endpoint, tmp_path)
         served = sim_batches(sim)
     assert served["created"] == {"a": 1} and served["files"] == 2  # the input file and its output
     assert len(rows) == 6 and all(r["status"] == STATUS_OK for r in rows)
-
-
-def test_a_file_uploaded_before_its_id_was_recorded_is_reused(tmp_path):
-    requests = sim_requests(3)
-    ledger = DeltaLedger(str(tmp_path / "llm_batches"), WEEK)
-    with simulator(sim_config()) as sim:
-        endpoint = batch_endpoint(sim)
-        key = batch_key(WEEK, "a", [r.request_id for r in requests])
-
-        async def interrupted() -> None:
-            async with aiohttp.ClientSession() as session:
-                await BatchApi(endpoint, session).upload(key, b"".join(batch_line(r, endpoint).line for r in requests))
-
-        ledger.append(
-            [bs.BatchRecord(key, WEEK, "a", endpoint.model, tuple(r.request_id for r in requests), 1, 1, bs.PLANNED).row()]
-        )
-        asyncio.run(interrupted())
-        rows, _, _, _ = run(requests, endpoint, tmp_path)
-        served = sim_batches(sim)
-    assert served["files"] == 2 and served["created"] == {"a": 1} and len(rows) == 3
 
 
 def test_ledger_contract_is_described():
