@@ -13,8 +13,8 @@ from sim_dispatch import WEEK, sim_requests, simulator
 
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.llm import batch_state as bs
-from semtel_dagster.core.llm.batch import BatchRun, DeltaLedger, submit_batches
-from semtel_dagster.core.llm.batch_api import BatchApi
+from semtel_dagster.core.llm.batch import MAX_POLL_FAILURES, BatchRun, DeltaLedger, submit_batches
+from semtel_dagster.core.llm.batch_api import BatchApi, BatchApiError
 from semtel_dagster.core.llm.batch_files import batch_key, batch_line
 from semtel_dagster.core.llm.endpoints import Endpoint, ModelPrice
 from semtel_dagster.core.llm.requests import STATUS_OK
@@ -163,3 +163,15 @@ def test_a_step_cut_off_before_its_id_was_recorded_is_found_not_done_again(tmp_p
 def test_ledger_contract_is_described():
     assert set(tables.DESCRIPTIONS["llm_batches"]) == set(tables.LLM_BATCHES)
     assert delta.table_uri("/lake", "llm_batches").endswith("llm_batches")
+
+
+def test_a_batch_that_cannot_be_polled_is_tried_again_then_stops_the_run(tmp_path):
+    requests = sim_requests(2)
+    ledger = DeltaLedger(str(tmp_path / "llm_batches"), WEEK)
+    ids = tuple(r.request_id for r in requests)
+    ledger.append([bs.BatchRecord("k", WEEK, "a", "gpt-4o-mini", ids, 1, 1, bs.IN_PROGRESS, "file-x", "batch_gone").row()])
+    lines: list[str] = []
+    with simulator(sim_config()) as sim, pytest.raises(BatchApiError, match="HTTP 404"):
+        run_ = BatchRun([batch_endpoint(sim, poll_s=0.01)], DispatchSettings(), ledger, (), lines.append)
+        asyncio.run(submit_batches(requests, run_, lambda rows: None))
+    assert len([line for line in lines if "looking again next round" in line]) == MAX_POLL_FAILURES - 1

@@ -33,7 +33,7 @@ import polars as pl
 from semtel_dagster.core.classify.plan import WALL_SEQUENTIAL, dispatch_streaming, merge_stats
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.llm import batch_state as bs
-from semtel_dagster.core.llm.batch_api import BatchApi
+from semtel_dagster.core.llm.batch_api import BatchApi, BatchApiError
 from semtel_dagster.core.llm.batch_files import BatchFile, BatchLine, batch_key, batch_line, check_fits, joins, parse_results
 from semtel_dagster.core.llm.budget import Budget
 from semtel_dagster.core.llm.dispatch import Dispatcher, answer_row, usage_of
@@ -45,6 +45,7 @@ from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats, EndpointStats
 
 WriteRows = Callable[[list[dict]], None]
+MAX_POLL_FAILURES = 10
 
 
 class Ledger(Protocol):
@@ -127,6 +128,7 @@ class _Submitter:
         self.online: list[str] = []
         self.submitted: Counter[str] = Counter()  # batches each request went through (this run and earlier ones)
         self.refused: Counter[str] = Counter()  # ... of which refused whole for the enqueued-token limit (no try)
+        self.poll_failures: Counter[str] = Counter()
         self.answered = self.failed = 0
         self._held: LLMRequest | None = None
         self._stopped = False  # the budget is spent
@@ -239,6 +241,19 @@ class _Submitter:
         if record.status in bs.TERMINAL:
             await self._collect(record, batch)
 
+    async def _poll_tolerant(self, record: bs.BatchRecord) -> None:
+        """A poll that fails (the provider down for a while, within a batch's 24 hours) is tried at the
+        next round; ``MAX_POLL_FAILURES`` in a row stop the run (the ledger keeps the batch for a rerun)."""
+        try:
+            await self._poll(record)
+        except (BatchApiError, aiohttp.ClientError, TimeoutError) as exc:
+            self.poll_failures[record.batch_key] += 1
+            if self.poll_failures[record.batch_key] >= MAX_POLL_FAILURES:
+                raise
+            self.run.log(f"batch {record.batch_key} on {record.endpoint}: looking again next round ({type(exc).__name__}: {exc})")
+        else:
+            self.poll_failures.pop(record.batch_key, None)
+
     async def _collect(self, record: bs.BatchRecord, batch: dict) -> None:
         """Write a finished batch's answers; failed and unanswered items go on (new batch, online or error)."""
         api = self.apis[record.endpoint]
@@ -328,7 +343,7 @@ class _Submitter:
             if not self.open:
                 break
             for record in list(self.open.values()):
-                await self._poll(record)
+                await self._poll_tolerant(record)
             progress(Counter(r.status for r in self.open.values()), self.answered, self.failed)
             if self.open:
                 await asyncio.sleep(min(self.endpoints[r.endpoint].batch.poll_s for r in self.open.values()))
