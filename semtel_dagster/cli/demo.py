@@ -65,7 +65,7 @@ def demo_environment(home: Path, engine: str, environ: Mapping[str, str] | None 
     }
 
 
-def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars") -> dict:
+def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars", engagement: bool = False) -> dict:
     """Generate a week, run the weekly job for it through the instance and the code location, return the summary.
 
     The code location reads its resources from the environment set here, so this must run before
@@ -79,7 +79,7 @@ def run_demo(home: Path, week: dt.date, n: int, seed: int, engine: str = "polars
 
     started = time.monotonic()
     paths = home_paths(home.resolve())
-    write_week(paths["landing"], paths["truth"], week, n=n, seed=seed)
+    write_week(paths["landing"], paths["truth"], week, n=n, seed=seed, engagement=engagement)
     ensure_instance(paths["dagster"])  # an instance of its own, so `make dev` shows demo runs
     environment = demo_environment(home.resolve(), engine)
     os.environ.update(environment)
@@ -139,7 +139,7 @@ def _print_summary(summary: dict) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     week = parse_week(args.week) if args.week else last_complete_week()
-    summary = run_demo(Path(args.home), week, args.n, args.seed, args.engine)
+    summary = run_demo(Path(args.home), week, args.n, args.seed, args.engine, args.engagement)
     _print_summary(summary)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
@@ -153,6 +153,9 @@ def register(commands) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--home", default=str(DEFAULT_HOME), help="folder for landing files, lake and Dagster runs")
     demo.add_argument("--summary-json", help="also write the summary to this file")
+    demo.add_argument(
+        "--engagement", action="store_true", help="sample records carry synthetic engagement fields (the report's section)"
+    )
     demo.add_argument(
         "--engine",
         choices=["polars", "spark"],

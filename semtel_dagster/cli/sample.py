@@ -15,7 +15,7 @@ def _write(args: argparse.Namespace) -> int:
     home = home_paths(Path(args.home))
     landing = Path(args.landing) if args.landing else home["landing"]
     for week in args.weeks:
-        landing_file, truth_file = write_week(landing, home["truth"], parse_week(week), args.n, args.seed)
+        landing_file, truth_file = write_week(landing, home["truth"], parse_week(week), args.n, args.seed, args.engagement)
         print(f"{week}: {landing_file} (ground truth: {truth_file})")
     return 0
 
@@ -27,4 +27,5 @@ def register(commands) -> None:
     sample.add_argument("--seed", type=int, default=7)
     sample.add_argument("--home", default=str(DEFAULT_HOME))
     sample.add_argument("--landing", help="landing folder (default HOME/landing)")
+    sample.add_argument("--engagement", action="store_true", help="records carry synthetic engagement fields")
     sample.set_defaults(func=_write)

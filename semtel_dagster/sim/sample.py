@@ -581,11 +581,12 @@ class SampleWeek:
     malformed: int  # lines that ingest must reject
 
 
-def generate_week(week_start: dt.date, n: int = 400, seed: int = 7) -> SampleWeek:
-    """``n`` conversations (plus ~1% malformed lines when n >= 50) started inside ``week_start``."""
+def generate_week(week_start: dt.date, n: int = 400, seed: int = 7, engagement: bool = False) -> SampleWeek:
+    """``n`` conversations (plus ~1% malformed lines when n >= 50) started inside ``week_start``; with
+    ``engagement``, records also carry synthetic engagement fields (:func:`synthetic_engagement`)."""
     week_start = parse_week(week_start)
     rng = random.Random(seed ^ week_start.toordinal())
-    generated = list(_week_conversations(rng, week_start, n))
+    generated = list(_week_conversations(rng, week_start, n, seed if engagement else None))
     records = [json.dumps(c, ensure_ascii=False).encode() for c, _ in generated]
     bad = _malformed_lines(rng, week_start, n)
     for at, line in bad:
@@ -593,7 +594,9 @@ def generate_week(week_start: dt.date, n: int = 400, seed: int = 7) -> SampleWee
     return SampleWeek(records=records, truth=[labels for _, labels in generated], malformed=len(bad))
 
 
-def write_week(landing_dir: Path, truth_dir: Path, week_start: dt.date, n: int = 400, seed: int = 7) -> tuple[Path, Path]:
+def write_week(
+    landing_dir: Path, truth_dir: Path, week_start: dt.date, n: int = 400, seed: int = 7, engagement: bool = False
+) -> tuple[Path, Path]:
     """Write ``sample-<week>.jsonl`` (landing) and ``sample-<week>.truth.jsonl``; returns both paths.
 
     The lines of :func:`generate_week`, streamed: one conversation in memory at a time, so a week of a
@@ -610,7 +613,7 @@ def write_week(landing_dir: Path, truth_dir: Path, week_start: dt.date, n: int =
     conversations = truth_dir / f"{name}.conversations"
     rng = random.Random(seed ^ week_start.toordinal())
     with open(conversations, "wb") as records, open(truth, "w", encoding="utf-8") as labels:
-        for conversation, truth_row in _week_conversations(rng, week_start, n):
+        for conversation, truth_row in _week_conversations(rng, week_start, n, seed if engagement else None):
             records.write(json.dumps(conversation, ensure_ascii=False).encode() + b"\n")
             labels.write(json.dumps(truth_row) + "\n")
     bad = _malformed_lines(rng, week_start, n)
@@ -626,8 +629,11 @@ def write_week(landing_dir: Path, truth_dir: Path, week_start: dt.date, n: int =
     return landing, truth
 
 
-def _week_conversations(rng: random.Random, week_start: dt.date, n: int) -> Iterator[tuple[dict, dict]]:
-    """(landing record, truth) of each of the week's ``n`` conversations, in order."""
+def _week_conversations(
+    rng: random.Random, week_start: dt.date, n: int, engagement_seed: int | None = None
+) -> Iterator[tuple[dict, dict]]:
+    """(landing record, truth) of each of the week's ``n`` conversations, in order; engagement fields
+    when ``engagement_seed`` is set."""
     week_id = week_start.isoformat()
     start = dt.datetime.combine(week_start, dt.time(), dt.UTC)
     copied: list[tuple[list[dict], dict]] = []  # the first originals: duplicates copy these
@@ -647,7 +653,30 @@ def _week_conversations(rng: random.Random, week_start: dt.date, n: int) -> Iter
             if len(copied) < _COPIED_ORIGINALS:
                 copied.append((messages, labels))
         started = start + dt.timedelta(seconds=rng.randrange(int(WEEK.total_seconds())))
-        yield {"conversation_id": cid, "started_at": _iso(started), "messages": messages, "source": "sample"}, labels
+        record = {"conversation_id": cid, "started_at": _iso(started), "messages": messages, "source": "sample"}
+        if engagement_seed is not None:
+            record.update(synthetic_engagement(random.Random(f"{engagement_seed}:{cid}"), labels, len(messages)))
+        yield record, labels
+
+
+def synthetic_engagement(rng: random.Random, truth: dict, messages: int) -> dict:
+    """Made-up engagement signals for the demo, not measurements of anyone: weakly tied to the true
+    satisfaction (and the length to the number of messages), with most of the spread noise, and
+    feedback given on a minority of conversations only, as in real products.
+
+    Drawn from their own generator (``rng``), so turning them on leaves every other draw of the week,
+    and so its texts and labels, unchanged.
+    """
+    satisfied = (int(truth["satisfaction"]) - 3) / 2  # -1 .. 1
+    out: dict = {
+        "session_seconds": round(max(5.0, rng.lognormvariate(4.2, 0.8) + 25 * messages), 1),
+        "returned_next_week": rng.random() < 0.45 + 0.12 * satisfied,
+    }
+    if rng.random() < 0.4:
+        out["rating"] = float(min(5, max(1, round(3.3 + 0.8 * satisfied + rng.gauss(0, 1.1)))))
+    if rng.random() < 0.25:
+        out["thumbs_up"] = rng.random() < 0.6 + 0.25 * satisfied
+    return out
 
 
 def _malformed_lines(rng: random.Random, week_start: dt.date, n: int) -> list[tuple[int, bytes]]:

@@ -23,11 +23,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from semtel_dagster.core.lake.tables import ENGAGEMENT
+
 InputFormat = Literal["canonical", "sharegpt", "hh_rlhf", "oasst", "arena_hard", "openai", "table"]
 INPUT_FORMATS: tuple[str, ...] = ("canonical", "sharegpt", "hh_rlhf", "oasst", "arena_hard", "openai", "table")
 
+# Optional engagement signals carried through from any format's record (tables.ENGAGEMENT).
+ENGAGEMENT_FIELDS: tuple[str, ...] = tuple(ENGAGEMENT)
 # Canonical fields a table column mapping may name; messages can also be built from two text columns.
-MAPPABLE_FIELDS = ("conversation_id", "started_at", "messages", "source", "user", "assistant")
+MAPPABLE_FIELDS = ("conversation_id", "started_at", "messages", "source", "user", "assistant", *ENGAGEMENT_FIELDS)
 
 _SHAREGPT_ROLES = {
     "human": "user",
@@ -218,7 +222,7 @@ def from_table_row(row: Mapping[str, Any], mapping: Mapping[str, str]) -> dict:
             messages.append({"role": "assistant", "content": _text(col("assistant"))})
     else:
         raise AdapterError("table: neither a messages column nor a user column is present")
-    record = {"source": col("source")} if col("source") is not None else {}
+    record = {name: col(name) for name in ("source", *ENGAGEMENT_FIELDS) if col(name) is not None}
     return _canonical(col("conversation_id"), col("started_at"), messages, record)
 
 
@@ -241,4 +245,5 @@ def _canonical(cid: Any, started_at: Any, messages: list[dict], record: Mapping[
         out["started_at"] = started_at
     if isinstance(record.get("source"), str):
         out["source"] = record["source"]
+    out.update({name: record[name] for name in ENGAGEMENT_FIELDS if record.get(name) is not None})
     return out

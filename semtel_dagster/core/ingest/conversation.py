@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:
@@ -37,6 +37,11 @@ class Conversation(BaseModel):
     started_at: UtcDatetime
     messages: list[Message]
     source: str | None = None
+    # Optional engagement signals (tables.ENGAGEMENT): carried when a producer sends them, null otherwise.
+    rating: float | None = None
+    thumbs_up: bool | None = None
+    session_seconds: float | None = Field(default=None, ge=0)
+    returned_next_week: bool | None = None
 
     @field_validator("conversation_id")
     @classmethod

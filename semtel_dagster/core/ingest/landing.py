@@ -440,6 +440,7 @@ def _row(conv: Conversation, week: dt.date, source: str) -> dict:
         "messages": [{"role": m.role, "content": m.content} for m in conv.messages],
         "n_turns": len(conv.messages),
         "n_chars": sum(len(m.content) for m in conv.messages),
+        **{name: getattr(conv, name) for name in tables.ENGAGEMENT},
     }
 
 

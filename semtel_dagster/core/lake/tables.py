@@ -22,6 +22,17 @@ def schema(columns: Mapping[str, PolarsDataType]) -> pl.Schema:
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
+# Optional engagement signals a landing record may carry (core.ingest.conversation): nullable, and null
+# where a source sends none, so lakes and producers without them keep working unchanged.
+ENGAGEMENT = pl.Schema(
+    {
+        "rating": pl.Float64,
+        "thumbs_up": pl.Boolean,
+        "session_seconds": pl.Float64,
+        "returned_next_week": pl.Boolean,
+    }
+)
+
 CONVERSATIONS = schema(
     {
         "conversation_id": pl.String,
@@ -31,6 +42,7 @@ CONVERSATIONS = schema(
         "messages": pl.List(MESSAGE),
         "n_turns": pl.Int32,
         "n_chars": pl.Int64,
+        **ENGAGEMENT,
     }
 )
 
@@ -213,6 +225,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "messages": "Turns in order: role (user, assistant, system) and content",
         "n_turns": "Number of messages",
         "n_chars": "Characters over all messages",
+        "rating": "User's rating of the conversation, as the source sent it (null: none given)",
+        "thumbs_up": "True for a thumbs up, false for a thumbs down (null: no feedback)",
+        "session_seconds": "Length of the session in seconds (null: not sent)",
+        "returned_next_week": "Whether the user came back the following week (null: not known)",
     },
     "ingest_rejects": {
         "week_start": _WEEK,
@@ -334,7 +350,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
 
 
 def conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
-    """Select and cast ``df`` to ``schema``: missing columns are a bug, so they raise."""
+    """Select and cast ``df`` to ``schema``: missing columns are a bug, so they raise, except the optional
+    engagement columns, which are null where a frame was built without them."""
+    df = df.with_columns(
+        pl.lit(None, dtype).alias(name) for name, dtype in ENGAGEMENT.items() if name in schema and name not in df.columns
+    )
     missing = [name for name in schema if name not in df.columns]
     if missing:
         raise ValueError(f"missing columns {missing}; expected {list(schema)}")
