@@ -23,6 +23,7 @@ import warnings
 
 from dagster import BetaWarning, TimeWindowPartitionMapping, WeeklyPartitionsDefinition
 
+from semtel_dagster.core.insights import TREND_WEEKS
 from semtel_dagster.core.lake.weeks import parse_week
 
 FIRST_WEEK = os.environ.get("SEMTEL_FIRST_WEEK", "2025-01-06")
@@ -32,6 +33,8 @@ weekly_partitions = WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset
 # Steps that read earlier weeks (label reuse, embedding-classifier training, drift) read at most this
 # many; their settings are capped here so the declared dependency covers every week they can read.
 HISTORY_WEEKS = 4
+# The weekly report's trend window reads at most this many weeks of weekly_insights (its own included).
+REPORT_WEEKS = TREND_WEEKS
 
 
 def earlier_weeks(weeks: int = HISTORY_WEEKS, *, and_this_week: bool = False) -> TimeWindowPartitionMapping:

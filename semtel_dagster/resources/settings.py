@@ -14,7 +14,7 @@ from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
 from semtel_dagster.core.ingest.adapters import AdapterOptions, InputFormat
 from semtel_dagster.core.insights.aggregate import DEFAULT_PAIRS
 from semtel_dagster.core.prepare.truncate import TruncationConfig
-from semtel_dagster.partitions import HISTORY_WEEKS
+from semtel_dagster.partitions import HISTORY_WEEKS, REPORT_WEEKS
 
 
 class PipelineSettings(ConfigurableResource):
@@ -59,6 +59,12 @@ class PipelineSettings(ConfigurableResource):
         default_factory=lambda: [list(pair) for pair in DEFAULT_PAIRS],
         description="[classifier A, classifier B] pairs cross-tabulated in weekly_crosstabs; pairs with a classifier "
         "not run are skipped.",
+    )
+    report_weeks: int = Field(
+        default=REPORT_WEEKS,
+        ge=2,
+        le=REPORT_WEEKS,
+        description="Weeks of weekly_insights in the weekly report's trend charts, the report's week included.",
     )
     input_format: InputFormat = Field(default="canonical", description="Format of the landing files (core/adapters.py).")
     column_mapping: dict[str, str] | None = Field(
