@@ -90,3 +90,18 @@ def test_cli_rewrites_the_report_and_names_the_movers(lake, tmp_path):
         [sys.executable, "-m", "semtel_dagster.cli", "report", *args[:-4], "--week", "2026-10-05"], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "no rows for week 2026-10-05" in missing.stdout
+
+
+def test_every_week_the_report_reads_is_a_declared_dependency():
+    from dagster import AssetKey
+
+    from semtel_dagster.definitions import defs
+    from semtel_dagster.partitions import REPORT_WEEKS
+
+    graph = defs.get_repository_def().asset_graph
+    parents = graph.get_parents_partitions(AssetKey("weekly_report"), WEEKS[-1].isoformat()).parent_partitions
+    read = {(p.asset_key.to_user_string(), p.partition_key) for p in parents}
+    insights = {week for name, week in read if name == "weekly_insights"}
+    assert insights == {(WEEKS[-1] - dt.timedelta(weeks=k)).isoformat() for k in range(REPORT_WEEKS)}
+    for table in ("classifications", "weekly_crosstabs", "llm_responses", "classification_rejects", "conversations"):
+        assert (table, WEEKS[-1].isoformat()) in read
