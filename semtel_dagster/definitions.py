@@ -17,6 +17,7 @@ from semtel_dagster.assets.evaluation import classifier_evaluation
 from semtel_dagster.assets.ingest import ingest
 from semtel_dagster.assets.parse import parse_clean
 from semtel_dagster.assets.report import weekly_report_asset
+from semtel_dagster.assets.taxonomy import taxonomy_draft, taxonomy_sample, taxonomy_summaries
 from semtel_dagster.assets.truncate import conversations_truncated
 from semtel_dagster.checks.stage_checks import QUALITY_CHECKS, STAGE_GATES
 from semtel_dagster.partitions import weekly_partitions
@@ -62,7 +63,7 @@ def build_definitions(
 ) -> Definitions:
     """Definitions with the given resources (defaults: environment variables, then embedded defaults)."""
     return Definitions(
-        assets=STAGE_ASSETS + [weekly_report_asset, classifier_evaluation],
+        assets=STAGE_ASSETS + [weekly_report_asset, classifier_evaluation, taxonomy_sample, taxonomy_summaries, taxonomy_draft],
         asset_checks=STAGE_GATES + QUALITY_CHECKS,
         jobs=[weekly_job],
         schedules=[weekly_schedule],

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from semtel_dagster.cli import classify, demo, endpoints, eval, report, sample, sim
+from semtel_dagster.cli import classify, demo, endpoints, eval, report, sample, sim, taxonomy
 
-SUBCOMMANDS = [demo, sim, sample, eval, classify, endpoints, report]
+SUBCOMMANDS = [demo, sim, sample, eval, classify, endpoints, report, taxonomy]
 
 
 def build_parser() -> argparse.ArgumentParser:

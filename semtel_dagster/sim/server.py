@@ -43,6 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
+from semtel_dagster.sim import taxonomy
 from semtel_dagster.sim.anomalies import misbehave
 from semtel_dagster.sim.batches import BatchService
 from semtel_dagster.sim.config import SimConfig, SimEndpointConfig
@@ -540,7 +541,11 @@ async def _serve_serially(st: EndpointState, request: web.Request, delay: float)
 
 def produce_answer(cfg: SimEndpointConfig, body: dict, raw: bytes) -> tuple[str, str]:
     """The answer text and its finish_reason: the one place answer content (and its anomalies) is made."""
-    content = answer_content(body["messages"], body.get("response_format"))
+    task = taxonomy.task_of(body.get("response_format"))
+    if task is not None:
+        content = json.dumps(taxonomy.answer(task, body["messages"]))
+    else:
+        content = answer_content(body["messages"], body.get("response_format"))
     content, anomaly = misbehave(content, cfg.anomaly_rate, cfg.anomalies, cfg.seed, raw.decode("utf-8", "replace"))
     return content, "length" if anomaly == "truncated" else "stop"
 
