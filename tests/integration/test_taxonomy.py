@@ -78,7 +78,9 @@ def test_cli_draft_resumes_then_classifies_a_week_through_dagster(tmp_path, caps
                 "endpoint_pool": EndpointPoolResource(endpoints_file="sim"),
                 "embedder": defs.resources["embedder"],
             },
-            run_config={"ops": {name: {"config": config} for name in ("taxonomy_sample", "taxonomy_summaries", "taxonomy_draft")}},
+            run_config={
+                "ops": {name: {"config": config} for name in ("taxonomy_sample", "taxonomy_summaries", "taxonomy_draft")}
+            },
         )
         assert result.success
     from_lake = load_classifier(tmp_path / "assets" / "from_lake.prompty")

@@ -132,12 +132,17 @@ def default_prompts_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "prompts"
 
 
-def load_classifier(path: Path) -> Classifier:
+def load_agent(path: Path) -> tuple[bytes, Any]:
+    """(the file's bytes, its Prompty agent); a file Prompty refuses is a ``PromptError`` naming it."""
     raw = path.read_bytes()
     try:
-        agent = prompty.load(str(path))
+        return raw, prompty.load(str(path))
     except Exception as exc:  # prompty raises plain ValueErrors naming the field
         raise PromptError(f"{path}: {exc}") from exc
+
+
+def load_classifier(path: Path) -> Classifier:
+    raw, agent = load_agent(path)
     outputs = _output_schemas(path, agent.outputs)
     labels = list(outputs[LABEL_OUTPUT]["enum"])
     metadata = agent.metadata or {}

@@ -31,8 +31,8 @@ def kmeans(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 def cluster_taxonomy(
     summaries: pl.DataFrame, embed: Embed, k: int, prompt: TaskPrompt, ask: Ask, seed: int
-) -> tuple[Evolution, list[str]]:
-    """(the named clusters as an ``Evolution`` of one round, the label of each summary in order)."""
+) -> tuple[Evolution, dict[str, str]]:
+    """(the named clusters as an ``Evolution`` of one round, each summarized conversation's cluster label)."""
     from semtel_dagster.core.taxonomy.asking import ANSWERS_WEEK
 
     vectors = embed(summaries.get_column("summary").to_list())
@@ -64,4 +64,5 @@ def cluster_taxonomy(
             {"from": [f"cluster_{c}" for c in members], "into": name} for name, members in groups.items() if len(members) > 1
         ],
     )
-    return evolution, [slug(named[c].name) for c in assigned]
+    ids = summaries.get_column("conversation_id").to_list()
+    return evolution, {cid: slug(named[c].name) for cid, c in zip(ids, assigned)}

@@ -65,7 +65,7 @@ class Discovery:
     totals: dict = field(default_factory=dict)  # dispatch totals of discovery (DispatchStats.as_dict())
     resumed: int = 0
     budget_reached: bool = False
-    assignments: list[str] | None = None  # clusters: the label of each summary
+    assignments: dict[str, str] | None = None  # clusters: each summarized conversation's cluster label
 
 
 def sample(conversations: pl.DataFrame, config: DiscoveryConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -91,7 +91,7 @@ def labels(
     asker: Asker,
     prompts: dict[str, TaskPrompt],
     embed: Callable[[], Embed] | None = None,
-) -> tuple[Evolution, list[str] | None]:
+) -> tuple[Evolution, dict[str, str] | None]:
     """The label set by the configured method, and (clusters) each summary's cluster label."""
     if not summarized.height:
         raise ValueError("no summaries to discover labels from (every summarize request failed or was not sent)")
@@ -157,7 +157,7 @@ def finish(
     sampled: pl.DataFrame,
     summarized: pl.DataFrame,
     evolution: Evolution,
-    assignments: list[str] | None,
+    assignments: dict[str, str] | None,
     held: pl.DataFrame,
     asker: Asker,
     out: Path,

@@ -18,7 +18,7 @@ from typing import Any
 
 import prompty
 
-from semtel_dagster.core.classify.prompts import PromptError, default_prompts_dir
+from semtel_dagster.core.classify.prompts import PromptError, default_prompts_dir, load_agent
 from semtel_dagster.core.llm.requests import LLMRequest, request_id
 from semtel_dagster.core.prepare.tokens import count_tokens
 
@@ -104,11 +104,7 @@ class TaskPrompt:
 
 
 def load_task(path: Path) -> TaskPrompt:
-    raw = path.read_bytes()
-    try:
-        agent = prompty.load(str(path))
-    except Exception as exc:  # prompty raises plain ValueErrors naming the field
-        raise PromptError(f"{path}: {exc}") from exc
+    raw, agent = load_agent(path)
     task = str((agent.metadata or {}).get("task") or "")
     if task not in TASKS:
         raise PromptError(f"{path}: metadata.task must be one of {TASKS}, got {task!r}")
