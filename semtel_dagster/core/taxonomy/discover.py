@@ -16,8 +16,7 @@ from typing import Literal
 import polars as pl
 
 from semtel_dagster.core.llm.endpoints import Endpoint
-from semtel_dagster.core.prepare.scrub import scrub_messages
-from semtel_dagster.core.prepare.truncate import TruncationConfig, truncate_conversations
+from semtel_dagster.core.prepare.truncate import TruncationConfig
 from semtel_dagster.core.taxonomy.asking import Asker
 from semtel_dagster.core.taxonomy.clusters import Embed, cluster_taxonomy
 from semtel_dagster.core.taxonomy.draft import write_draft
@@ -74,10 +73,12 @@ def sample(conversations: pl.DataFrame, config: DiscoveryConfig) -> tuple[pl.Dat
 
 
 def transcripts(conversations: pl.DataFrame, config: DiscoveryConfig) -> pl.DataFrame:
-    """The transcripts that are sent: scrubbed of PII first (as the pipeline does), then cut to the budget."""
-    if config.scrub_pii:
-        conversations, _ = scrub_messages(conversations)
-    return truncate_conversations(conversations, TruncationConfig(max_tokens=config.max_transcript_tokens))
+    """The transcripts that are sent, made as the pipeline's truncate stage makes them: scrubbed of PII,
+    then cut to the budget (head and tail kept)."""
+    from semtel_dagster.engines.pipeline import scrubbed_truncation
+
+    config_cut = TruncationConfig(max_tokens=config.max_transcript_tokens)
+    return scrubbed_truncation(conversations, config=config_cut, scrub_pii=config.scrub_pii)
 
 
 def summaries(sampled: pl.DataFrame, config: DiscoveryConfig, asker: Asker, prompts: dict[str, TaskPrompt]) -> pl.DataFrame:
