@@ -19,7 +19,7 @@ from semtel_dagster.core.classify.answering import Calls, logged_send
 from semtel_dagster.core.classify.plan import WALL_SEQUENTIAL, ClassifyPlan, answered_request_ids, merge_stats
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.core.llm.dispatch import Dispatcher
-from semtel_dagster.core.llm.requests import LLMRequest
+from semtel_dagster.core.llm.requests import STATUS_OK, LLMRequest
 from semtel_dagster.core.llm.settings import DispatchSettings
 from semtel_dagster.core.llm.stats import DispatchStats
 
@@ -81,7 +81,9 @@ class Asker:
         return self._answers
 
     def _write(self, batch: list[dict]) -> None:
-        self._known().update({row["request_id"]: row["raw_text"] for row in batch if row["status"] == "ok" and row["raw_text"]})
+        self._known().update(
+            {row["request_id"]: row["raw_text"] for row in batch if row["status"] == STATUS_OK and row["raw_text"]}
+        )
         if self.store:
             delta.append(self.store, pl.DataFrame(batch, schema=tables.LLM_RESPONSES), tables.LLM_RESPONSES)
 
