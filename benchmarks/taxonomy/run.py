@@ -31,9 +31,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from semtel_dagster.core.classify.answering import Calls
 from semtel_dagster.core.evaluation.experiment import sample_week
 from semtel_dagster.core.ingest.landing import read_landing
+from semtel_dagster.core.lake import delta
 from semtel_dagster.core.llm.endpoints import load_endpoints
 from semtel_dagster.core.taxonomy.asking import Asker
 from semtel_dagster.core.taxonomy.discover import DiscoveryConfig, discover
+from semtel_dagster.core.taxonomy.labels import slug
 from semtel_dagster.resources import EmbedderResource
 from semtel_dagster.resources.endpoint_pool import EMBEDDED_SIMULATOR, simulator_endpoints
 from semtel_dagster.sim import SimulatorThread
@@ -41,6 +43,7 @@ from semtel_dagster.sim import SimulatorThread
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SEMTEL_SHARED_DATA", HERE.parents[2] / "shared" / "data"))
 WEEK = dt.date(2026, 11, 16)
+WORK = Path(os.environ.get("SEMTEL_BENCH_WORK", ".semtel/benchmarks/taxonomy"))  # answers kept: a rerun resumes
 _MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 
 
@@ -101,7 +104,8 @@ def run_one(
     embedder = EmbedderResource().factory() if config.method == "clusters" else None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="semtel-taxonomy-bench-") as folder:
-        asker = Asker(calls)
+        store = delta.table_uri(str(WORK), f"{name}-{config.method}-{config.n}-{slug(answered_by)}")
+        asker = Asker(calls, store=store, log=lambda line: print(line, flush=True))
         result = discover(
             conversations, config, asker, Path(folder) / f"{name}.prompty", input_name=name,
             embed=(lambda: embedder().embed) if embedder else None,
