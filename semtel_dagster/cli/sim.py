@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         endpoints_yaml=args.config,
         model=args.model,
+        labeler=args.labeler,
     )
     return 0
 
@@ -31,5 +32,11 @@ def register(commands) -> None:
     serve.add_argument("--rpm", type=int, help="requests per minute, unlimited if unset")
     serve.add_argument("--latency-ms", type=float, help="base latency per answer")
     serve.add_argument("--model", help="model name the endpoint serves")
+    serve.add_argument(
+        "--labeler",
+        choices=["keyword", "embedding"],
+        help="keyword (default): words of the label definitions; embedding: nearest definition by sentence "
+        "embedding with calibrated noise (needs the 'embeddings' extra)",
+    )
     serve.add_argument("--config", help="YAML with several simulated endpoints (overrides the flags)")
     serve.set_defaults(func=_serve)

@@ -255,7 +255,7 @@ class BatchService:
             else:
                 body = line["body"]
                 raw = json.dumps(body).encode()
-                content, finish = produce_answer(st.cfg, body, raw)
+                content, finish = produce_answer(st.cfg, body, raw, self.sim.choosers[st.cfg.name])
                 content, finish, n_completion = cut_answer(content, finish, int(body.get("max_tokens") or 256))
                 completion = chat_completion(st.cfg.model, content, finish, prompt_tokens(body["messages"]), n_completion)
                 outputs.append(

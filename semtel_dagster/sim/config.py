@@ -99,6 +99,18 @@ class SimEndpointConfig(BaseModel):
     anomaly_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="share of answers with one format anomaly")
     anomalies: list[AnomalyKind] | None = Field(default=None, description="anomaly kinds to draw from; None = all")
     batch: SimBatchConfig = Field(default_factory=SimBatchConfig)
+    labeler: Literal["keyword", "embedding"] = Field(
+        default="keyword",
+        description="how answers are chosen: keyword = words of the label definitions (base install; the sample "
+        "generator writes with those words, so it flatters generated data); embedding = the nearest definition by "
+        "sentence embedding with noise calibrated against a real model (needs the 'embeddings' extra)",
+    )
+    noise_scale: float | None = Field(
+        default=None, ge=0.0, description="embedding labeler: one noise scale for every classifier (0 = the nearest definition)"
+    )
+    calibration: str | None = Field(
+        default=None, description="embedding labeler: per-classifier noise scales (JSON); None = sim/calibration.json"
+    )
 
     @field_validator("name")
     @classmethod

@@ -3,6 +3,8 @@
 This is *not* a model: it is a small bag-of-words matcher that lets the
 simulator answer classifier prompts with plausible, reproducible labels, using
 only the request itself (system prompt + user messages + ``response_format``).
+The request parsing here is shared with the embedding labeler
+(:mod:`.embedding_labeler`), which decides by a :data:`Chooser` of its own.
 
 * Label set: ``response_format.json_schema.schema.properties.label.enum`` if
   present, else the labels of the ``- <label>: <definition>`` lines of the
@@ -16,6 +18,10 @@ only the request itself (system prompt + user messages + ``response_format``).
   matches: ``other`` if present, else the median of all-numeric labels, else
   the first label.
 
+The keyword labeler (the base install's default) matches the words of the
+label definitions, and the sample generator writes its conversations with those
+words: on generated data it agrees with the generator's truth by construction.
+
 All functions are pure; parsed definitions and IDF tables are LRU-cached per
 system-prompt text.
 """
@@ -26,7 +32,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -409,20 +415,27 @@ def conversation_text(user_texts: Iterable[str]) -> str:
     return "\n".join(picked) if picked else "\n".join(texts)
 
 
-def weighted_terms(conversation: str, assistant_weight: float = ASSISTANT_WEIGHT) -> dict[str, float]:
-    """Term weights of a transcript: ``User:`` turns count 1.0, ``Assistant:`` turns ``assistant_weight``.
-
-    Continuation lines inherit the role of the last turn marker; text before any marker counts as user.
-    """
-    counts: dict[str, float] = {}
-    weight = USER_WEIGHT
+def turns(conversation: str) -> list[tuple[bool, str]]:
+    """``(is_user, text)`` per turn of a transcript: a line starting ``User:`` / ``Assistant:`` (and the
+    like) opens a turn, continuation lines belong to it, and text before any marker counts as user."""
+    out: list[tuple[bool, list[str]]] = []
     for line in conversation.splitlines():
         m = _TURN_RE.match(line)
         if m:
-            role = m.group(1).lower()
-            weight = USER_WEIGHT if role in ("user", "human", "customer") else assistant_weight
-            line = m.group(2)
-        for tok in tokenize(line):
+            out.append((m.group(1).lower() in ("user", "human", "customer"), [m.group(2)]))
+        elif out:
+            out[-1][1].append(line)
+        else:
+            out.append((True, [line]))
+    return [(is_user, "\n".join(lines)) for is_user, lines in out]
+
+
+def weighted_terms(conversation: str, assistant_weight: float = ASSISTANT_WEIGHT) -> dict[str, float]:
+    """Term weights of a transcript: ``User:`` turns count 1.0, ``Assistant:`` turns ``assistant_weight``."""
+    counts: dict[str, float] = {}
+    for is_user, text in turns(conversation):
+        weight = USER_WEIGHT if is_user else assistant_weight
+        for tok in tokenize(text):
             counts[tok] = counts.get(tok, 0.0) + weight
     # sublinear term frequency: repetition helps, but not linearly
     return {t: (1.0 + math.log(c)) if c > 1.0 else c for t, c in counts.items()}
@@ -513,7 +526,31 @@ def split_messages(messages: Sequence[Any]) -> tuple[str, list[str]]:
     return "\n".join(system), user
 
 
-def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[str, Any]:
+# (classifier name or None, [(label, definition)], conversation) -> the label: how a labeler decides
+Chooser = Callable[[str | None, Sequence[tuple[str, str]], str], str]
+
+
+@lru_cache(maxsize=64)
+def _terms(conversation: str) -> dict[str, float]:
+    """``weighted_terms`` once per transcript: a multi-classifier request scores it for every classifier."""
+    return weighted_terms(conversation)
+
+
+def keyword_choice(classifier: str | None, definitions: Sequence[tuple[str, str]], conversation: str) -> str:
+    """The keyword labeler as a :data:`Chooser` (the classifier's name plays no part)."""
+    return choose_label(definitions, _terms(conversation))
+
+
+def classifier_name(response_format: Any) -> str | None:
+    """The classifier a request is for, from its schema's name (``intent_label``, ``intent_labels``)."""
+    js = response_format.get("json_schema") if isinstance(response_format, Mapping) else None
+    name = js.get("name") if isinstance(js, Mapping) else None
+    if not isinstance(name, str):
+        return None
+    return re.sub(r"_labels?$", "", name) or None
+
+
+def label_request(messages: Sequence[Any], response_format: Any = None, choose: Chooser = keyword_choice) -> dict[str, Any]:
     """The answer object for a classifier request, e.g. ``{"label": "3"}``.
 
     Batched multi-classifier schemas (several enum properties) get one label per enum property,
@@ -522,19 +559,18 @@ def label_request(messages: Sequence[Any], response_format: Any = None) -> dict[
     system, users = split_messages(messages)
     text = conversation_text(users)
     schema = response_schema(response_format)
+    name = classifier_name(response_format)
     blocks = conversation_blocks(text)
     if blocks:
-        return {"answers": label_blocks(system, blocks, batch_item_labels(schema))}
-    terms = weighted_terms(text)
+        return {"answers": label_blocks(system, blocks, batch_item_labels(schema), name, choose)}
     enums = schema_enums(schema) or text_enums(system)
     if not enums:
-        defs = definitions_for(system)
-        return {"label": choose_label(defs, terms)}
+        return {"label": choose(name, definitions_for(system), text)}
     out: dict[str, Any] = {}
     multi = len(enums) > 1
     for prop, labels in enums.items():
         defs = definitions_for(system, labels, heading=prop if multi else None)
-        out[prop] = choose_label(defs, terms)
+        out[prop] = choose(prop if multi else name, defs, text)
     # required non-enum string properties get an empty string so strict parsers accept the answer
     props = schema.get("properties", {}) if schema else {}
     for req in (schema.get("required") or []) if schema else []:
@@ -568,10 +604,16 @@ def batch_item_labels(schema: Mapping[str, Any] | None) -> list[str] | None:
     return schema_enums(items).get("label") if isinstance(items, Mapping) else None
 
 
-def label_blocks(system: str, blocks: Sequence[tuple[str, str]], labels: Sequence[str] | None) -> list[dict[str, str]]:
+def label_blocks(
+    system: str,
+    blocks: Sequence[tuple[str, str]],
+    labels: Sequence[str] | None,
+    classifier: str | None = None,
+    choose: Chooser = keyword_choice,
+) -> list[dict[str, str]]:
     """One ``{id, label}`` per conversation block (ids out), each labeled on its own."""
     defs = definitions_for(system, labels) if labels else definitions_for(system)
-    return [{"id": cid, "label": choose_label(defs, weighted_terms(block))} for cid, block in blocks]
+    return [{"id": cid, "label": choose(classifier, defs, block)} for cid, block in blocks]
 
 
 def text_enums(system: str) -> dict[str, list[str]]:
@@ -591,6 +633,6 @@ def text_enums(system: str) -> dict[str, list[str]]:
     return out
 
 
-def answer_content(messages: Sequence[Any], response_format: Any = None) -> str:
+def answer_content(messages: Sequence[Any], response_format: Any = None, choose: Chooser = keyword_choice) -> str:
     """The assistant message content: ``json.dumps`` of :func:`label_request`."""
-    return json.dumps(label_request(messages, response_format))
+    return json.dumps(label_request(messages, response_format, choose))

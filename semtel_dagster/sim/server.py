@@ -1,8 +1,10 @@
 """Local OpenAI-compatible LLM endpoint **simulator** (a real HTTP server, not a provider).
 
 Stands in for Azure OpenAI / OpenAI / vLLM deployments in the demo, tests and
-benchmarks.  Answers are deterministic labels chosen by
-:mod:`semtel_dagster.sim.labeler` from the request alone; token counts use
+benchmarks.  Answers are deterministic labels chosen from the request alone, per
+endpoint by :mod:`semtel_dagster.sim.labeler` (keywords of the label definitions)
+or :mod:`semtel_dagster.sim.embedding_labeler` (nearest definition by sentence
+embedding, with calibrated noise); token counts use
 tiktoken ``cl100k_base`` (offline copy); rate limits are counted like Azure
 OpenAI: per endpoint, each request charged ``prompt_tokens + max_tokens``
 (default 256) against TPM and 1 against RPM on arrival, the per-minute limits
@@ -39,7 +41,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -48,7 +50,10 @@ from semtel_dagster.sim.anomalies import misbehave
 from semtel_dagster.sim.batches import BatchService
 from semtel_dagster.sim.config import SimConfig, SimEndpointConfig
 from semtel_dagster.sim.embeddings import embeddings
-from semtel_dagster.sim.labeler import answer_content, message_text
+from semtel_dagster.sim.labeler import Chooser, answer_content, keyword_choice, message_text
+
+if TYPE_CHECKING:
+    from semtel_dagster.core.prepare.embeddings import Embedder
 
 WINDOW_S = 60.0
 SIM_APP_KEY: web.AppKey[SimApp] = web.AppKey("semtel_sim_app")
@@ -337,12 +342,29 @@ def _error(status: int, message: str, typ: str, code: str | None = None, headers
     return web.json_response(body, status=status, headers=headers)
 
 
+def choosers(config: SimConfig, embedder: Embedder | None = None) -> dict[str, Chooser]:
+    """Each endpoint's labeler; the embedding model is loaded once, and only when an endpoint asks for it
+    (``embedder``: one already loaded, e.g. with a cache of its own)."""
+    from semtel_dagster.sim.embedding_labeler import EmbeddingLabeler, load_calibration
+
+    out: dict[str, Chooser] = {}
+    labeler: EmbeddingLabeler | None = None
+    for e in config.endpoints:
+        if e.labeler == "keyword":
+            out[e.name] = keyword_choice
+            continue
+        labeler = labeler or EmbeddingLabeler(embedder)
+        out[e.name] = labeler.chooser(load_calibration(e.calibration), e.noise_scale)
+    return out
+
+
 class SimApp:
     """The aiohttp application of the simulator (one per server)."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, embedder: Embedder | None = None) -> None:
         self.config = config
         self.states = {e.name: EndpointState(e) for e in config.endpoints}
+        self.choosers = choosers(config, embedder)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         r = self.app.router
         r.add_get("/v1/models", self.models)
@@ -503,7 +525,7 @@ class SimApp:
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
-            content, finish = produce_answer(st.cfg, body, raw)
+            content, finish = produce_answer(st.cfg, body, raw, self.choosers[st.cfg.name])
             content, finish, n_completion = cut_answer(content, finish, min(max_tokens, 3) if fault == "length" else max_tokens)
             delay = st.latency_s(n_completion, n_prompt)
             if st.cfg.serial:  # shielded: a client that leaves does not stop the work, as on llama-cpp-python
@@ -539,13 +561,13 @@ async def _serve_serially(st: EndpointState, request: web.Request, delay: float)
         st.abandoned += 1
 
 
-def produce_answer(cfg: SimEndpointConfig, body: dict, raw: bytes) -> tuple[str, str]:
+def produce_answer(cfg: SimEndpointConfig, body: dict, raw: bytes, choose: Chooser = keyword_choice) -> tuple[str, str]:
     """The answer text and its finish_reason: the one place answer content (and its anomalies) is made."""
     task = taxonomy.task_of(body.get("response_format"))
     if task is not None:
         content = json.dumps(taxonomy.answer(task, body["messages"]))
     else:
-        content = answer_content(body["messages"], body.get("response_format"))
+        content = answer_content(body["messages"], body.get("response_format"), choose)
     content, anomaly = misbehave(content, cfg.anomaly_rate, cfg.anomalies, cfg.seed, raw.decode("utf-8", "replace"))
     return content, "length" if anomaly == "truncated" else "stop"
 
@@ -578,18 +600,18 @@ def chat_completion(model: str, content: str, finish: str, n_prompt: int, n_comp
     }
 
 
-def build_app(config: SimConfig) -> web.Application:
+def build_app(config: SimConfig, embedder: Embedder | None = None) -> web.Application:
     """The simulator's aiohttp application (``app[SIM_APP_KEY]`` is the :class:`SimApp`)."""
-    return SimApp(config).app
+    return SimApp(config, embedder).app
 
 
-async def serve(config: SimConfig) -> tuple[web.AppRunner, list[int]]:
+async def serve(config: SimConfig, embedder: Embedder | None = None) -> tuple[web.AppRunner, list[int]]:
     """Start the simulator in the running event loop; return ``(runner, bound ports)``.
 
     Stop it with ``await runner.cleanup()``.
     """
-    _encoding()  # load once, before the first request
-    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    _encoding()  # load once, before the first request (the embedding model too, in build_app)
+    runner = web.AppRunner(build_app(config, embedder), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()
@@ -618,9 +640,12 @@ class SimulatorThread:
     ...     client = openai.OpenAI(base_url=sim.base_url(), api_key="x")
     """
 
-    def __init__(self, config: SimConfig | None = None, *, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self, config: SimConfig | None = None, *, startup_timeout: float = 120.0, embedder: Embedder | None = None
+    ) -> None:
         self.config = config or SimConfig()
-        self.startup_timeout = startup_timeout
+        self.startup_timeout = startup_timeout  # loading the embedding model takes 10-30 s on a busy machine
+        self.embedder = embedder
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -647,7 +672,7 @@ class SimulatorThread:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             try:
-                runner, ports = await serve(self.config)
+                runner, ports = await serve(self.config, self.embedder)
             except BaseException as exc:
                 self._error = exc
                 self._ready.set()
@@ -715,7 +740,7 @@ async def _serve_until_cancelled(config: SimConfig, announce: bool = True) -> No
             host = _client_host(config.host)
             print(f"semtel LLM endpoint simulator listening on http://{host}:{port}", flush=True)
             for e in config.endpoints:
-                lim = f"tpm={e.tpm or 'inf'} rpm={e.rpm or 'inf'} latency={e.latency_ms:g}ms"
+                lim = f"tpm={e.tpm or 'inf'} rpm={e.rpm or 'inf'} latency={e.latency_ms:g}ms labeler={e.labeler}"
                 print(f"  {e.name:<16} model={e.model:<20} {lim}  base_url=http://{host}:{port}/{e.name}/v1", flush=True)
             if len(config.endpoints) == 1:
                 print(f"  (also served at base_url=http://{host}:{port}/v1)", flush=True)
@@ -745,6 +770,7 @@ def make_config(
     latency_per_token_ms: float | None = None,
     jitter: float | None = None,
     seed: int | None = None,
+    labeler: str | None = None,
 ) -> SimConfig:
     """Build a :class:`SimConfig` from CLI-style options.
 
@@ -762,6 +788,7 @@ def make_config(
             latency_per_token_ms=latency_per_token_ms,
             jitter=jitter,
             seed=seed,
+            labeler=labeler,
         ).items()
         if v is not None
     }

