@@ -10,15 +10,18 @@ come from the environment only.
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from semtel_dagster.core.classify.answering import Calls
+from semtel_dagster.core.evaluation.experiment import EndpointChoice
 from semtel_dagster.core.llm.endpoints import Endpoint, EndpointsFileError, ModelPrice, SimEndpoint, load_endpoints
 from semtel_dagster.core.llm.settings import DispatchSettings
+from semtel_dagster.core.prepare.embeddings import Embedder, LocalEmbedder, OnceEmbedder
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
+from semtel_dagster.sim.embedding_labeler import LABELER_FEATURE
 
 # Two simulated deployments with different quotas, like a large and a small regional deployment.
 EMBEDDED_SIMULATOR = SimConfig(
@@ -51,13 +54,49 @@ def simulator_endpoints(simulator: SimulatorThread, config: SimConfig = EMBEDDED
     ]
 
 
+class SimulatedPools:
+    """Embedded simulators started on demand (on ``stack``), one per labeler and noise scale, for
+    evaluations that compare labelers; ``updates`` apply to every simulated endpoint (anomaly rate,
+    latency). Embedding labelers share one model (``embedder``, else the local model loaded on first
+    use), and each text is embedded once."""
+
+    def __init__(self, stack: ExitStack, embedder: Embedder | None = None, **updates: Any) -> None:
+        self._stack, self._updates = stack, updates
+        self._pools: dict[tuple[str, float | None], list[Endpoint]] = {}
+        self._embedder = embedder
+
+    def endpoints(self, labeler: str = "keyword", noise_scale: float | None = None) -> list[Endpoint]:
+        key = (labeler, noise_scale)
+        if key not in self._pools:
+            update = {**self._updates, "labeler": labeler, "noise_scale": noise_scale}
+            config = SimConfig(
+                endpoints=[SimEndpointConfig.model_validate({**e.model_dump(), **update}) for e in EMBEDDED_SIMULATOR.endpoints]
+            )
+            if labeler == "embedding" and self._embedder is None:
+                self._embedder = OnceEmbedder(LocalEmbedder(progress=False, feature=LABELER_FEATURE))
+            embedder = self._embedder if labeler == "embedding" else None
+            self._pools[key] = simulator_endpoints(self._stack.enter_context(SimulatorThread(config, embedder=embedder)), config)
+        return self._pools[key]
+
+    def for_choice(self, choice: EndpointChoice, default: list[Endpoint] | None = None) -> list[Endpoint]:
+        """An evaluated configuration's endpoints: its file, a simulator with its labeler, else
+        ``default`` (when given) or the embedded keyword simulator."""
+        if choice.file:
+            return load_endpoints(choice.file).endpoints
+        if choice.simulated or default is None:
+            return self.endpoints(choice.labeler or "keyword", choice.noise_scale)
+        return default
+
+
 def start_simulated(endpoints: list[Endpoint], stack: ExitStack) -> list[Endpoint]:
     """``kind: sim`` entries without a ``base_url`` pointed at a simulator started for the run (on
-    ``stack``), serving each with its declared model and quotas; every other entry as it is."""
+    ``stack``), serving each with its declared model, quotas and labeler; every other entry as it is."""
     wanted = [e for e in endpoints if isinstance(e, SimEndpoint) and e.base_url is None]
     if not wanted:
         return endpoints
-    config = SimConfig(endpoints=[SimEndpointConfig(name=e.name, model=e.model, tpm=e.tpm, rpm=e.rpm) for e in wanted])
+    config = SimConfig(
+        endpoints=[SimEndpointConfig(name=e.name, model=e.model, tpm=e.tpm, rpm=e.rpm, labeler=e.labeler) for e in wanted]
+    )
     simulator = stack.enter_context(SimulatorThread(config))
     started = {e.name: e.model_copy(update={"base_url": simulator.base_url(e.name)}) for e in wanted}
     return [started.get(e.name, e) for e in endpoints]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
 
+from benchmarks.real_model.data import DATA
 from semtel_dagster.cli.eval import run_eval
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
@@ -18,7 +18,6 @@ from semtel_dagster.sim.sample import write_week
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 WEEK = dt.date(2026, 11, 16)
 
 
@@ -58,8 +57,10 @@ def test_multi_conversation_week_through_dagster(tmp_path):
 def test_eval_command_writes_report_with_golden_scores(tmp_path):
     args = argparse.Namespace(
         a="name=single,strategy=single",
-        b="name=combined,strategy=multi_classifier",
+        b=["name=combined,strategy=multi_classifier", "name=embedding,labeler=embedding,classifiers=topic+intent"],
+        sample="generated",
         n=24,
+        max_chars=None,
         seed=3,
         golden="mt_bench,clinc150",
         golden_n=30,
@@ -70,13 +71,47 @@ def test_eval_command_writes_report_with_golden_scores(tmp_path):
     report = run_eval(args)
     text = report.read_text()
     assert "Cohen's kappa" in text and "Golden set `mt_bench`" in text and "Golden set `clinc150`" in text
+    assert "## Agreement of combined with single" in text and "## Agreement of embedding with single" in text
     result = json.loads((tmp_path / "eval" / "result.json").read_text())
-    assert set(result["comparison"]) == {"intent", "knowledge_work", "satisfaction", "task_complexity", "topic", "user_expertise"}
-    for cmp in result["comparison"].values():
-        assert -1.0 <= cmp["cohen_kappa"] <= 1.0 and 0.0 <= cmp["js_divergence"] <= 1.0
+    assert [run["name"] for run in result["runs"]] == ["single", "combined", "embedding"]
+    assert set(result["comparison"]["combined"]) == {
+        "intent",
+        "knowledge_work",
+        "satisfaction",
+        "task_complexity",
+        "topic",
+        "user_expertise",
+    }
+    assert set(result["comparison"]["embedding"]) == {"intent", "topic"}  # the classifiers both ran
+    for comparison in result["comparison"].values():
+        for cmp in comparison.values():
+            assert -1.0 <= cmp["cohen_kappa"] <= 1.0 and 0.0 <= cmp["js_divergence"] <= 1.0
     for set_name in ("mt_bench", "clinc150"):
         topic = result["golden"][set_name]["single"]["topic"]
         assert topic["items"] >= 25 and 0.0 <= topic["macro_f1"] <= topic["accuracy"] + 1 and topic["accuracy"] > 0.1
+        assert result["golden"][set_name]["embedding"]["topic"]["items"] == topic["items"]
     assert result["golden"]["sample"]["single"]["topic"]["accuracy"] > 0.8
     pngs = list((tmp_path / "eval").glob("*.png"))
     assert len(pngs) >= 6 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real conversations not found at {DATA} (../shared/data beside the checkout)")
+def test_eval_on_real_conversations_without_truth(tmp_path):
+    args = argparse.Namespace(
+        a="name=keyword,classifiers=intent",
+        b=["name=nearest,labeler=embedding,noise_scale=0,classifiers=intent"],
+        sample="real",
+        n=9,
+        max_chars=800,
+        seed=1,
+        golden="",
+        golden_n=0,
+        data=str(DATA),
+        anomaly_rate=0.0,
+        out=str(tmp_path / "eval"),
+    )
+    run_eval(args)
+    result = json.loads((tmp_path / "eval" / "result.json").read_text())
+    assert result["sample"]["conversations"] == 9 and "equal shares" in result["sample"]["description"]
+    assert result["golden"] == {}  # real conversations carry no labels
+    assert result["comparison"]["nearest"]["intent"]["compared"] == 9

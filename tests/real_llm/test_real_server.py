@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance
 
-from benchmarks.real_model.data import WEEK, real_conversations, write_jsonl
+from benchmarks.real_model.data import DATA, WEEK, real_conversations, write_jsonl
 from semtel_dagster.cli import main
 from semtel_dagster.core.classify.prompts import load_classifiers
 from semtel_dagster.core.lake import delta, tables
@@ -166,3 +166,48 @@ def test_one_dagster_week_through_the_real_server_then_rerun(real_server, tmp_pa
         assert completions_logged(real_server) == sent_before  # resume: nothing sent
     for name in tables.TABLES:
         assert week_table(name).equals(before[name]), f"{name} changed on rerun"
+
+
+def test_semtel_eval_scores_the_real_model_against_both_simulator_labelers_and_human_labels(real_server, tmp_path):
+    """`semtel eval` with the real server as the reference: agreement of the keyword and the embedding
+    simulator with it on real conversations, and its accuracy on CLINC150's human labels (topic)."""
+    endpoints = real_server.endpoints_file(tmp_path / "endpoints.yaml", **SERVER_FIELDS)
+    out = tmp_path / "eval"
+    sent_before = completions_logged(real_server)
+    code = main(
+        [
+            "eval",
+            "--a",
+            f"name=smollm2,endpoints={endpoints},classifiers=intent",
+            "--b",
+            "name=keyword,labeler=keyword,classifiers=intent",
+            "--b",
+            "name=embedding,labeler=embedding,classifiers=intent",
+            "--sample",
+            "real",
+            "--n",
+            "3",
+            "--max-chars",
+            "600",
+            "--golden",
+            "clinc150",
+            "--golden-n",
+            "3",
+            "--data",
+            str(DATA),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    real = result["runs"][0]
+    assert real["name"] == "smollm2" and real_server.model in real["endpoints"]
+    assert completions_logged(real_server) - sent_before >= 3 + 3  # the sample's intent and CLINC150's topic requests
+    for labeler in ("keyword", "embedding"):
+        intent = result["comparison"][labeler]["intent"]
+        assert intent["compared"] == 3 and 0.0 <= intent["raw_agreement"] <= 1.0  # grammar-enforced: every pair labelled
+    clinc = result["golden"]["clinc150"]
+    assert set(clinc) == {"smollm2", "keyword", "embedding"}
+    assert clinc["smollm2"]["topic"]["items"] == 3 and 0.0 <= clinc["smollm2"]["topic"]["accuracy"] <= 1.0
+    assert "## Agreement of embedding with smollm2" in (out / "report.md").read_text()

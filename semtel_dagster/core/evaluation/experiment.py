@@ -21,7 +21,7 @@ import polars as pl
 from semtel_dagster.core.classify.answering import Calls
 from semtel_dagster.core.classify.plan import STRATEGIES, STRATEGY_SINGLE
 from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
-from semtel_dagster.core.evaluation.golden import ADAPTERS, GoldenSet, sample_truth
+from semtel_dagster.core.evaluation.golden import ADAPTERS, GoldenSet, real_conversations, sample_truth
 from semtel_dagster.core.evaluation.metrics import compare_labels, run_costs, score_against_truth, stratified_sample
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.llm.endpoints import Endpoint
@@ -143,42 +143,50 @@ def _run_summary(run: RunResult, endpoints: Sequence[Endpoint]) -> dict:
     }
 
 
+Configured = tuple[RunConfig, Sequence[Endpoint]]
+
+
 def evaluate(
-    a: RunConfig,
-    b: RunConfig,
-    endpoints_a: Sequence[Endpoint],
-    endpoints_b: Sequence[Endpoint],
+    reference: Configured,
+    others: Sequence[Configured],
     sample: GoldenSet,
     sample_description: str,
     seed: int,
     golden: Sequence[GoldenSet] = (),
     golden_descriptions: dict[str, str] | None = None,
 ) -> dict:
-    """Both configurations on the same sample (compared with each other and with its truth), and each
-    on every golden set; the result dict is what ``eval_report.write_report`` renders."""
-    run_a = run_configuration(a, sample.conversations, endpoints_a)
-    run_b = run_configuration(b, sample.conversations, endpoints_b)
-    result = {
-        "a": _run_summary(run_a, endpoints_a),
-        "b": _run_summary(run_b, endpoints_b),
-        "sample": {"description": sample_description, "conversations": sample.conversations.height, "seed": seed},
-        "comparison": compare_runs(run_a, run_b),
-        "golden": {sample.name: {a.name: score_run(run_a, sample.truth), b.name: score_run(run_b, sample.truth)}},
-        "golden_info": {
-            sample.name: {"description": "Labels written by the seeded generator (synthetic truth).", "left_out": {}}
-        },
-    }
+    """Every configuration on the same sample, each compared with the reference (and scored on the
+    sample's truth where it has one), then each on every golden set; the result dict is what
+    ``report.write_report`` renders."""
+    configured = [reference, *others]
+    names = [config.name for config, _ in configured]
+    if len(set(names)) != len(names):
+        raise ValueError(f"configuration names must differ, got {names}")
+    runs = [run_configuration(config, sample.conversations, endpoints) for config, endpoints in configured]
+    golden_scores: dict[str, dict] = {}
+    golden_info: dict[str, dict] = {}
+    if sample.truth.height:
+        golden_scores[sample.name] = {run.config.name: score_run(run, sample.truth) for run in runs}
+        golden_info[sample.name] = {
+            "description": "Labels written by the seeded generator (synthetic truth).",
+            "left_out": {},
+        }
     for gold in golden:
         classifiers = tuple(sorted(set(gold.truth.get_column("classifier").to_list())))
-        result["golden"][gold.name] = {}
-        for config, endpoints in ((a, endpoints_a), (b, endpoints_b)):
-            run = run_configuration(replace(config, classifiers=classifiers), gold.conversations, endpoints)
-            result["golden"][gold.name][config.name] = score_run(run, gold.truth)
-        result["golden_info"][gold.name] = {
-            "description": (golden_descriptions or {}).get(gold.name, ""),
-            "left_out": gold.left_out,
+        golden_scores[gold.name] = {
+            config.name: score_run(
+                run_configuration(replace(config, classifiers=classifiers), gold.conversations, endpoints), gold.truth
+            )
+            for config, endpoints in configured
         }
-    return result
+        golden_info[gold.name] = {"description": (golden_descriptions or {}).get(gold.name, ""), "left_out": gold.left_out}
+    return {
+        "runs": [_run_summary(run, endpoints) for run, (_, endpoints) in zip(runs, configured)],
+        "sample": {"description": sample_description, "conversations": sample.conversations.height, "seed": seed},
+        "comparison": {run.config.name: compare_runs(runs[0], run) for run in runs[1:]},
+        "golden": golden_scores,
+        "golden_info": golden_info,
+    }
 
 
 GOLDEN_DESCRIPTIONS = {
@@ -186,12 +194,29 @@ GOLDEN_DESCRIPTIONS = {
     "clinc150": "CLINC150 test utterances (stratified sample); human intent domains mapped to topic.",
 }
 SAMPLE_WEEK = dt.date(2026, 11, 16)
+SAMPLES = ("generated", "real")
+LABELERS = ("keyword", "embedding")
 
 
-def parse_config(spec: str, default_name: str) -> tuple[RunConfig, str | None]:
-    """``name=A,strategy=single,batch_size=8,prompts=DIR,endpoints=FILE,scrub_pii=false`` -> (config, endpoints file)."""
+@dataclass(frozen=True)
+class EndpointChoice:
+    """Where a configuration's requests go: an endpoints file, or the embedded simulator (with a labeler
+    and noise scale of its own when given); neither: the caller's default pool."""
+
+    file: str | None = None
+    labeler: str | None = None
+    noise_scale: float | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return self.labeler is not None or self.noise_scale is not None
+
+
+def parse_config(spec: str, default_name: str) -> tuple[RunConfig, EndpointChoice]:
+    """``name=A,strategy=single,batch_size=8,prompts=DIR,classifiers=a+b,scrub_pii=false`` plus ``endpoints=FILE`` or
+    ``labeler=keyword|embedding[,noise_scale=X]`` -> (config, where its requests go)."""
     values = dict(part.split("=", 1) for part in spec.split(",") if part.strip()) if spec else {}
-    unknown = set(values) - {"name", "strategy", "batch_size", "prompts", "endpoints", "scrub_pii"}
+    unknown = set(values) - {"name", "strategy", "batch_size", "prompts", "classifiers", "scrub_pii", "endpoints", "labeler", "noise_scale"}
     if unknown:
         raise ValueError(f"unknown configuration keys {sorted(unknown)} in {spec!r}")
     strategy = values.get("strategy", "single")
@@ -200,14 +225,28 @@ def parse_config(spec: str, default_name: str) -> tuple[RunConfig, str | None]:
         raise ValueError(f"scrub_pii must be true or false, got {scrub!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    labeler = values.get("labeler")
+    if labeler is not None and labeler not in LABELERS:
+        raise ValueError(f"labeler must be one of {LABELERS}, got {labeler!r}")
+    choice = EndpointChoice(values.get("endpoints"), labeler, float(values["noise_scale"]) if "noise_scale" in values else None)
+    if choice.file and choice.simulated:
+        raise ValueError(f"labeler and noise_scale are settings of the embedded simulator, not of endpoints=FILE: {spec!r}")
+    classifiers = tuple(c for c in values.get("classifiers", "").split("+") if c) or None
     config = RunConfig(
         name=values.get("name", default_name),
         strategy=strategy,
         batch_size=int(values.get("batch_size", 8)),
         prompts_dir=values.get("prompts"),
         scrub_pii=scrub == "true",
+        classifiers=classifiers,
     )
-    return config, values.get("endpoints")
+    return config, choice
+
+
+def parse_configs(a: str, bs: Sequence[str]) -> list[tuple[RunConfig, EndpointChoice]]:
+    """The reference configuration, then each one compared with it (unnamed: A, then B or B1, B2, ...)."""
+    names = ["B"] if len(bs) == 1 else [f"B{i + 1}" for i in range(len(bs))]
+    return [parse_config(a, "A"), *(parse_config(spec, name) for spec, name in zip(bs, names))]
 
 
 def sample_set(n: int, seed: int, classifiers: list[str]) -> GoldenSet:
@@ -229,6 +268,31 @@ def sample_set(n: int, seed: int, classifiers: list[str]) -> GoldenSet:
         [t for t in truth if t["conversation_id"] in keep],
         classifiers,
     )
+
+
+def real_set(data_dir: Path, n: int, seed: int, max_chars: int | None = None, exclude: frozenset[str] = frozenset()) -> GoldenSet:
+    """Real conversations without labels, ``n`` of them in equal shares of hh-rlhf, OpenAssistant and
+    arena-hard (seeded), none of ``exclude``; ``max_chars`` keeps only short ones (a slow model stays quick)."""
+    frame = real_conversations(Path(data_dir)).filter(~pl.col("conversation_id").is_in(sorted(exclude)))
+    if max_chars is not None:
+        frame = frame.filter(pl.col("n_chars") <= max_chars)
+    sources = frame.partition_by("source", maintain_order=True)
+    shares = [n // len(sources) + (i < n % len(sources)) for i in range(len(sources))]
+    picked = pl.concat([part.sample(min(k, part.height), seed=seed) for part, k in zip(sources, shares)]).sort("conversation_id")
+    truth = pl.DataFrame(schema={"conversation_id": pl.String, "classifier": pl.String, "label": pl.String})
+    return GoldenSet("real", picked.select("conversation_id", "messages"), truth, {})
+
+
+def sample_for(
+    kind: str, n: int, seed: int, classifiers: list[str], data_dir: Path, max_chars: int | None
+) -> tuple[GoldenSet, str]:
+    """The evaluation sample (``generated`` or ``real``) and how it was drawn."""
+    if kind == "generated":
+        return sample_set(n, seed, classifiers), f"seeded generator week {SAMPLE_WEEK}, stratified by true topic"
+    if kind == "real":
+        limit = f", at most {max_chars} characters each" if max_chars else ""
+        return real_set(data_dir, n, seed, max_chars), f"real conversations, equal shares of hh-rlhf, oasst and arena-hard{limit}"
+    raise ValueError(f"sample must be one of {SAMPLES}, got {kind!r}")
 
 
 def load_golden(names: str, data_dir: Path, n: int, seed: int, note=lambda message: None) -> list[GoldenSet]:

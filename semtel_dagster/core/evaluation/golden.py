@@ -7,6 +7,7 @@ a wrong mapping would score the mapping, not the classifier.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from semtel_dagster.core.evaluation.metrics import stratified_sample
+from semtel_dagster.core.ingest.adapters import AdapterOptions
+from semtel_dagster.core.ingest.landing import read_landing
 
 # MT-bench (8 categories) and Vicuna-bench (9) task types -> topic. Left out: reasoning, extraction,
 # humanities, generic, knowledge, common-sense, fermi, counterfactual (no single topic counterpart).
@@ -92,6 +95,27 @@ def clinc150(data_dir: Path, n: int | None = 200, seed: int = 0) -> GoldenSet:
 
 
 ADAPTERS = {"mt_bench": mt_bench, "clinc150": clinc150}
+
+# Real conversations without labels, in their original formats: folder -> (input format, adapter options).
+REAL_SOURCES = {
+    "hh-rlhf": ("hh_rlhf", None),
+    "oasst": ("oasst", AdapterOptions(oasst_mode="path")),
+    "arena-hard": ("arena_hard", None),
+}
+_REAL_WEEK = dt.date(2026, 11, 16)  # these files carry no usable timestamps: they are read as one week
+
+
+def real_conversations(data_dir: Path, per_source: int | None = None) -> pl.DataFrame:
+    """hh-rlhf (chosen transcripts), OpenAssistant root-to-leaf paths and arena-hard question + answer,
+    through the ingest adapters, as ``conversations`` rows whose ``source`` is the folder; the first
+    ``per_source`` of each folder when given."""
+    parts = []
+    for folder, (input_format, options) in REAL_SOURCES.items():
+        frame = read_landing(
+            Path(data_dir) / folder, _REAL_WEEK, input_format=input_format, adapter_options=options, default_week=_REAL_WEEK
+        ).conversations
+        parts.append((frame.head(per_source) if per_source is not None else frame).with_columns(source=pl.lit(folder)))
+    return pl.concat(parts)
 
 
 def sample_truth(records: list[dict], truth: list[dict], classifiers: list[str]) -> GoldenSet:

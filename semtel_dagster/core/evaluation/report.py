@@ -45,41 +45,44 @@ def _f(value: float) -> str:
 def write_report(out_dir: Path, result: dict) -> Path:
     """``report.md``, ``result.json`` and the PNGs under ``out_dir``; returns the report path.
 
-    ``result``: {"a": {...}, "b": {...}, "sample": {...}, "comparison": {classifier: {...}},
-    "golden": {set name: {config name: {classifier: {...}}}}} as built by ``cli/eval.py``.
+    ``result``: {"runs": [{...}, ...] (the first is the reference), "sample": {...}, "comparison": {run name:
+    {classifier: {...}}}, "golden": {set name: {run name: {classifier: {...}}}}} as ``experiment.evaluate``
+    builds it.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    a, b = result["a"], result["b"]
+    runs = result["runs"]
+    a = runs[0]
     lines = [
-        f"# Classifier evaluation: {a['name']} vs {b['name']}",
+        f"# Classifier evaluation: {', '.join(run['name'] for run in runs[1:])} against {a['name']}",
         "",
         f"Sample: {result['sample']['description']} ({result['sample']['conversations']} conversations, seed {result['sample']['seed']}).",
         "",
         "| configuration | strategy | prompts | endpoints | calls/conv | prompt tok/conv | completion tok/conv | parse-failure rate | reject share | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in (a, b):
+    for run in runs:
         c = run["costs"]
         lines.append(
             f"| {run['name']} | {run['strategy']} | {run['prompts']} | {run['endpoints']} | {c['calls_per_conversation']:.2f} | "
             f"{c['prompt_tokens_per_conversation']:.0f} | {c['completion_tokens_per_conversation']:.1f} | "
             f"{c['parse_failure_rate']:.2%} | {c['reject_share']:.2%} | {c['wall_seconds']:.1f} |"
         )
-    lines += [
-        "",
-        f"## Agreement of {b['name']} with {a['name']}",
-        "",
-        "| classifier | compared | raw agreement | Cohen's kappa | JS divergence (bits) | confusion |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, cmp in result["comparison"].items():
-        png = f"confusion-{_slug(name)}-{_slug(a['name'])}-vs-{_slug(b['name'])}.png"
-        confusion_png(
-            out_dir / png, cmp["confusion"], cmp["labels"], b["name"], a["name"], f"{name}: {a['name']} (rows) vs {b['name']}"
-        )
-        lines.append(
-            f"| {name} | {cmp['compared']} | {_f(cmp['raw_agreement'])} | {_f(cmp['cohen_kappa'])} | {_f(cmp['js_divergence'])} | [png]({png}) |"
-        )
+    for b_name, comparison in result["comparison"].items():
+        lines += [
+            "",
+            f"## Agreement of {b_name} with {a['name']}",
+            "",
+            "| classifier | compared | raw agreement | Cohen's kappa | JS divergence (bits) | confusion |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, cmp in comparison.items():
+            png = f"confusion-{_slug(name)}-{_slug(a['name'])}-vs-{_slug(b_name)}.png"
+            confusion_png(
+                out_dir / png, cmp["confusion"], cmp["labels"], b_name, a["name"], f"{name}: {a['name']} (rows) vs {b_name}"
+            )
+            lines.append(
+                f"| {name} | {cmp['compared']} | {_f(cmp['raw_agreement'])} | {_f(cmp['cohen_kappa'])} | {_f(cmp['js_divergence'])} | [png]({png}) |"
+            )
     for set_name, by_config in result["golden"].items():
         info = result["golden_info"][set_name]
         lines += ["", f"## Golden set `{set_name}`", "", info["description"], ""]
