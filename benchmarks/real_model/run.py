@@ -214,6 +214,12 @@ def render(r: dict) -> str:
         "",
         *[f"- {c}: {v['agreement']:.3f} of {v['pairs']} pairs" for c, v in r["simulator_agreement"].items()],
         "",
+        "",
+        "Against both simulator labelers (keyword, and embedding with and without its calibrated noise) and against "
+        "human labels (CLINC150, MT-bench), every classifier, through `semtel eval`: `eval/report.md` "
+        "(`python -m benchmarks.real_model.agreement`); the embedding labeler's calibration: `CALIBRATION.md` "
+        "(`python -m benchmarks.real_model.calibrate`).",
+        "",
         f"The `none` run's {r['fixtures_saved']} raw answers are the parse fixtures in `tests/fixtures/real_answers/`.",
         "",
     ]
