@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 
@@ -10,7 +9,7 @@ import pytest
 from dagster import DagsterInstance
 
 from benchmarks.real_model.data import DATA
-from semtel_dagster.cli.eval import run_eval
+from semtel_dagster.cli import main
 from semtel_dagster.core.lake import delta, tables
 from semtel_dagster.definitions import build_definitions
 from semtel_dagster.resources import EndpointPoolResource, LakeResource, PipelineSettings
@@ -55,20 +54,14 @@ def test_multi_conversation_week_through_dagster(tmp_path):
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"human-labeled data sets not found at {DATA} (../shared/data beside the checkout)")
 def test_eval_command_writes_report_with_golden_scores(tmp_path):
-    args = argparse.Namespace(
-        a="name=single,strategy=single",
-        b=["name=combined,strategy=multi_classifier", "name=embedding,labeler=embedding,classifiers=topic+intent"],
-        sample="generated",
-        n=24,
-        max_chars=None,
-        seed=3,
-        golden="mt_bench,clinc150",
-        golden_n=30,
-        data=str(DATA),
-        anomaly_rate=0.1,
-        out=str(tmp_path / "eval"),
+    specs = ["--b", "name=combined,strategy=multi_classifier", "--b", "name=embedding,labeler=embedding,classifiers=topic+intent"]
+    out = tmp_path / "eval"
+    code = main(
+        ["eval", "--a", "name=single,strategy=single", *specs, "--n", "24", "--seed", "3", "--golden-n", "30"]
+        + ["--data", str(DATA), "--anomaly-rate", "0.1", "--out", str(out)]
     )
-    report = run_eval(args)
+    assert code == 0
+    report = out / "report.md"
     text = report.read_text()
     assert "Cohen's kappa" in text and "Golden set `mt_bench`" in text and "Golden set `clinc150`" in text
     assert "## Agreement of combined with single" in text and "## Agreement of embedding with single" in text
@@ -97,20 +90,15 @@ def test_eval_command_writes_report_with_golden_scores(tmp_path):
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"real conversations not found at {DATA} (../shared/data beside the checkout)")
 def test_eval_on_real_conversations_without_truth(tmp_path):
-    args = argparse.Namespace(
-        a="name=keyword,classifiers=intent",
-        b=["name=nearest,labeler=embedding,noise_scale=0,classifiers=intent"],
-        sample="real",
-        n=9,
-        max_chars=800,
-        seed=1,
-        golden="",
-        golden_n=0,
-        data=str(DATA),
-        anomaly_rate=0.0,
-        out=str(tmp_path / "eval"),
-    )
-    run_eval(args)
+    args = [
+        "eval",
+        "--a",
+        "name=keyword,classifiers=intent",
+        "--b",
+        "name=nearest,labeler=embedding,noise_scale=0,classifiers=intent",
+    ]
+    args += ["--sample", "real", "--n", "9", "--max-chars", "800", "--seed", "1", "--golden", "", "--data", str(DATA)]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 0
     result = json.loads((tmp_path / "eval" / "result.json").read_text())
     assert result["sample"]["conversations"] == 9 and "equal shares" in result["sample"]["description"]
     assert result["golden"] == {}  # real conversations carry no labels
