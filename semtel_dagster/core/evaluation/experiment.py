@@ -196,6 +196,7 @@ GOLDEN_DESCRIPTIONS = {
 SAMPLE_WEEK = dt.date(2026, 11, 16)
 SAMPLES = ("generated", "real")
 LABELERS = ("keyword", "embedding")
+CONFIG_KEYS = ("name", "strategy", "batch_size", "prompts", "classifiers", "scrub_pii", "endpoints", "labeler", "noise_scale")
 
 
 @dataclass(frozen=True)
@@ -213,10 +214,10 @@ class EndpointChoice:
 
 
 def parse_config(spec: str, default_name: str) -> tuple[RunConfig, EndpointChoice]:
-    """``name=A,strategy=single,batch_size=8,prompts=DIR,classifiers=a+b,scrub_pii=false`` plus ``endpoints=FILE`` or
-    ``labeler=keyword|embedding[,noise_scale=X]`` -> (config, where its requests go)."""
+    """``name=A,strategy=single,batch_size=8,prompts=DIR,classifiers=a+b,scrub_pii=false`` plus
+    ``endpoints=FILE`` or ``labeler=keyword|embedding[,noise_scale=X]`` -> (config, where its requests go)."""
     values = dict(part.split("=", 1) for part in spec.split(",") if part.strip()) if spec else {}
-    unknown = set(values) - {"name", "strategy", "batch_size", "prompts", "classifiers", "scrub_pii", "endpoints", "labeler", "noise_scale"}
+    unknown = set(values) - set(CONFIG_KEYS)
     if unknown:
         raise ValueError(f"unknown configuration keys {sorted(unknown)} in {spec!r}")
     strategy = values.get("strategy", "single")
