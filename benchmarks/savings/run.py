@@ -450,6 +450,14 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=130)
 
 
+def _load_note(results: dict) -> str:
+    """Wall time and load average (1/5/15 min at the start, then at the end) of the savings run: others may share the machine."""
+    load = results.get("savings_load_average")
+    if not load:
+        return ""
+    return f" ({results['savings_wall_seconds']:.0f} s; load average {load[:3]} at the start, {load[3:]} at the end)"
+
+
 def markdown(results: dict) -> str:
     lines = [
         "# Savings benchmark: fewer calls, fewer tokens, same labels",
@@ -458,7 +466,8 @@ def markdown(results: dict) -> str:
         f"Reproduce: `python -m benchmarks.savings.run{' --quick' if results.get('mode', '').startswith('quick') else ''}`"
         f" ({results['wall_seconds']:.0f} s wall, embeddings cached under .semtel/bench-cache).",
         "",
-        f"Savings tables measured {results.get('savings_measured', results['date'])}: every setting is pipeline "
+        f"Savings tables measured {results.get('savings_measured', results['date'])}{_load_note(results)}: every "
+        "setting is pipeline "
         "settings and prompt files, run through the product's stage chain (`Pipeline.run_week`: truncate, dedupe, "
         "answer, parse) on a fresh lake; reproduce them alone with `python -m benchmarks.savings.run --savings [--quick]`.",
         "",
