@@ -209,5 +209,6 @@ def test_semtel_eval_scores_the_real_model_against_both_simulator_labelers_and_h
         assert intent["compared"] == 3 and 0.0 <= intent["raw_agreement"] <= 1.0  # grammar-enforced: every pair labelled
     clinc = result["golden"]["clinc150"]
     assert set(clinc) == {"smollm2", "keyword", "embedding"}
-    assert clinc["smollm2"]["topic"]["items"] == 3 and 0.0 <= clinc["smollm2"]["topic"]["accuracy"] <= 1.0
+    # stratified by human label: a small sample rounds up to some items of several labels
+    assert clinc["smollm2"]["topic"]["items"] >= 3 and 0.0 <= clinc["smollm2"]["topic"]["accuracy"] <= 1.0
     assert "## Agreement of embedding with smollm2" in (out / "report.md").read_text()
