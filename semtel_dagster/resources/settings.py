@@ -10,7 +10,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, model_validator
 
 from semtel_dagster.core.classify.plan import STRATEGIES
-from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
+from semtel_dagster.core.classify.prompts import LAYOUTS, Classifier, load_classifiers
 from semtel_dagster.core.ingest.adapters import AdapterOptions, InputFormat
 from semtel_dagster.core.insights.aggregate import DEFAULT_PAIRS
 from semtel_dagster.core.prepare.truncate import TruncationConfig
@@ -37,6 +37,11 @@ class PipelineSettings(ConfigurableResource):
         description="Batching: one conversation x one classifier per call, x every classifier, or several conversations per call.",
     )
     batch_size: int = Field(default=8, ge=2, le=64, description="Conversations per call for multi_conversation.")
+    prompt_layout: Literal[LAYOUTS] = Field(  # type: ignore[valid-type]  # a tuple, not a Literal alias, in prompts.py
+        default="classifier_first",
+        description="Message order: the classifier's instructions first (the prompt file's order), or the conversation "
+        "first and the instructions last, so a conversation's requests share a prefix the provider caches.",
+    )
     max_parse_failure_rate: float = Field(
         default=0.02, ge=0.0, le=1.0, description="Gate: most answered pairs whose answer yields no valid label."
     )
@@ -159,4 +164,4 @@ class PipelineSettings(ConfigurableResource):
         return dt.date.fromisoformat(self.default_week) if self.default_week else None
 
     def load_classifiers(self) -> dict[str, Classifier]:
-        return load_classifiers(Path(self.prompts_dir) if self.prompts_dir else None, self.classifiers)
+        return load_classifiers(Path(self.prompts_dir) if self.prompts_dir else None, self.classifiers, self.prompt_layout)

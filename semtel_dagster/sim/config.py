@@ -95,6 +95,11 @@ class SimEndpointConfig(BaseModel):
     tail_prob: float = Field(default=0.0, ge=0.0, le=1.0, description="share of answers with a heavy-tail delay")
     tail_alpha: float = Field(default=1.5, gt=0.0, description="Pareto shape of the tail's latency multiplier")
     faults: SimFaults = Field(default_factory=SimFaults)
+    prefix_cache: bool = Field(
+        default=True, description="report recently seen prompt prefixes as cached, like OpenAI's prompt cache (sim.prefix_cache)"
+    )
+    prefix_cache_ttl_s: float = Field(default=600.0, gt=0.0, description="a prefix unused this long is forgotten")
+    prefix_cache_entries: int = Field(default=200_000, ge=1, description="prefix blocks kept; the least recently used go")
     seed: int = 0
     anomaly_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="share of answers with one format anomaly")
     anomalies: list[AnomalyKind] | None = Field(default=None, description="anomaly kinds to draw from; None = all")

@@ -51,6 +51,7 @@ from semtel_dagster.sim.batches import BatchService
 from semtel_dagster.sim.config import SimConfig, SimEndpointConfig
 from semtel_dagster.sim.embeddings import embeddings
 from semtel_dagster.sim.labeler import Chooser, answer_content, keyword_choice, message_text
+from semtel_dagster.sim.prefix_cache import PrefixCache, block_digests, prompt_sequence
 
 if TYPE_CHECKING:
     from semtel_dagster.core.prepare.embeddings import Embedder
@@ -146,9 +147,12 @@ class EndpointState:
     ok_requests: int = 0  # answered with a well-formed 200: what goodput counts
     ok_charged_tokens: int = 0
     faults: dict = field(default_factory=dict)  # fault kind -> requests that met it
+    cached_tokens: int = 0  # prompt tokens reported as served from the prefix cache
+    prefix_cache: PrefixCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.cfg.seed)
+        self.prefix_cache = PrefixCache(self.cfg.prefix_cache_ttl_s, self.cfg.prefix_cache_entries)
 
     def reset(self) -> None:
         self.req_window.clear()
@@ -166,6 +170,8 @@ class EndpointState:
         self.buckets = {}
         self.ok_requests = self.ok_charged_tokens = 0
         self.faults = {}
+        self.cached_tokens = 0
+        self.prefix_cache = PrefixCache(self.cfg.prefix_cache_ttl_s, self.cfg.prefix_cache_entries)
         self.rng = random.Random(self.cfg.seed)
 
     def _prune(self, now: float) -> None:
@@ -310,6 +316,7 @@ class EndpointState:
             "requests": self.requests,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
             "charged_tokens": self.charged_tokens,
             "rate_limited": self.rate_limited,
             "bad_requests": self.bad_requests,
@@ -524,19 +531,23 @@ class SimApp:
             return _error(504, "Simulated upstream timeout.", "server_error", "timeout")
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        prefixes = _prompt_prefixes(messages) if st.cfg.prefix_cache else []
+        n_cached = st.prefix_cache.cached_tokens(prefixes, now)
         try:
             content, finish = produce_answer(st.cfg, body, raw, self.choosers[st.cfg.name])
             content, finish, n_completion = cut_answer(content, finish, min(max_tokens, 3) if fault == "length" else max_tokens)
-            delay = st.latency_s(n_completion, n_prompt)
+            delay = st.latency_s(n_completion, n_prompt - n_cached)  # a cached prefix is not computed again
             if st.cfg.serial:  # shielded: a client that leaves does not stop the work, as on llama-cpp-python
                 await asyncio.shield(asyncio.ensure_future(_serve_serially(st, request, delay)))
             elif delay > 0:
                 await asyncio.sleep(delay)
             st.completion_tokens += n_completion
+            st.cached_tokens += n_cached
+            st.prefix_cache.store(prefixes, time.monotonic())  # processed: later requests find its prefixes
         finally:
             if not st.cfg.serial:
                 st.in_flight -= 1
-        resp = chat_completion(st.cfg.model, content, finish, n_prompt, n_completion)
+        resp = chat_completion(st.cfg.model, content, finish, n_prompt, n_completion, n_cached)
         if fault == "missing_usage":
             del resp["usage"]
         headers = st.headers(time.monotonic())
@@ -547,6 +558,14 @@ class SimApp:
         st.ok_requests += 1
         st.ok_charged_tokens += cost
         return web.json_response(resp, headers=headers)
+
+
+def _prompt_prefixes(messages: Sequence[Any]) -> list[bytes]:
+    """The prefix digests of a chat prompt (``sim.prefix_cache``), over the tokens ``prompt_tokens`` counts."""
+    encode = _encoding().encode_ordinary
+    return block_digests(
+        prompt_sequence([(str(m.get("role")), encode(message_text(m.get("content")))) for m in messages if isinstance(m, dict)])
+    )
 
 
 async def _serve_serially(st: EndpointState, request: web.Request, delay: float) -> None:
@@ -580,8 +599,9 @@ def cut_answer(content: str, finish: str, max_tokens: int) -> tuple[str, str, in
     return content, finish, len(toks)
 
 
-def chat_completion(model: str, content: str, finish: str, n_prompt: int, n_completion: int) -> dict:
-    """A chat.completion object, as OpenAI returns it (online, or in a batch output line)."""
+def chat_completion(model: str, content: str, finish: str, n_prompt: int, n_completion: int, n_cached: int = 0) -> dict:
+    """A chat.completion object, as OpenAI returns it (online, or in a batch output line); ``n_cached``
+    of the prompt tokens came from the prefix cache."""
     return {
         "id": "chatcmpl-sim-" + uuid.uuid4().hex[:24],
         "object": "chat.completion",
@@ -596,7 +616,12 @@ def chat_completion(model: str, content: str, finish: str, n_prompt: int, n_comp
                 "finish_reason": finish,
             }
         ],
-        "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion},
+        "usage": {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": n_completion,
+            "total_tokens": n_prompt + n_completion,
+            "prompt_tokens_details": {"cached_tokens": n_cached},
+        },
     }
 
 

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from semtel_dagster.core.classify.prompts import (
+    LAYOUT_CONVERSATION_FIRST,
     Classifier,
     answer_max_tokens,
     multi_classifier_label_version,
@@ -93,6 +94,7 @@ def local_answer(
         "raw_text": json.dumps(answer),
         "prompt_tokens": 0,
         "completion_tokens": 0,
+        "cached_tokens": 0,
         "latency_ms": 0.0,
         "attempts": 0,
         "rate_limited": 0,
@@ -194,8 +196,8 @@ def iter_units(
     if strategy == STRATEGY_SINGLE:
         for start in range(0, len(reps), PREFIX_RUN):
             run = reps[start : start + PREFIX_RUN]
-            for name, classifier in classifiers.items():
-                yield from (_single(rep, classifier) for rep in run if (rep, name) not in preanswered)
+            for group in _single_order(run, list(classifiers.values())):
+                yield from (_single(rep, classifier) for rep, classifier in group if (rep, classifier.name) not in preanswered)
         return
     combined: dict[tuple[str, ...], str] = {}
     for rep in reps:
@@ -206,6 +208,23 @@ def iter_units(
             if names not in combined:
                 combined[names] = multi_classifier_version([classifiers[name] for name in names])
             yield Unit((rep,), names, combined[names], strategy)
+
+
+def _single_order(run: Sequence[str] | pl.Series, classifiers: list[Classifier]) -> Iterator[list[tuple[str, Classifier]]]:
+    """The order of a run's single requests, as groups that share a prompt prefix.
+
+    ``classifier_first``: classifier by classifier (the shared prefix is the classifier's instructions).
+    ``conversation_first``: the first classifier over the run, then the other classifiers conversation by
+    conversation: a provider caches a prefix once a request carrying it was processed, so the first pass
+    writes every conversation's prefix before the five that read it, and a serial server keeps one
+    conversation in its KV cache over those five.
+    """
+    if not classifiers or classifiers[0].layout != LAYOUT_CONVERSATION_FIRST:
+        yield from ([(rep, classifier) for rep in run] for classifier in classifiers)
+        return
+    first, *others = classifiers
+    yield [(rep, first) for rep in run]
+    yield from ([(rep, classifier) for classifier in others] for rep in run)
 
 
 def expected_request_ids(
@@ -346,7 +365,9 @@ _BASE_TOKENS: dict[str, int] = {}
 def _base_tokens(classifier: Classifier) -> int:
     """Tokens of a classifier's prompt without the transcript (once per prompt version)."""
     if classifier.version not in _BASE_TOKENS:
-        _BASE_TOKENS[classifier.version] = sum(count_tokens(m["content"]) for m in classifier.messages(""))
+        probe = "x"  # one token: the layout finds the transcript's message by its text
+        rendered = sum(count_tokens(m["content"]) for m in classifier.messages(probe))
+        _BASE_TOKENS[classifier.version] = rendered - count_tokens(probe)
     return _BASE_TOKENS[classifier.version]
 
 

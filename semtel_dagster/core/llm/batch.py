@@ -290,7 +290,7 @@ class _Submitter:
     def _tries(self, request_id: str) -> int:
         return self.submitted[request_id] - self.refused[request_id]
 
-    def _count(self, stats: EndpointStats, usage: tuple[int, int]) -> None:
+    def _count(self, stats: EndpointStats, usage: tuple[int, int, int | None]) -> None:
         self.answered += 1
         self.stats.ok += 1
         self.stats.prompt_tokens += usage[0]

@@ -269,11 +269,11 @@ class Dispatcher:
         """Charge an attempt to the budget: its usage, or its prompt if the provider may have billed it."""
         if outcome.kind == "ok":
             assert outcome.body is not None  # an ok attempt always carries its answer
-            prompt, completion = usage_of(request, outcome.body)
+            prompt, completion, cached = usage_of(request, outcome.body)
         else:
             prompt = request.prompt_tokens if "timed out" in outcome.error else 0
-            completion = 0
-        self.budget.settle(request, outcome.state.endpoint.model, prompt, completion)
+            completion, cached = 0, None
+        self.budget.settle(request, outcome.state.endpoint.model, prompt, completion, cached)
 
     # ------------------------------------------------------------------ one request, all attempts
 
@@ -352,7 +352,7 @@ class Dispatcher:
     def _row(self, request: LLMRequest, outcome: _Outcome | None, error: str | None, attempts: int, rate_limited: int) -> dict:
         body = outcome.body if outcome is not None else None
         state = outcome.state if outcome is not None else None
-        prompt_tokens, completion_tokens = usage_of(request, body) if body is not None else (0, 0)
+        prompt_tokens, completion_tokens, cached_tokens = usage_of(request, body) if body is not None else (0, 0, None)
         latency_ms = (time.monotonic() - outcome.started) * 1000.0 if outcome is not None else None
         self.stats.requests += attempts
         self.stats.retries += attempts - 1
@@ -361,10 +361,12 @@ class Dispatcher:
             self.stats.ok += 1
             self.stats.prompt_tokens += prompt_tokens
             self.stats.completion_tokens += completion_tokens
+            self.stats.cached_tokens += cached_tokens or 0
             answered = outcome.state.stats
             answered.ok += 1
             answered.prompt_tokens += prompt_tokens
             answered.completion_tokens += completion_tokens
+            answered.cached_tokens += cached_tokens or 0
             answered.latency_ms_total += latency_ms
         else:
             self.stats.errors += 1
@@ -376,7 +378,7 @@ class Dispatcher:
             attempts=attempts,
             rate_limited=rate_limited,
             latency_ms=latency_ms,
-            usage=(prompt_tokens, completion_tokens),
+            usage=(prompt_tokens, completion_tokens, cached_tokens),
         )
 
     async def run(self, requests: Iterable[LLMRequest], on_result: Callable[[dict], None]) -> DispatchStats:
@@ -417,7 +419,7 @@ def answer_row(
     attempts: int,
     rate_limited: int = 0,
     latency_ms: float | None = None,
-    usage: tuple[int, int] = (0, 0),
+    usage: tuple[int, int, int | None] = (0, 0, None),
 ) -> dict:
     """The ``llm_responses`` row of a finished request: ``body`` its completion, else ``error`` why not.
     Online calls and batch items write the same rows."""
@@ -437,6 +439,7 @@ def answer_row(
         "raw_text": choice["message"]["content"] if choice else None,
         "prompt_tokens": usage[0],
         "completion_tokens": usage[1],
+        "cached_tokens": usage[2],
         "latency_ms": latency_ms,
         "attempts": attempts,
         "rate_limited": rate_limited,
@@ -445,15 +448,18 @@ def answer_row(
     }
 
 
-def usage_of(request: LLMRequest, body: dict) -> tuple[int, int]:
-    """(prompt, completion) tokens of an answer; without a usage object, our own count, so budgets and
-    totals stay meaningful."""
+def usage_of(request: LLMRequest, body: dict) -> tuple[int, int, int | None]:
+    """(prompt, completion, cached prompt) tokens of an answer; without a usage object, our own count, so
+    budgets and totals stay meaningful. Cached tokens are None where the server does not say
+    (``usage.prompt_tokens_details.cached_tokens``, as OpenAI and Azure report their prompt cache)."""
     usage = body.get("usage") or {}
     prompt = usage.get("prompt_tokens")
     completion = usage.get("completion_tokens")
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     return (
         int(prompt) if prompt is not None else request.prompt_tokens,
         int(completion) if completion is not None else count_tokens(body["choices"][0]["message"]["content"]),
+        int(cached) if cached is not None else None,
     )
 
 

@@ -185,7 +185,7 @@ ENDPOINT_KINDS = ("openai", "azure", "sim")
 
 
 class ModelPrice(BaseModel):
-    """Price of a model in currency units per million tokens (for cost budgets)."""
+    """Price of a model in currency units per million tokens (for cost budgets and cost figures)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -193,9 +193,15 @@ class ModelPrice(BaseModel):
     completion_per_1m: float = Field(ge=0)
     batch_prompt_per_1m: float | None = Field(default=None, ge=0, description="batch API rate; None: half the online one")
     batch_completion_per_1m: float | None = Field(default=None, ge=0, description="batch API rate; None: half the online one")
+    cached_input_per_1m: float | None = Field(
+        default=None, ge=0, description="prompt tokens served from the provider's prompt cache; unset: the prompt price"
+    )
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.prompt_per_1m + completion_tokens * self.completion_per_1m) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """``cached_tokens`` are part of ``prompt_tokens``, charged at the cached-input price."""
+        cached_rate = self.prompt_per_1m if self.cached_input_per_1m is None else self.cached_input_per_1m
+        fresh = prompt_tokens - cached_tokens
+        return (fresh * self.prompt_per_1m + cached_tokens * cached_rate + completion_tokens * self.completion_per_1m) / 1e6
 
     def batch_price(self) -> ModelPrice:
         """The price of the same tokens through the batch API (OpenAI and Azure: 50% off by default)."""

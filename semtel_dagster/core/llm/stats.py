@@ -26,6 +26,7 @@ class EndpointStats:
     breaker_opens: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the provider served from its prompt cache
     latency_ms_total: float = 0.0
 
 
@@ -45,6 +46,7 @@ class DispatchStats:
     unfinished: int = 0  # started but stopped by the budget: no row, a rerun asks again
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
     wall_seconds: float = 0.0
     budget_exhausted: int = 0  # 1: the budget stopped dispatch (counts stay summable across tasks and rounds)
     budget_spent_tokens: int = 0
@@ -67,6 +69,7 @@ class DispatchStats:
             "unfinished": self.unfinished,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
             "wall_seconds": round(self.wall_seconds, 3),
             "budget_exhausted": self.budget_exhausted,
             "budget_spent_tokens": self.budget_spent_tokens,
