@@ -28,8 +28,9 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.real_model.data import real_conversations, write_jsonl
-from benchmarks.savings.run import WEEK, Dataset, _kappa, real_dataset, sample_dataset
+from benchmarks.savings.run import DATA, WEEK, Dataset, _kappa, real_dataset, sample_dataset
 from semtel_dagster.core.classify.answering import Calls
+from semtel_dagster.core.evaluation.golden import real_conversations as real_pool
 from semtel_dagster.core.ingest.landing import read_landing
 from semtel_dagster.core.llm.budget import responses_cost
 from semtel_dagster.core.llm.endpoints import ModelPrice
@@ -93,7 +94,7 @@ def kappas(baseline: dict[str, list[str]], other: dict[str, list[str]]) -> dict[
     return {name: round(_kappa(baseline[name], other.get(name, ["-"] * len(labels))), 4) for name, labels in baseline.items()}
 
 
-def cost_rows(data: Dataset, calls: Calls, model: str, root: Path) -> list[dict]:
+def cost_rows(data: Dataset, calls: Calls, root: Path) -> list[dict]:
     """Every configuration on ``data``: cost per labelled conversation at each price sheet, cached share,
     calls, kappa per classifier against online ``single``, wall time."""
     conversations = data.test
@@ -101,21 +102,20 @@ def cost_rows(data: Dataset, calls: Calls, model: str, root: Path) -> list[dict]
     results = {name: run_config(calls, conversations, strategy, layout, root) for name, strategy, layout in CONFIGS}
     baseline_name = CONFIGS[0][0]
     baseline = labels_by_classifier(results[baseline_name]["labels"], ids)
-    priced = [(name, results[name], {sheet: price for sheet, price in PRICES.items()}) for name, *_ in CONFIGS]
-    priced.append((BATCH_ROW, results[baseline_name], {sheet: batch_price(price) for sheet, price in PRICES.items()}))
+    # The batch row: the baseline's requests, every prompt token at the batch rate (a batch reports no cache).
+    priced = [(name, name, results[name]["responses"], PRICES) for name, *_ in CONFIGS]
+    batch_prices = {sheet: batch_price(price) for sheet, price in PRICES.items()}
+    priced.append(
+        (BATCH_ROW, baseline_name, results[baseline_name]["responses"].with_columns(cached_tokens=pl.lit(0)), batch_prices)
+    )
     rows = []
-    for name, result, sheets in priced:
-        responses = result["responses"]
+    for name, source, responses, sheets in priced:
         prompt = int(responses.get_column("prompt_tokens").sum())
         cached = int(responses.get_column("cached_tokens").fill_null(0).sum())
         costs = {
             sheet: responses_cost(responses.with_columns(model=pl.lit(sheet)), {sheet: price}) for sheet, price in sheets.items()
         }
-        if name == BATCH_ROW:  # the batch API reports no cache: the same requests, every prompt token at the batch rate
-            costs = {
-                sheet: responses_cost(responses.with_columns(model=pl.lit(sheet), cached_tokens=pl.lit(0)), {sheet: price})
-                for sheet, price in sheets.items()
-            }
+        wall = None if name == BATCH_ROW else round(results[source]["wall_s"], 2)
         rows.append(
             {
                 "configuration": name,
@@ -125,8 +125,8 @@ def cost_rows(data: Dataset, calls: Calls, model: str, root: Path) -> list[dict]
                 "cached_share": round(cached / prompt, 4) if prompt else 0.0,
                 "completion_tokens": int(responses.get_column("completion_tokens").sum()),
                 "cost_per_1k_conversations": {sheet: round(cost / len(ids) * 1000, 6) for sheet, cost in costs.items()},
-                "kappa": kappas(baseline, labels_by_classifier(result["labels"], ids)),
-                "wall_s": round(result["wall_s"], 2) if name != BATCH_ROW else None,
+                "kappa": kappas(baseline, labels_by_classifier(results[source]["labels"], ids)),
+                "wall_s": wall,
             }
         )
     base_cost = rows[0]["cost_per_1k_conversations"]
@@ -139,17 +139,29 @@ def cost_rows(data: Dataset, calls: Calls, model: str, root: Path) -> list[dict]
     return rows
 
 
-def simulator_results() -> dict:
-    """The cost table on real conversations, then on the generated sample, against one simulated endpoint."""
+LONG_CHARS = 4500  # about 1,100 tokens and more: past the 1,024 a prompt cache needs with a short preamble
+
+
+def long_real_dataset() -> Dataset:
+    """Every real conversation of at least ``LONG_CHARS`` characters (few: most real ones are short)."""
+    long = real_pool(DATA).filter(pl.col("n_chars") >= LONG_CHARS)
+    return Dataset(f"real, long: every conversation of >= {LONG_CHARS:,} characters ({long.height})", long, long.head(0))
+
+
+def simulator_results(keys: tuple[str, ...] = ("real", "long", "sample")) -> dict:
+    """The cost table on real conversations, the long ones among them, then the generated sample, against
+    one simulated endpoint."""
+    datasets = {"real": lambda: real_dataset(quick=True), "long": long_real_dataset, "sample": sample_dataset}
     sim = SimConfig(endpoints=[SimEndpointConfig(name="bench", model="sim", latency_ms=0.0, jitter=0.0)])
     out: dict = {}
     with SimulatorThread(sim) as server, tempfile.TemporaryDirectory(prefix="semtel-cost-") as root:
         calls = Calls(simulator_endpoints(server, sim), flush_rows=10_000, flush_seconds=60.0)
-        for key, data in (("real", real_dataset(quick=True)), ("sample", sample_dataset())):
+        for key in keys:
+            data = datasets[key]()
             out[key] = {
                 "dataset": data.name,
                 "conversations": data.test.height,
-                "rows": cost_rows(data, calls, "sim", Path(root)),
+                "rows": cost_rows(data, calls, Path(root)),
             }
             print(
                 key,
@@ -220,6 +232,23 @@ def main(argv: list[str] | None = None) -> None:
     (HERE / "RESULTS.md").write_text(markdown(results))
 
 
+def findings(sim: dict) -> list[str]:
+    """The goal checked row by row, in words, from the measured rows."""
+    lines = ["## Against the goal", ""]
+    for key in ("real", "long", "sample"):
+        rows = {r["configuration"]: r for r in sim[key]["rows"]}
+        met = [name for name, r in rows.items() if r["meets_goal"]]
+        laid_out = rows[CONFIGS[2][0]]
+        lines.append(
+            f"- {sim[key]['dataset']}: {'met by ' + ', '.join(met) if met else 'not met by any configuration'} "
+            f"(>= {COST_GOAL:.0%} saved at {HEADLINE_PRICES} prices, kappa min >= {KAPPA_GOAL}); "
+            f"`conversation_first` caches {laid_out['cached_share']:.1%} of its prompt tokens "
+            f"({'meets' if laid_out['cached_share'] >= CACHED_GOAL else 'below'} the {CACHED_GOAL:.0%} goal) and saves "
+            f"{laid_out['cost_saved'][HEADLINE_PRICES]:.1%}."
+        )
+    return [*lines, ""]
+
+
 def markdown(results: dict) -> str:
     """RESULTS.md: the tables, the goal and whether it is met, how they were measured."""
     lines = ["# Cost per labelled conversation: strategies, batch rates and prompt caching", ""]
@@ -239,7 +268,7 @@ def markdown(results: dict) -> str:
             f"at least {CACHED_GOAL:.0%} of prompt tokens cached under `conversation_first`.",
             "",
         ]
-        for key in ("real", "sample"):
+        for key in ("real", "long", "sample"):
             part = sim[key]
             lines += [f"## {part['dataset']}", ""]
             lines += [
@@ -255,6 +284,7 @@ def markdown(results: dict) -> str:
                     f"{r['kappa_min']:.3f} | {per} | {r['wall_s'] if r['wall_s'] is not None else '-'} | {'met' if r['meets_goal'] else 'not met'} |"
                 )
             lines.append("")
+        lines += findings(sim)
     real = results.get("real_model")
     if real:
         lines += [

@@ -124,6 +124,7 @@ def dispatch_metadata(totals: dict, classifiers: dict, budget_tokens: int | None
         "failed_requests": MetadataValue.int(totals["errors"]),
         "prompt_tokens": MetadataValue.int(totals["prompt_tokens"]),
         "completion_tokens": MetadataValue.int(totals["completion_tokens"]),
+        "cached_tokens": MetadataValue.int(totals["cached_tokens"]),  # of prompt_tokens, from the provider's prompt cache
         "dispatch_seconds": MetadataValue.float(round(totals["wall_seconds"], 2)),
         "timeouts": MetadataValue.int(totals["timeouts"]),
         "queue_timeouts": MetadataValue.int(totals["queue_timeouts"]),

@@ -104,6 +104,7 @@ def classify_file(
         "http_requests": totals["requests"],
         "prompt_tokens": totals["prompt_tokens"],
         "completion_tokens": totals["completion_tokens"],
+        "cached_tokens": totals["cached_tokens"],
         "retries": totals["retries"],
         "rate_limited": totals["rate_limited"],
         "timeouts": totals["timeouts"],
