@@ -2,7 +2,8 @@
 
 A configuration is ``key=value`` pairs: ``name``, ``strategy`` (single | multi_classifier |
 multi_conversation), ``batch_size``, ``prompts`` (a folder of .prompty files: prompt version A vs B),
-``classifiers`` (``a+b``: a subset), and where its requests go: ``endpoints`` (an endpoints YAML: model X
+``classifiers`` (``a+b``: a subset), ``layout`` (classifier_first | conversation_first: the prompt
+layout), and where its requests go: ``endpoints`` (an endpoints YAML: model X
 vs Y) or the embedded simulator, by default with the keyword labeler, or with ``labeler=embedding``
 (``noise_scale=0``: always the nearest definition). ``--b`` may be given several times: each is
 compared with ``--a``.

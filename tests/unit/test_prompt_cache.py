@@ -164,3 +164,12 @@ def test_simulator_reports_a_processed_prefix_as_cached():
     cached = again["prompt_tokens_details"]["cached_tokens"]
     assert cached >= MIN_CACHED_TOKENS and cached % CACHE_STEP_TOKENS == 0 and cached <= again["prompt_tokens"]
     assert short["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_eval_configurations_name_the_layout():
+    from semtel_dagster.core.evaluation.experiment import parse_config
+
+    config, _ = parse_config("name=b,layout=conversation_first", "b")
+    assert {c.layout for c in config.load().values()} == {LAYOUT_CONVERSATION_FIRST}
+    with pytest.raises(ValueError, match="layout must be one of"):
+        parse_config("layout=sideways", "b")

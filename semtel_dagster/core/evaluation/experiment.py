@@ -20,7 +20,7 @@ import polars as pl
 
 from semtel_dagster.core.classify.answering import Calls
 from semtel_dagster.core.classify.plan import STRATEGIES, STRATEGY_SINGLE
-from semtel_dagster.core.classify.prompts import Classifier, load_classifiers
+from semtel_dagster.core.classify.prompts import LAYOUT_CLASSIFIER_FIRST, LAYOUTS, Classifier, load_classifiers
 from semtel_dagster.core.evaluation.golden import ADAPTERS, GoldenSet, real_conversations, sample_truth
 from semtel_dagster.core.evaluation.metrics import compare_labels, run_costs, score_against_truth, stratified_sample
 from semtel_dagster.core.lake import tables
@@ -38,10 +38,13 @@ class RunConfig:
     prompts_dir: str | None = None
     classifiers: tuple[str, ...] | None = None
     scrub_pii: bool = True
+    layout: str = LAYOUT_CLASSIFIER_FIRST  # prompt layout (``prompts.LAYOUTS``)
 
     def load(self) -> dict[str, Classifier]:
         return load_classifiers(
-            Path(self.prompts_dir) if self.prompts_dir else None, list(self.classifiers) if self.classifiers else None
+            Path(self.prompts_dir) if self.prompts_dir else None,
+            list(self.classifiers) if self.classifiers else None,
+            self.layout,
         )
 
 
@@ -82,6 +85,7 @@ def run_configuration(config: RunConfig, conversations: pl.DataFrame, endpoints:
         classifiers=list(config.classifiers) if config.classifiers else None,
         batching_strategy=config.strategy,
         batch_size=config.batch_size,
+        prompt_layout=config.layout,
         dedupe_method="none",
         scrub_pii=config.scrub_pii,
     )
@@ -196,7 +200,18 @@ GOLDEN_DESCRIPTIONS = {
 SAMPLE_WEEK = dt.date(2026, 11, 16)
 SAMPLES = ("generated", "real")
 LABELERS = ("keyword", "embedding")
-CONFIG_KEYS = ("name", "strategy", "batch_size", "prompts", "classifiers", "scrub_pii", "endpoints", "labeler", "noise_scale")
+CONFIG_KEYS = (
+    "name",
+    "strategy",
+    "batch_size",
+    "prompts",
+    "classifiers",
+    "scrub_pii",
+    "endpoints",
+    "labeler",
+    "noise_scale",
+    "layout",
+)
 
 
 @dataclass(frozen=True)
@@ -233,6 +248,9 @@ def parse_config(spec: str, default_name: str) -> tuple[RunConfig, EndpointChoic
     if choice.file and choice.simulated:
         raise ValueError(f"labeler and noise_scale are settings of the embedded simulator, not of endpoints=FILE: {spec!r}")
     classifiers = tuple(c for c in values.get("classifiers", "").split("+") if c) or None
+    layout = values.get("layout", LAYOUT_CLASSIFIER_FIRST)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     config = RunConfig(
         name=values.get("name", default_name),
         strategy=strategy,
@@ -240,6 +258,7 @@ def parse_config(spec: str, default_name: str) -> tuple[RunConfig, EndpointChoic
         prompts_dir=values.get("prompts"),
         scrub_pii=scrub == "true",
         classifiers=classifiers,
+        layout=layout,
     )
     return config, choice
 
