@@ -39,7 +39,7 @@ mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParam
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack } } }
 """
 # Columns that depend on timing (latency, which endpoint answered, retries), not on the order of weeks.
-TIMING = ["latency_ms", "created_at", "endpoint", "attempts", "rate_limited"]
+TIMING = ["latency_ms", "created_at", "endpoint", "attempts", "rate_limited", "cached_tokens"]
 
 
 def _landing(landing: Path) -> None:

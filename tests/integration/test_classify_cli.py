@@ -172,7 +172,7 @@ def test_spark_engine_writes_what_polars_writes_and_resumes(tmp_path, sample, sp
     assert code == code_spark == 0 and first["engine"] == "spark"
     for key in ("rows", "requests", "requests_sent", "classifications", "classification_rejects"):
         assert first[key] == polars[key], key
-    how_it_went = ["latency_ms", "created_at", "attempts", "rate_limited", "endpoint"]
+    how_it_went = ["latency_ms", "created_at", "attempts", "rate_limited", "endpoint", "cached_tokens"]
     for table in ("llm_responses", "classifications", "classification_rejects"):
         expected = pl.read_delta(str(tmp_path / "polars" / table)).drop(how_it_went, strict=False)
         actual = pl.read_delta(str(tmp_path / "spark" / table)).drop(how_it_went, strict=False)

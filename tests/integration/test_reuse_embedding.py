@@ -38,7 +38,7 @@ COPIES = 10
 MODEL = "sim-model"
 UPSTREAM = ["conversations", "ingest_rejects", "conversations_truncated"]
 DOWNSTREAM = ["conversation_clusters", "conversation_embeddings", "llm_responses", "classifications", "classification_rejects"]
-HOW_IT_WENT = ["latency_ms", "created_at", "attempts", "rate_limited"]
+HOW_IT_WENT = ["latency_ms", "created_at", "attempts", "rate_limited", "cached_tokens"]
 
 
 @pytest.fixture(scope="module")

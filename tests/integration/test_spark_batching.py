@@ -38,7 +38,7 @@ WEEK_A, WEEK_B = dt.date(2026, 11, 9), dt.date(2026, 11, 16)
 CLASSIFIERS = ["topic", "satisfaction"]
 UPSTREAM = ["conversations", "ingest_rejects", "conversations_truncated", "conversation_clusters", "conversation_embeddings"]
 CLASSIFY = ["llm_responses", "classifications", "classification_rejects"]
-HOW_IT_WENT = ["latency_ms", "created_at", "attempts", "rate_limited", "endpoint"]
+HOW_IT_WENT = ["latency_ms", "created_at", "attempts", "rate_limited", "endpoint", "cached_tokens"]
 MODEL = "sim-model"
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 WEEK = dt.date(2026, 11, 16)
 CLASSIFIERS = ["topic", "satisfaction"]
 ENGINE_SPECIFIC = {"sample", "dagster/uri", "delta_version"}  # row order, lake folder, commits per write
-HOW_IT_WENT = {"llm_responses": ["latency_ms", "created_at", "attempts", "rate_limited", "endpoint"]}
+HOW_IT_WENT = {"llm_responses": ["latency_ms", "created_at", "attempts", "rate_limited", "endpoint", "cached_tokens"]}
 
 
 def _materialize(home, lake, engine):
