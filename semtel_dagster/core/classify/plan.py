@@ -365,7 +365,7 @@ _BASE_TOKENS: dict[str, int] = {}
 def _base_tokens(classifier: Classifier) -> int:
     """Tokens of a classifier's prompt without the transcript (once per prompt version)."""
     if classifier.version not in _BASE_TOKENS:
-        probe = "x"  # one token: the layout finds the transcript's message by its text
+        probe = "\u2063"  # in no prompt's wording: the layout finds the transcript's message by its text
         rendered = sum(count_tokens(m["content"]) for m in classifier.messages(probe))
         _BASE_TOKENS[classifier.version] = rendered - count_tokens(probe)
     return _BASE_TOKENS[classifier.version]
