@@ -300,7 +300,14 @@ def markdown(results: dict) -> str:
             "| --- | ---: | ---: |",
         ]
         lines += [f"| {name} | {k:.3f} | {real['raw_agreement'][name]:.1%} |" for name, k in real["kappa"].items()]
-        lines += ["", f"Wall time: {real['wall_s']}; prompt tokens: {real['prompt_tokens']}.", ""]
+        lines += [
+            "",
+            f"Wall time: {real['wall_s']}; prompt tokens: {real['prompt_tokens']}. Kappa near 0 beside a high raw agreement",
+            "means one layout gives nearly one label throughout: a 135M model follows the wording, not the task, so this",
+            "says the reordered prompt does not reproduce its labels, not how a larger model behaves. On a local server",
+            "`conversation_first` is also slower: the classifier's instructions come last and are computed for every request.",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 
