@@ -47,7 +47,6 @@ PRICES = {
     "gpt-4o-mini": ModelPrice(prompt_per_1m=0.15, cached_input_per_1m=0.075, completion_per_1m=0.60),
     "gpt-4.1-mini": ModelPrice(prompt_per_1m=0.40, cached_input_per_1m=0.10, completion_per_1m=1.60),
 }
-BATCH_DISCOUNT = 0.5
 HEADLINE_PRICES = "gpt-4.1-mini"
 # (name, batching strategy, prompt layout); the first is the baseline every other is compared with
 CONFIGS = [
@@ -57,12 +56,6 @@ CONFIGS = [
 ]
 BATCH_ROW = "batch single (priced at batch rates)"
 COST_GOAL, KAPPA_GOAL, CACHED_GOAL = 0.5, 0.9, 0.4
-
-
-def batch_price(price: ModelPrice) -> ModelPrice:
-    """Batch rates: input and output at ``BATCH_DISCOUNT``; cached input earns no further discount."""
-    rate = price.prompt_per_1m * BATCH_DISCOUNT
-    return ModelPrice(prompt_per_1m=rate, cached_input_per_1m=rate, completion_per_1m=price.completion_per_1m * BATCH_DISCOUNT)
 
 
 def run_config(calls: Calls, conversations: pl.DataFrame, strategy: str, layout: str, root: Path) -> dict:
@@ -104,7 +97,7 @@ def cost_rows(data: Dataset, calls: Calls, root: Path) -> list[dict]:
     baseline = labels_by_classifier(results[baseline_name]["labels"], ids)
     # The batch row: the baseline's requests, every prompt token at the batch rate (a batch reports no cache).
     priced = [(name, name, results[name]["responses"], PRICES) for name, *_ in CONFIGS]
-    batch_prices = {sheet: batch_price(price) for sheet, price in PRICES.items()}
+    batch_prices = {sheet: price.batch_price() for sheet, price in PRICES.items()}
     priced.append(
         (BATCH_ROW, baseline_name, results[baseline_name]["responses"].with_columns(cached_tokens=pl.lit(0)), batch_prices)
     )

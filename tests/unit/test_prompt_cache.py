@@ -16,7 +16,7 @@ from semtel_dagster.core.classify.prompts import (
 )
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.llm.budget import responses_cost
-from semtel_dagster.core.llm.dispatch import _usage
+from semtel_dagster.core.llm.dispatch import usage_of
 from semtel_dagster.core.llm.endpoints import ModelPrice
 from semtel_dagster.core.llm.requests import request_id
 from semtel_dagster.sim import SimConfig, SimEndpointConfig, SimulatorThread
@@ -110,9 +110,9 @@ def test_usage_reads_cached_tokens_when_reported():
         prompt_tokens = 10
 
     body = {"choices": [{"message": {"content": "{}"}}], "usage": {"prompt_tokens": 2048, "completion_tokens": 5}}
-    assert _usage(Request(), body) == (2048, 5, None)
+    assert usage_of(Request(), body) == (2048, 5, None)
     body["usage"]["prompt_tokens_details"] = {"cached_tokens": 1024}
-    assert _usage(Request(), body) == (2048, 5, 1024)
+    assert usage_of(Request(), body) == (2048, 5, 1024)
 
 
 def _digests(n_tokens: int, salt: int = 0) -> list[bytes]:
