@@ -26,10 +26,7 @@ def _run(args: argparse.Namespace) -> int:
             prices=prices_of(args.endpoints or os.environ.get("SEMTEL_ENDPOINTS")),
             out=args.out,
         )
-    except MissingExtra as exc:
-        print(f"semtel report: {exc}")
-        return 2
-    except (FileNotFoundError, ValueError) as exc:  # no such lake or week, or a bad window
+    except (MissingExtra, FileNotFoundError, ValueError) as exc:  # no extra, no such lake or week, a bad window
         print(f"semtel report: {exc}")
         return 2
     print(written.markdown)
