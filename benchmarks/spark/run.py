@@ -37,7 +37,7 @@ def generate(landing: Path, n: int, files: int) -> None:
 
 def stages(engine: str, landing: str, lake: str) -> dict:
     """One configuration, in this process: seconds per stage and rows."""
-    from semtel_dagster.core.ingest.landing import read_landing
+    from semtel_dagster.core.ingest.landing import stream_landing
     from semtel_dagster.engines.pipeline import Pipeline
     from semtel_dagster.resources import EngineResource, PipelineSettings
 
@@ -50,7 +50,7 @@ def stages(engine: str, landing: str, lake: str) -> dict:
     seconds = {"session": time.monotonic() - started}
     pipeline = Pipeline(stage, PipelineSettings())  # the product's stages: head_tail:3000, exact dedupe
     steps = [
-        ("ingest", lambda: stage.ingest(WEEK, landing, partial(read_landing, week_start=WEEK))[0]),
+        ("ingest", lambda: stage.ingest(WEEK, landing, partial(stream_landing, week_start=WEEK))[0]),
         ("truncate", lambda: pipeline.truncate(WEEK)),
         ("dedupe", lambda: pipeline.dedupe(WEEK).clusters),
     ]

@@ -5,7 +5,7 @@ import narwhals.stable.v2 as nw
 from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, multi_asset
 
 from semtel_dagster.assets.metadata import catalog, counts_table, table_metadata
-from semtel_dagster.core.ingest.landing import landing_files, read_landing
+from semtel_dagster.core.ingest.landing import landing_files, stream_landing
 from semtel_dagster.core.lake.frames import value_counts
 from semtel_dagster.partitions import partition_week, weekly_partitions
 from semtel_dagster.resources import EngineResource, LakeResource, PipelineSettings
@@ -42,7 +42,7 @@ def ingest(context: AssetExecutionContext, lake: LakeResource, settings: Pipelin
     if not files and not settings.allow_empty_weeks:
         raise Failure(_no_data(week, settings, files))
     read = partial(
-        read_landing,
+        stream_landing,
         week_start=week,
         max_record_bytes=settings.max_record_bytes,
         input_format=settings.input_format,

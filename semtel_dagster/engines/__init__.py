@@ -19,13 +19,13 @@ import narwhals.stable.v2 as nw
 import polars as pl
 
 from semtel_dagster.core.classify.answering import Answered, Answering, Calls
-from semtel_dagster.core.ingest.landing import IngestResult
+from semtel_dagster.core.ingest.landing import LandingStream
 from semtel_dagster.core.lake.frames import collect_small, summary
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.extras import require
 
 Stage = Callable[[pl.DataFrame], pl.DataFrame]
-Reader = Callable[[str], IngestResult]  # landing dir -> the week's conversations and rejects
+Reader = Callable[[str], LandingStream]  # landing dir -> the week's conversations (streamed) and rejects
 Parser = Callable[[pl.DataFrame, pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]  # clusters, responses
 PREVIEW_ROWS = 5  # rows every Written carries for the asset's metadata sample
 
@@ -34,15 +34,16 @@ PREVIEW_ROWS = 5  # rows every Written carries for the asset's metadata sample
 class Written:
     """One table's week as committed, described without collecting it.
 
-    ``frame`` is the week in the engine's own frame (the Polars frame, or a Spark DataFrame over the
-    committed files), so assets aggregate it where it lives (``core.frames``). ``rows`` and ``preview``
+    ``frame`` is the week in the engine's own frame (the Polars frame; a Polars LazyFrame over the committed
+    version where the week was streamed, too big to hold; or a Spark DataFrame over the committed files), so
+    assets aggregate it where it lives (``core.frames``). ``rows`` and ``preview``
     (the first rows, with the table's columns) are what every asset's metadata shows: on Spark a
     ``count`` and a ``limit``.
     """
 
     table: str
     version: int
-    frame: Any  # pl.DataFrame, or pyspark.sql.DataFrame on the Spark engine
+    frame: Any  # pl.DataFrame, pl.LazyFrame, or pyspark.sql.DataFrame on the Spark engine
     rows: int = field(init=False)
     preview: pl.DataFrame = field(init=False)
 

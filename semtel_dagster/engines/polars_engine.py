@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -16,15 +17,21 @@ from semtel_dagster.core.classify.plan import latest_per_request
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.insights.aggregate import label_counts, pair_counts
 from semtel_dagster.core.lake import delta, tables
+from semtel_dagster.core.lake.streams import ordered_map
 from semtel_dagster.core.llm.batch import DeltaLedger
 from semtel_dagster.core.prepare.dedupe import (
+    HASHED,
     cluster_exact,
+    clusters_by_hash,
     embed_representatives,
+    hashed_texts,
     merge_near_duplicates,
     representative_embeddings,
 )
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written
+
+_CORES = len(os.sched_getaffinity(0))  # batches a row-local stage works on at once
 
 
 class PolarsEngine:
@@ -42,19 +49,34 @@ class PolarsEngine:
     def write(self, table: str, frame: pl.DataFrame, week: dt.date) -> Written:
         return Written(table, delta.overwrite_weeks(self.uri(table), frame, tables.TABLES[table], [week]), frame)
 
+    def write_stream(self, table: str, frames: Iterable[pl.DataFrame], week: dt.date) -> Written:
+        """The week written as its frames come (one commit), described lazily by the committed version: a
+        week of any size, with a frame of it in memory at a time."""
+        uri, schema = self.uri(table), tables.TABLES[table]
+        version = delta.overwrite_weeks(uri, frames, schema, [week])
+        return Written(table, version, delta.scan_week(uri, schema, week, version))
+
     def ingest(self, week: dt.date, landing_dir: str, read: Reader) -> tuple[Written, Written, int]:
-        result = read(landing_dir)
-        return (
-            self.write("conversations", result.conversations, week),
-            self.write("ingest_rejects", result.rejects, week),
-            result.files_read,
-        )
+        stream = read(landing_dir)
+        conversations = self.write_stream("conversations", stream, week)
+        result = stream.done
+        return conversations, self.write("ingest_rejects", result.rejects, week), result.files_read
 
     def map_week(self, source: str, target: str, week: dt.date, stage: Stage) -> Written:
-        return self.write(target, stage(self.read(source, week)), week)
+        """A row-local stage over the week a batch at a time (``delta.read_week_batches``), a batch per core at once."""
+        batches = delta.read_week_batches(self.uri(source), tables.TABLES[source], week)
+        return self.write_stream(target, ordered_map(stage, batches, workers=_CORES), week)
 
     def cluster_exact(self, week: dt.date) -> Written:
-        return self.map_week("conversations_truncated", "conversation_clusters", week, cluster_exact)
+        """Hashes a batch of transcripts at a time; the clusters need only ids and hashes of the whole week."""
+        batches = delta.read_week_batches(
+            self.uri("conversations_truncated"),
+            tables.CONVERSATIONS_TRUNCATED,
+            week,
+            columns=["conversation_id", "week_start", "transcript"],
+        )
+        hashed = pl.concat([tables.empty(HASHED), *map(hashed_texts, batches)])
+        return self.write("conversation_clusters", clusters_by_hash(hashed), week)
 
     def cluster_embedding(
         self, week: dt.date, embedder: Callable[[], Embedder], threshold: float

@@ -389,7 +389,7 @@ def _ingest_units(batches, *, landing_dir: str, side: list[str], read: Reader):
         for unit, rels in zip(batch.column("unit").to_pylist(), batch.column("rels").to_pylist()):
             with tempfile.TemporaryDirectory(prefix="semtel-ingest-") as tree:
                 _mirror(root, [*side, *rels], Path(tree))
-                result = read(tree)
+                result = read(tree).collect()
             out = pl.concat(
                 [
                     result.conversations.with_columns(table=pl.lit("conversations")),

@@ -104,8 +104,8 @@ def test_failing_gate_stops_downstream_steps(home, monkeypatch):
     """A dedupe bug that loses a conversation fails the clusters gate; classify must not run."""
     import semtel_dagster.engines.polars_engine as polars_engine
 
-    real = polars_engine.cluster_exact
-    monkeypatch.setattr(polars_engine, "cluster_exact", lambda frame: real(frame).slice(1))
+    real = polars_engine.clusters_by_hash
+    monkeypatch.setattr(polars_engine, "clusters_by_hash", lambda hashed: real(hashed).slice(1))
     with DagsterInstance.ephemeral() as instance:
         result = _run(_defs(home), WEEK_A, instance)
     assert not result.success

@@ -19,34 +19,40 @@ else in the week being run.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 import re
 import tempfile
-import zlib
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
 
 import polars as pl
-from pydantic import TypeAdapter, ValidationError
 
-from semtel_dagster.core.ingest.adapters import AdapterError, AdapterOptions, adapt, arena_answers
-from semtel_dagster.core.ingest.conversation import Conversation, UtcDatetime
+from semtel_dagster.core.ingest.adapters import AdapterOptions, arena_answers
 from semtel_dagster.core.ingest.index import FileWeeks, LandingIndex, file_stat, settings_key
+from semtel_dagster.core.ingest.pieces import (
+    ORDER,
+    REF,
+    Bounds,
+    ParseSettings,
+    PieceEnd,
+    PieceRows,
+    file_pieces,
+    frame,
+    outside_range,
+    parse_pieces,
+    parse_workers,
+    records,
+)
+from semtel_dagster.core.ingest.records import Adapter, Record, is_gzip, mtime_week, parse_json, scan, week_start_time
 from semtel_dagster.core.lake import tables
 from semtel_dagster.core.lake.weeks import first_week as pipeline_first_week
 from semtel_dagster.core.lake.weeks import parse_week, week_start_of
 
-_STARTED_AT = TypeAdapter(UtcDatetime)
+__all__ = ["IngestResult", "LandingStream", "is_gzip", "landing_files", "read_file", "read_landing", "stream_landing"]
+
 _PATH_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_CHUNK = 1 << 20
-_FRAME_ROWS = 20_000  # conversations held as Python objects at once (a frame holds them in a fraction)
-_MAX_REASON_ERRORS = 3
-_GZIP_MAGIC = b"\x1f\x8b"
 _FUTURE_TOLERANCE = dt.timedelta(days=1)  # producers' clocks run a little ahead
 _ANY_WEEK = dt.date(1, 1, 1)  # a Monday: the lower bound where there are no partitions
 
@@ -57,19 +63,6 @@ class IngestResult:
     rejects: pl.DataFrame  # tables.INGEST_REJECTS
     records_read: int  # non-blank records in the files read, every week
     files_read: int  # files opened (with an index: only those that can hold the week)
-
-
-@dataclass(frozen=True)
-class _Record:
-    """One non-blank landed line: a valid conversation, or a reject reason."""
-
-    ref: str
-    source: str
-    raw: str
-    conversation: Conversation | None = None
-    reason: str = ""
-    week: dt.date | None = None  # of a reject; None: the record does not say, use the file's week
-    whole_file: bool = False  # the file failed here: the records it lost could be of any week it feeds
 
 
 def landing_files(landing_dir: Path, input_format: str = "canonical") -> list[Path]:
@@ -90,17 +83,44 @@ def landing_files(landing_dir: Path, input_format: str = "canonical") -> list[Pa
     return files
 
 
-@dataclass(frozen=True)
-class _Adapter:
-    """How records of a non-canonical format become canonical ones."""
-
-    input_format: str
-    options: AdapterOptions
-    default_start: dt.datetime | None
-    answers: dict[str, str]
+def read_landing(landing_dir: Path, week_start: dt.date, **options) -> IngestResult:
+    """Validate every landed record and return the conversations and rejects of ``week_start``: the whole
+    of :func:`stream_landing`, in memory (options as there)."""
+    return stream_landing(landing_dir, week_start, **options).collect()
 
 
-def read_landing(
+class LandingStream:
+    """One week of the landing folder, read as it is consumed.
+
+    Iterating yields the week's conversations as frames (``pieces.FRAME_ROWS`` rows, or a worker's piece) (``tables.CONVERSATIONS``),
+    so a writer can commit a week of any size while holding one frame of it. Once the frames are drained,
+    ``done`` holds the rejects (few: kept whole) and the counts.
+    """
+
+    def __init__(self, frames: Callable[[Callable[[IngestResult], None]], Iterator[pl.DataFrame]]) -> None:
+        """``frames(finish)``: the frames' iterator, which calls ``finish`` with the rest once drained."""
+        self._result: IngestResult | None = None
+        self._frames = frames(self._finish)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        return self._frames
+
+    def _finish(self, result: IngestResult) -> None:
+        self._result = result
+
+    @property
+    def done(self) -> IngestResult:
+        """Rejects and counts (``conversations`` empty: they were streamed); only once every frame was read."""
+        if self._result is None:
+            raise RuntimeError("the landing stream was not read to its end")
+        return self._result
+
+    def collect(self) -> IngestResult:
+        conversations = pl.concat([tables.empty(tables.CONVERSATIONS), *self])
+        return replace(self.done, conversations=conversations)
+
+
+def stream_landing(
     landing_dir: Path,
     week_start: dt.date,
     *,
@@ -111,30 +131,57 @@ def read_landing(
     default_week: dt.date | None = None,
     first_week: dt.date | None = None,
     index_uri: str | None = None,
-) -> IngestResult:
-    """Validate every landed record and return the conversations and rejects of ``week_start``.
+) -> LandingStream:
+    """Validate every landed record; the conversations of ``week_start`` stream out, its rejects are kept.
 
     ``first_week`` (default: the pipeline's first partition) bounds the weeks records may fall in.
     With ``index_uri`` (the lake's ``_landing_index``) only files that can hold the week are opened
     (:mod:`semtel_dagster.core.ingest.index`); the result is the same as reading every file.
     """
-    week_start = parse_week(week_start)
-    bounds = _Bounds(week_start, first_week or pipeline_first_week(), dt.datetime.now(dt.UTC) + _FUTURE_TOLERANCE)
-    landing_dir = Path(landing_dir)
-    rows: list[dict] = []
-    parts: list[pl.DataFrame] = []  # the week's conversations so far, as frames of _FRAME_ROWS rows
-    rejects: list[_Record] = []
-    first_seen: dict[str, str] = {}
-    records_read = 0
-    files = landing_files(landing_dir, input_format)
+    read = partial(
+        _week_frames,
+        landing_dir=Path(landing_dir),
+        week_start=parse_week(week_start),
+        max_record_bytes=max_record_bytes,
+        raw_chars=raw_chars,
+        input_format=input_format,
+        adapter_options=adapter_options,
+        default_week=default_week,
+        first_week=first_week,
+        index_uri=index_uri,
+    )
+    return LandingStream(read)
+
+
+def _week_frames(
+    finish: Callable[[IngestResult], None],
+    *,
+    landing_dir: Path,
+    week_start: dt.date,
+    max_record_bytes: int,
+    raw_chars: int,
+    input_format: str,
+    adapter_options: AdapterOptions | None,
+    default_week: dt.date | None,
+    first_week: dt.date | None,
+    index_uri: str | None,
+) -> Iterator[pl.DataFrame]:
+    """The body of :func:`stream_landing`: yields the week's conversation frames, then ``finish``es.
+
+    Files are parsed in pieces (:mod:`semtel_dagster.core.ingest.pieces`, by worker processes for a big
+    week); here, in file order, a conversation_id seen before becomes a duplicate reject and each file's
+    rejects go to their weeks.
+    """
+    bounds = Bounds(week_start, first_week or pipeline_first_week(), dt.datetime.now(dt.UTC) + _FUTURE_TOLERANCE)
     adapter = None
     if input_format != "canonical":
-        adapter = _Adapter(
+        adapter = Adapter(
             input_format,
             adapter_options or AdapterOptions(),
-            _week_start_time(parse_week(default_week)) if default_week else None,
+            week_start_time(parse_week(default_week)) if default_week else None,
             _arena_answers(landing_dir) if input_format == "arena_hard" else {},
         )
+    settings = ParseSettings(bounds, max_record_bytes, raw_chars, input_format, adapter)
     index = None
     if index_uri and input_format != "table":  # table folders have no trustworthy size and mtime
         key = settings_key(
@@ -145,89 +192,103 @@ def read_landing(
             max_record_bytes=max_record_bytes,
         )
         index = LandingIndex.load(index_uri, key)
-    files_read = 0
-    for path in files:
+    to_read: list[tuple[Path, str, tuple[int, int] | None]] = []
+    for path in landing_files(landing_dir, input_format):
         rel = path.relative_to(landing_dir).as_posix()
-        stat = file_stat(path) if index else None
-        if index and index.can_skip(rel, stat, week_start):
+        stat = file_stat(path)
+        if not (index and index.can_skip(rel, stat, week_start)):
+            to_read.append((path, rel, stat))
+    workers = parse_workers((stat[0] for _, _, stat in to_read if stat), input_format)
+    pieces = (p for path, rel, stat in to_read for p in file_pieces(path, rel, stat[0] if stat else 0, split=workers > 1))
+    stats = {rel: stat for _, rel, stat in to_read}
+    first_seen: dict[str, str] = {}
+    rejects: list[Record] = []
+    records_read = 0
+    file: _FileRead | None = None
+    for event in parse_pieces(pieces, settings, workers):
+        piece = event.piece
+        if file is None or file.rel != piece.rel:
+            file = _FileRead(piece.rel)
+        if file.ended:
+            continue  # the file failed in an earlier piece: as when read at once, nothing after counts
+        if isinstance(event, PieceRows):
+            rows = file.new_rows(event.frame, first_seen)
+            if rows.height:
+                yield rows.drop(REF, ORDER)
             continue
-        files_read += 1
-        learned = FileWeeks()
-        weeks: Counter[dt.date] = Counter()
-        pending: list[_Record] = []
-        if input_format == "table":
-            assert adapter is not None  # every format but canonical has one
-            scan = _scan_table(path, rel, raw_chars, adapter)
-        else:
-            scan = _scan(path, rel, max_record_bytes, raw_chars, adapter)
-        for rec in scan:
-            records_read += 1
-            conv = rec.conversation
-            if conv is None:
-                pending.append(rec)
-                continue
-            week = week_start_of(conv.started_at)
-            learned.saw(conv.started_at)
-            learned.weeks.add(week)  # a record in the future falls in its own week once that week is run
-            if outside := _outside_range(conv.started_at, week, bounds):
-                pending.append(replace(rec, conversation=None, reason=outside, week=week))
-                continue
-            weeks[week] += 1
-            if week != week_start:
-                continue
-            if conv.conversation_id in first_seen:
-                reason = f"duplicate conversation_id (first seen at {first_seen[conv.conversation_id]})"
-                pending.append(replace(rec, conversation=None, reason=reason, week=week))
-                continue
-            first_seen[conv.conversation_id] = rec.ref
-            rows.append(_row(conv, week, rec.source))
-            if len(rows) == _FRAME_ROWS:
-                parts.append(_frame(rows, tables.CONVERSATIONS))
-                rows.clear()
-        if pending:
-            fallback = _fallback_week(weeks, rel, path, bounds)
-            for r in pending:
-                targets = _reject_weeks(r, weeks, rel, fallback, bounds)
-                if r.whole_file and not weeks and _path_week(rel) is None:
-                    learned.every_week = True  # its reject shows in whichever week is run
-                else:
-                    learned.weeks |= targets
-                if week_start in targets:
-                    rejects.append(r)
-        if index:
-            index.record(rel, stat, learned)
+        records_read += event.records_read
+        file.add(event, first_seen, settings)
+        if piece.end is None or file.ended:
+            rejects += file.week_rejects(piece.path, bounds)
+            if index:
+                index.record(piece.rel, stats[piece.rel], file.learned)
     if index:
         index.save()
     reject_rows = [
         {"week_start": week_start, "source": r.source, "record_ref": r.ref, "reason": r.reason, "raw": r.raw} for r in rejects
     ]
-    return IngestResult(
-        conversations=pl.concat([*parts, _frame(rows, tables.CONVERSATIONS)]),
-        rejects=_frame(reject_rows, tables.INGEST_REJECTS),
-        records_read=records_read,
-        files_read=files_read,
-    )
+    rejected = frame(reject_rows, tables.INGEST_REJECTS)
+    finish(IngestResult(tables.empty(tables.CONVERSATIONS), rejected, records_read, len(to_read)))
 
 
-def _outside_range(started_at: dt.datetime, week: dt.date, bounds: _Bounds) -> str:
-    """Why a valid record belongs to no week the pipeline runs ("" if it does)."""
-    if week < bounds.first_week:
-        return f"out of range: started_at {started_at.isoformat()} is before the first partition week {bounds.first_week}"
-    if started_at > bounds.latest_start:
-        return f"out of range: started_at {started_at.isoformat()} is in the future"
-    return ""
+@dataclass
+class _FileRead:
+    """One file's pieces so far: its rejects in record order and what it taught about its weeks."""
+
+    rel: str
+    pending: list[Record] = field(default_factory=list)
+    repeats: dict[str, str] = field(default_factory=dict)  # ref -> first seen ref, of this piece's rows
+    weeks: Counter[dt.date] = field(default_factory=Counter)
+    learned: FileWeeks = field(default_factory=FileWeeks)
+    ended: bool = False
+
+    def new_rows(self, rows: pl.DataFrame, first_seen: dict[str, str]) -> pl.DataFrame:
+        """The rows whose conversation_id was not seen in an earlier piece; the others become rejects."""
+        refs = rows.get_column(REF).to_list()
+        for cid, ref in zip(rows.get_column("conversation_id").to_list(), refs):
+            if (first := first_seen.setdefault(cid, ref)) != ref:
+                self.repeats[ref] = first
+        return rows.filter(~pl.col(REF).is_in(list(self.repeats))) if self.repeats else rows
+
+    def add(self, end: PieceEnd, first_seen: dict[str, str], settings: ParseSettings) -> None:
+        """A piece's end: its rejects merged in record order with the duplicates its rows held."""
+        pending = [
+            replace(r, reason=f"duplicate conversation_id (first seen at {first_seen[r.duplicate_id]})") if r.duplicate_id else r
+            for r in end.pending
+        ]
+        if self.repeats:  # their raw text, read again (rare: a record landed twice)
+            reason = "duplicate conversation_id (first seen at {})"
+            pending += [
+                replace(r, conversation=None, reason=reason.format(self.repeats[r.ref]), week=settings.bounds.run_week, order=k)
+                for k, r in enumerate(records(end.piece, settings), start=1)
+                if r.ref in self.repeats and r.conversation is not None
+            ]
+            self.repeats = {}
+        self.pending += sorted(pending, key=lambda r: r.order)
+        self.weeks.update(end.weeks)
+        self.learned.weeks |= end.learned.weeks
+        for started in (end.learned.min_started_at, end.learned.max_started_at):
+            if started is not None:
+                self.learned.saw(started)
+        self.ended = any(r.whole_file for r in end.pending)
+
+    def week_rejects(self, path: Path, bounds: Bounds) -> list[Record]:
+        """The file's rejects that the run week shows; records in ``learned`` the weeks they show in."""
+        fallback = _fallback_week(self.weeks, self.rel, path, bounds)
+        shown = []
+        for r in self.pending:
+            targets = _reject_weeks(r, self.weeks, self.rel, fallback, bounds)
+            if r.whole_file and not self.weeks and _path_week(self.rel) is None:
+                self.learned.every_week = True  # its reject shows in whichever week is run
+            else:
+                self.learned.weeks |= targets
+            if bounds.run_week in targets:
+                shown.append(r)
+        self.ended = True
+        return shown
 
 
-@dataclass(frozen=True)
-class _Bounds:
-    """What one read knows about weeks: the run's, the first partition's, and the latest valid start."""
-
-    run_week: dt.date
-    first_week: dt.date
-    latest_start: dt.datetime
-
-
-def _reject_weeks(rec: _Record, weeks: Counter[dt.date], rel: str, fallback: dt.date, bounds: _Bounds) -> set[dt.date]:
+def _reject_weeks(rec: Record, weeks: Counter[dt.date], rel: str, fallback: dt.date, bounds: Bounds) -> set[dt.date]:
     """The weeks whose ``ingest_rejects`` show this reject (one, except for a whole-file problem)."""
     if rec.whole_file:
         return set(weeks) or {max(_path_week(rel) or bounds.run_week, bounds.first_week)}
@@ -236,173 +297,19 @@ def _reject_weeks(rec: _Record, weeks: Counter[dt.date], rel: str, fallback: dt.
     return {max(rec.week, bounds.first_week)}
 
 
-def is_gzip(path: Path) -> bool:
-    """Gzip by its magic bytes, whatever the name says (two bytes read, never the file)."""
-    with open(path, "rb") as fh:
-        return fh.read(2) == _GZIP_MAGIC
-
-
-def _open(path: Path) -> BinaryIO:
-    raw = open(path, "rb")  # noqa: SIM115 - returned open; the caller's ``with`` closes it
-    if raw.read(2) == _GZIP_MAGIC:
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return raw
-
-
-def _scan(path: Path, rel: str, limit: int, raw_chars: int, adapter: _Adapter | None = None) -> Iterator[_Record]:
-    """Every non-blank line of one file, parsed and validated; never raises on bad content.
-
-    A corrupt gzip stream, or a file that cannot be opened or was removed, ends the file with one
-    whole-file reject instead of failing the partition.
-    """
-    line_no = 0
-    try:
-        with _open(path) as fh:
-            for line_no, data, size in _split(fh, limit):
-                ref = f"{rel}:{line_no}"
-                raw = data.decode("utf-8", errors="replace")[:raw_chars]
-                if size > limit:
-                    yield _Record(ref, rel, raw, reason=f"oversized: {size} bytes > {limit}")
-                    continue
-                parsed = _parse(data)
-                if isinstance(parsed, str):
-                    yield _Record(ref, rel, raw, reason=parsed)
-                    continue
-                if adapter is not None:
-                    yield from _adapted(parsed, ref, rel, raw, adapter, path)
-                    continue
-                yield _validated(parsed, ref, _source(parsed, rel), raw)
-    except FileNotFoundError as exc:
-        yield _Record(f"{rel}:{line_no + 1}", rel, "", reason=f"file vanished during ingest: {exc}", whole_file=True)
-    except (OSError, EOFError, zlib.error) as exc:
-        yield _Record(f"{rel}:{line_no + 1}", rel, "", reason=f"unreadable file: {exc}", whole_file=True)
-
-
-def _adapted(record: dict, ref: str, rel: str, raw: str, adapter: _Adapter, path: Path) -> Iterator[_Record]:
-    """The canonical records of one input record (several for OpenAssistant paths), validated."""
-    try:
-        canonical = adapt(adapter.input_format, record, adapter.options, adapter.answers)
-    except AdapterError as exc:
-        yield _Record(ref, rel, raw, reason=f"invalid record: {exc}")
-        return
-    for k, rec in enumerate(canonical):
-        sub_ref = ref if len(canonical) == 1 else f"{ref}#{k}"
-        rec.setdefault("conversation_id", sub_ref)
-        if started := adapter.default_start or _mtime_start(path):
-            rec.setdefault("started_at", started)
-        yield _validated(rec, sub_ref, _source(rec, rel), raw)
-
-
-def _validated(record: dict, ref: str, source: str, raw: str) -> _Record:
-    """A canonical record as a conversation, or as a reject naming the invalid fields."""
-    try:
-        return _Record(ref, source, raw, conversation=Conversation.model_validate(record))
-    except ValidationError as exc:
-        return _Record(ref, source, raw, reason=_reason(exc), week=_record_week(record))
-
-
-def _scan_table(path: Path, rel: str, raw_chars: int, adapter: _Adapter) -> Iterator[_Record]:
-    """Rows of one Parquet file or Delta table through the column mapping; refs are ``file:row``."""
-    try:
-        frame = pl.read_delta(str(path)) if path.is_dir() else pl.read_parquet(path)
-    except Exception as exc:  # any unreadable table is one reject, never a failed partition
-        yield _Record(f"{rel}:1", rel, "", reason=f"unreadable file: {exc}", whole_file=True)
-        return
-    for row_no, row in enumerate(frame.iter_rows(named=True), start=1):
-        raw = json.dumps(row, default=str, ensure_ascii=False)[:raw_chars]
-        yield from _adapted(row, f"{rel}:{row_no}", rel, raw, adapter, path)
-
-
 def _arena_answers(landing_dir: Path) -> dict[str, str]:
     records = []
     for path in sorted(landing_dir.rglob("answers*.jsonl")):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            parsed = _parse(line.encode("utf-8")) if line.strip() else None
+            parsed = parse_json(line.encode("utf-8")) if line.strip() else None
             if isinstance(parsed, dict):
                 records.append(parsed)
     return arena_answers(records)
 
 
-def _week_start_time(week: dt.date) -> dt.datetime:
-    return dt.datetime.combine(week, dt.time(), dt.UTC)
-
-
-def _mtime_start(path: Path) -> dt.datetime | None:
-    week = _mtime_week(path)
-    return _week_start_time(week) if week else None  # removed meanwhile: the record is rejected as undated
-
-
-def _split(fh: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, int]]:
-    """Non-blank lines as ``(line_no, data, size)``; an oversized line is cut to its first bytes.
-
-    Reading at most ``limit`` plus a chunk at once keeps a multi-GB line from filling memory.
-    """
-    line_no = 0
-    while head := fh.readline(limit + 2):
-        line_no += 1
-        size, piece = len(head), head
-        while not piece.endswith(b"\n"):
-            piece = fh.readline(_CHUNK)
-            if not piece:
-                break
-            size += len(piece)
-        size -= len(piece) - len(piece.rstrip(b"\r\n"))
-        if line_no == 1 and head.startswith(b"\xef\xbb\xbf"):
-            head, size = head[3:], size - 3
-        if size > limit or head.strip():
-            yield line_no, head.rstrip(b"\r\n"), size
-
-
-def _parse(data: bytes) -> dict | str:
-    """The record as a JSON object, or the reject reason."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"invalid utf-8: {exc.reason} at byte {exc.start}"
-    try:
-        value = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
-        return f"malformed json: {exc}"
-    except RecursionError:
-        return "malformed json: nested too deeply"
-    if not isinstance(value, dict):
-        return f"not a json object: got {type(value).__name__}"
-    if _SURROGATE_ESCAPE.search(text):  # a lone "\ud800" decodes fine but cannot be stored as UTF-8
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return f"invalid utf-8: {exc.reason} in an escaped string"
-    return value
-
-
-def _reason(exc: ValidationError) -> str:
-    """A short, stable reason: field path plus message, for at most a few errors."""
-    errors = exc.errors(include_url=False, include_input=False)
-    parts = []
-    for err in errors[:_MAX_REASON_ERRORS]:
-        field = ".".join(str(p) for p in err["loc"]) or "record"
-        parts.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
-    more = f" (+{len(errors) - _MAX_REASON_ERRORS} more)" if len(errors) > _MAX_REASON_ERRORS else ""
-    return "invalid record: " + "; ".join(parts) + more
-
-
-def _source(record: dict, rel: str) -> str:
-    source = record.get("source")
-    return source.strip() if isinstance(source, str) and source.strip() else rel
-
-
-def _record_week(record: dict) -> dt.date | None:
-    try:
-        return week_start_of(_STARTED_AT.validate_python(record.get("started_at")))
-    except ValidationError:
-        return None
-
-
-def _fallback_week(weeks: Counter[dt.date], rel: str, path: Path, bounds: _Bounds) -> dt.date:
+def _fallback_week(weeks: Counter[dt.date], rel: str, path: Path, bounds: Bounds) -> dt.date:
     """The week of a file's undated rejects: its home week, its path's, its mtime's, else the run's."""
-    return max(_home_week(weeks) or _path_week(rel) or _mtime_week(path) or bounds.run_week, bounds.first_week)
+    return max(_home_week(weeks) or _path_week(rel) or mtime_week(path) or bounds.run_week, bounds.first_week)
 
 
 def _home_week(weeks: Counter[dt.date]) -> dt.date | None:
@@ -423,31 +330,6 @@ def _path_week(rel: str) -> dt.date | None:
     return None
 
 
-def _mtime_week(path: Path) -> dt.date | None:
-    """The week the file was last written; None once it has been removed."""
-    try:
-        return week_start_of(dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC))
-    except FileNotFoundError:
-        return None
-
-
-def _row(conv: Conversation, week: dt.date, source: str) -> dict:
-    return {
-        "conversation_id": conv.conversation_id,
-        "week_start": week,
-        "source": conv.source.strip() if conv.source and conv.source.strip() else source,
-        "started_at": conv.started_at,
-        "messages": [{"role": m.role, "content": m.content} for m in conv.messages],
-        "n_turns": len(conv.messages),
-        "n_chars": sum(len(m.content) for m in conv.messages),
-        **{name: getattr(conv, name) for name in tables.ENGAGEMENT},
-    }
-
-
-def _frame(rows: list[dict], schema: pl.Schema) -> pl.DataFrame:
-    return tables.conform(pl.DataFrame(rows, schema=schema, orient="row"), schema)
-
-
 def read_file(path: Path, *, max_record_bytes: int = 1_000_000, raw_chars: int = 2_000) -> IngestResult:
     """Every week of one canonical conversations file (``semtel classify``), validated as ``read_landing`` does.
 
@@ -459,11 +341,11 @@ def read_file(path: Path, *, max_record_bytes: int = 1_000_000, raw_chars: int =
     gz = is_gzip(path)
     name = path.name if path.name.endswith(".jsonl.gz" if gz else ".jsonl") else ("input.jsonl.gz" if gz else "input.jsonl")
     now = dt.datetime.now(dt.UTC)
-    bounds = _Bounds(week_start_of(now), _ANY_WEEK, now + _FUTURE_TOLERANCE)
+    bounds = Bounds(week_start_of(now), _ANY_WEEK, now + _FUTURE_TOLERANCE)
     weeks: Counter[dt.date] = Counter()
     reject_weeks: set[dt.date] = set()
-    for rec in _scan(path, name, max_record_bytes, raw_chars):
-        if rec.conversation is not None and not _outside_range(rec.conversation.started_at, _ANY_WEEK, bounds):
+    for rec in scan(path, name, max_record_bytes, raw_chars):
+        if rec.conversation is not None and not outside_range(rec.conversation.started_at, _ANY_WEEK, bounds):
             weeks[week_start_of(rec.conversation.started_at)] += 1
         elif rec.week is not None and rec.week <= bounds.latest_start.date():
             reject_weeks.add(rec.week)

@@ -18,16 +18,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+import pyarrow as pa
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from semtel_dagster.core.lake import locks, tables
+from semtel_dagster.core.lake.streams import prefetched
 from semtel_dagster.core.lake.weeks import WEEK
 
 PARTITION_COLUMN = "week_start"
+# Row groups of a bounded size: a reader of the week in batches (``read_week_batches``) holds one at a time.
+_WRITER = WriterProperties(max_row_group_size=16_384, compression="SNAPPY")  # delta-rs's default codec
+_BATCH_ROWS = 16_384
 LOCKS_FOLDER = "_locks"
 WEEK_LOCK_WAIT_SECONDS = 600.0  # one commit of a week; a writer stuck longer than this is a failure to report
 
@@ -61,23 +66,35 @@ def table_exists(uri: str, storage_options: dict | None = None) -> bool:
 
 def overwrite_weeks(
     uri: str,
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | Iterable[pl.DataFrame],
     schema: pl.Schema,
     weeks: Iterable[dt.date],
     storage_options: dict | None = None,
 ) -> int:
     """Atomically replace the given weeks of the table with ``frame``; returns the new version.
 
+    ``frame`` may be an iterable of frames (a week too big to hold): they are conformed, checked and
+    written as they come, on a producer thread while the writer encodes, in the same single commit.
     On a local lake a concurrent writer of the same weeks waits for this one (last writer wins, whole);
     elsewhere the later commit fails with :class:`ConcurrentWeekWrite`.
     """
     weeks = sorted(set(weeks))
+    if isinstance(frame, pl.DataFrame):
+        data: pl.DataFrame | pa.RecordBatchReader = _checked(frame, schema, weeks)
+    else:
+        parts = (_checked(part, schema, weeks).to_arrow().to_batches() for part in frame)
+        arrow_schema = tables.empty(schema).to_arrow().schema
+        data = pa.RecordBatchReader.from_batches(arrow_schema, prefetched(itertools.chain.from_iterable(parts)))
+    with week_locks(uri, weeks):
+        return commit_overwrite(uri, data, schema, weeks, storage_options)
+
+
+def _checked(frame: pl.DataFrame, schema: pl.Schema, weeks: list[dt.date]) -> pl.DataFrame:
     data = tables.conform(frame, schema)
     outside = data.filter(~pl.col(PARTITION_COLUMN).is_in(weeks)).height
     if outside:
         raise ValueError(f"{outside} rows fall outside the weeks being written {weeks}")
-    with week_locks(uri, weeks):
-        return commit_overwrite(uri, data, schema, weeks, storage_options)
+    return data
 
 
 def week_locks(uri: str, weeks: list[dt.date]) -> contextlib.AbstractContextManager:
@@ -98,7 +115,11 @@ def week_locks(uri: str, weeks: list[dt.date]) -> contextlib.AbstractContextMana
 
 
 def commit_overwrite(
-    uri: str, data: pl.DataFrame, schema: pl.Schema, weeks: list[dt.date], storage_options: dict | None = None
+    uri: str,
+    data: pl.DataFrame | pa.RecordBatchReader,
+    schema: pl.Schema,
+    weeks: list[dt.date],
+    storage_options: dict | None = None,
 ) -> int:
     """The predicate overwrite itself, on a table created first so that Delta's conflict check applies."""
     ensure_table(uri, schema, storage_options)
@@ -106,6 +127,7 @@ def commit_overwrite(
         write_deltalake(
             uri,
             data,  # streamed through the Arrow C interface: no copy of the week into an Arrow table first
+            writer_properties=_WRITER,
             mode="overwrite",
             predicate=week_predicate(weeks),
             partition_by=[PARTITION_COLUMN],
@@ -168,3 +190,25 @@ def read_weeks(
     frame = pl.scan_delta(uri, storage_options=storage_options).filter(pl.col(PARTITION_COLUMN).is_in(weeks)).collect()
     added = [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in frame.columns]
     return tables.conform(frame.with_columns(added) if added else frame, schema)  # columns newer than the table read as null
+
+
+def scan_week(
+    uri: str, schema: pl.Schema, week: dt.date, version: int | None = None, storage_options: dict | None = None
+) -> pl.LazyFrame:
+    """The committed week as a lazy frame (``version``: as of that commit), read where it is used: what a
+    week too big to hold is described by. Columns newer than the table read as null."""
+    if not table_exists(uri, storage_options):
+        return tables.empty(schema).lazy()
+    frame = pl.scan_delta(uri, version=version, storage_options=storage_options).filter(pl.col(PARTITION_COLUMN) == week)
+    names = frame.collect_schema().names()
+    added = [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in names]
+    return frame.with_columns(added).select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+
+
+def read_week_batches(
+    uri: str, schema: pl.Schema, week: dt.date, columns: list[str] | None = None, storage_options: dict | None = None
+) -> Iterator[pl.DataFrame]:
+    """The week in frames of about ``_BATCH_ROWS`` rows (``columns`` only, default all of ``schema``), read one
+    at a time: a row-local stage over a week of any size holds a batch of input and output."""
+    frame = scan_week(uri, schema, week, storage_options=storage_options)
+    return frame.select(columns or list(schema)).collect_batches(chunk_size=_BATCH_ROWS)

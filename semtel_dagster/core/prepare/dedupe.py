@@ -62,10 +62,17 @@ def text_hashes(texts: pl.Series) -> pl.Series:
     return pl.Series("text_hash", digests, dtype=pl.String)
 
 
+HASHED = pl.Schema({"conversation_id": pl.String, "week_start": pl.Date, "text_hash": pl.String})
+
+
+def hashed_texts(truncated: pl.DataFrame) -> pl.DataFrame:
+    """``HASHED`` rows of ``conversations_truncated`` rows: what exact clusters are made of (row-local)."""
+    return truncated.select("conversation_id", "week_start").with_columns(text_hashes(truncated.get_column("transcript")))
+
+
 def cluster_exact(truncated: pl.DataFrame) -> pl.DataFrame:
     """One ``conversation_clusters`` row per input row; every row maps to a representative."""
-    hashed = truncated.select("conversation_id", "week_start").with_columns(text_hashes(truncated.get_column("transcript")))
-    return clusters_by_hash(hashed)
+    return clusters_by_hash(hashed_texts(truncated))
 
 
 def clusters_by_hash(hashed: pl.DataFrame) -> pl.DataFrame:

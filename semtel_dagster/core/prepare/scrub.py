@@ -283,7 +283,13 @@ RULES: tuple[Replace | Validate, ...] = (
     Replace("secret", _SECRETS, "${1}${2}${3}${5}" + _SECRET + "${4}"),
     Replace("email", _EMAIL, PLACEHOLDERS["email"]),
     Validate("iban", _IBAN_CORE, re.compile(r"(?<![A-Za-z0-9_])" + _IBAN_CORE), _iban),
-    Validate("card", _CARD_CORE, re.compile(r"(?<![0-9A-Za-z_.\-])[0-9]+(?:[ -][0-9]+)*(?![0-9A-Za-z_]|[.\-][0-9])"), _card),
+    Validate(
+        "card",
+        _CARD_CORE,
+        # A chain of digit groups; the lookahead skips, unseen by ``_card``, those too short to hold a card's 13 digits.
+        re.compile(r"(?<![0-9A-Za-z_.\-])(?=[0-9 \-]{13})[0-9]+(?:[ -][0-9]+)*(?![0-9A-Za-z_]|[.\-][0-9])"),
+        _card,
+    ),
     Validate("ip", _IPV4_CANDIDATE, _IPV4_EXACT, _ipv4),
     Validate("ip", _IPV6_CANDIDATE, _IPV6_EXACT, _ipv6),
     Validate("phone", _PHONE_CANDIDATE, _PHONE_EXACT, _phone),
