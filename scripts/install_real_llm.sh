@@ -12,8 +12,14 @@ WHEELS="${SEMTEL_WHEEL_CACHE:-$HOME/.cache/semtel/wheels}"
 LOCK="${LOCK:-requirements.lock}"
 LLAMA_PIN="$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | sed 's/.*==//')"
 # Portable CPU kernels: a native build also emits AMX code, which a VM that does not enable AMX state
-# (cpuinfo still lists it) kills with SIGSEGV on the first prompt.
-export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}"
+# (cpuinfo still lists it) kills with SIGSEGV on the first prompt. AVX-512 only where the CPU has it (an
+# AVX-512 build dies with SIGILL on one that lacks it); the flags are part of the cached wheel's name.
+has() { grep -qw "$1" /proc/cpuinfo 2>/dev/null && echo ON || echo OFF; }
+AVX512="$(has avx512f)"
+VNNI="$(has avx512_vnni)"
+[ "$AVX512" = ON ] || VNNI=OFF
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=$AVX512 -DGGML_AVX512_VNNI=$VNNI -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}"
+WHEELS="$WHEELS/avx512-$AVX512"
 
 build_wheel() {
   echo "building llama-cpp-python $LLAMA_PIN (minutes; cached in $WHEELS)" >&2

@@ -156,3 +156,33 @@ def test_nested_schema_roundtrip(tmp_path):
     append(uri, frame, tables.LLM_RESPONSES)
     out = read_weeks(uri, tables.LLM_RESPONSES, [W1])
     assert out.equals(frame)
+
+
+def test_a_week_written_as_a_stream_of_frames_is_one_commit_read_back_in_batches(tmp_path, monkeypatch):
+    import semtel_dagster.core.lake.delta as delta
+
+    uri = str(tmp_path / "t")
+    overwrite_weeks(uri, _frame([("old", W1, "x"), ("b", W2, "y")]), SCHEMA, [W1, W2])
+    before = DeltaTable(uri).version()
+    parts = (_frame([(f"c{k}-{i}", W1, "t" * k) for i in range(50)]) for k in range(7))
+    version = overwrite_weeks(uri, parts, SCHEMA, [W1])
+    assert version == before + 1  # one commit for every frame
+    week = delta.scan_week(uri, SCHEMA, W1, version).collect()
+    assert week.height == 350 and "old" not in week.get_column("conversation_id").to_list()
+    assert week.schema == SCHEMA
+    monkeypatch.setattr(delta, "_BATCH_ROWS", 64)
+    batches = list(delta.read_week_batches(uri, SCHEMA, W1, columns=["conversation_id", "transcript"]))
+    assert len(batches) > 1 and all(b.columns == ["conversation_id", "transcript"] for b in batches)
+    assert pl.concat(batches).sort("conversation_id").equals(week.select("conversation_id", "transcript").sort("conversation_id"))
+    assert delta.scan_week(str(tmp_path / "none"), SCHEMA, W1).collect().equals(tables.empty(SCHEMA))
+
+
+def test_a_stream_with_a_row_outside_the_week_commits_nothing(tmp_path):
+    uri = str(tmp_path / "t")
+    overwrite_weeks(uri, _frame([("a", W1, "x")]), SCHEMA, [W1])
+    version = DeltaTable(uri).version()
+    parts = iter([_frame([("b", W1, "y")]), _frame([("c", W2, "z")])])
+    with pytest.raises(ValueError, match="outside"):
+        overwrite_weeks(uri, parts, SCHEMA, [W1])
+    assert DeltaTable(uri).version() == version
+    assert _all(uri).get_column("conversation_id").to_list() == ["a"]

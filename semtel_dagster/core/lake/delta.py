@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -34,6 +35,7 @@ PARTITION_COLUMN = "week_start"
 _WRITER = WriterProperties(max_row_group_size=16_384, compression="SNAPPY")  # delta-rs's default codec
 _BATCH_ROWS = 16_384
 LOCKS_FOLDER = "_locks"
+T = TypeVar("T")
 WEEK_LOCK_WAIT_SECONDS = 600.0  # one commit of a week; a writer stuck longer than this is a failure to report
 
 
@@ -80,13 +82,27 @@ def overwrite_weeks(
     """
     weeks = sorted(set(weeks))
     if isinstance(frame, pl.DataFrame):
-        data: pl.DataFrame | pa.RecordBatchReader = _checked(frame, schema, weeks)
-    else:
-        parts = (_checked(part, schema, weeks).to_arrow().to_batches() for part in frame)
-        arrow_schema = tables.empty(schema).to_arrow().schema
-        data = pa.RecordBatchReader.from_batches(arrow_schema, prefetched(itertools.chain.from_iterable(parts)))
+        with week_locks(uri, weeks):
+            return commit_overwrite(uri, _checked(frame, schema, weeks), schema, weeks, storage_options)
+    failed: list[BaseException] = []
+    parts = (_checked(part, schema, weeks).to_arrow().to_batches() for part in frame)
+    batches = prefetched(_noting(itertools.chain.from_iterable(parts), failed))
+    data = pa.RecordBatchReader.from_batches(tables.empty(schema).to_arrow().schema, batches)
     with week_locks(uri, weeks):
-        return commit_overwrite(uri, data, schema, weeks, storage_options)
+        try:
+            return commit_overwrite(uri, data, schema, weeks, storage_options)
+        except Exception:
+            if failed:  # the stream's own error, not the writer's wrapping of it
+                raise failed[0] from None
+            raise
+
+
+def _noting(items: Iterator[T], failed: list[BaseException]) -> Iterator[T]:
+    try:
+        yield from items
+    except BaseException as exc:
+        failed.append(exc)
+        raise
 
 
 def _checked(frame: pl.DataFrame, schema: pl.Schema, weeks: list[dt.date]) -> pl.DataFrame:
