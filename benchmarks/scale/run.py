@@ -13,8 +13,9 @@ separately); exact-dedupe hashing row by row (``map_elements(text_hash)``) again
 ``cluster_exact``; truncation one conversation at a time (``truncate_messages``) against the week at
 once, on an even sample of the week. Beside truncate: the tokenizer's own bound, tiktoken alone
 encoding the week's transcripts on every core (MB/s on the same even sample, and the seconds that
-rate implies for the whole week's text). Peak RSS is this process's, read after each stage; the
-bound and the baselines run after the stages' figures are taken.
+rate implies for the whole week's text). Peak RSS is this process's, read after each stage, and the
+process tree's (with ingest's parse workers) sampled during each stage; the bound and the baselines
+run after the stages' figures are taken.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import platform
 import resource
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
@@ -80,6 +82,45 @@ def timed(step):
 
 def peak_rss_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+class TreeMemory:
+    """Peak resident memory of this process and its children (ingest's parse workers) together, sampled
+    from /proc every 0.2 s: what the machine must hold, which ``ru_maxrss`` (one process) does not say."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self.now())
+
+    @staticmethod
+    def now() -> int:
+        me, total = os.getpid(), 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry) == me or int(fields[1]) == me:  # this process or a direct child
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        return total
+
+    def take_gb(self) -> float:
+        """The peak since the last take, in GB; sampling starts over."""
+        peak, self.peak = max(self.peak, self.now()), 0
+        return round(peak / 2**30, 2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def generate(landing: Path, truth: Path, weeks: list[dt.date], n: int) -> float:
@@ -154,6 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="semtel-scale-") as tmp:
         landing, lake = Path(tmp) / "landing", Path(tmp) / "lake"
         generated = generate(landing, Path(tmp) / "truth", weeks, args.n)
+        memory = TreeMemory()  # from here: the generator's processes are gone
         engine = PolarsEngine(str(lake))
         index = delta.table_uri(str(lake), INDEX_TABLE)
         ingest: dict = {}
@@ -174,11 +216,13 @@ def main() -> None:
             ingest["files_read"] = {"every_file": every_file[2], "indexed": indexed[2]}
         del indexed
         peak = {"ingest": peak_rss_gb()}
+        tree = {"ingest": memory.take_gb()}
         pipeline = Pipeline(engine, settings)
         truncated, truncate_s = timed(lambda: pipeline.truncate(LAST_WEEK))
-        peak["truncate"] = peak_rss_gb()
+        peak["truncate"], tree["truncate"] = peak_rss_gb(), memory.take_gb()
         clusters, dedupe_s = timed(lambda: pipeline.dedupe(LAST_WEEK).clusters)
-        peak["dedupe"] = peak_rss_gb()
+        peak["dedupe"], tree["dedupe"] = peak_rss_gb(), memory.take_gb()
+        memory.close()
         dedupe = {"stage_s": dedupe_s, "clusters": clusters.frame.get_column("representative_id").n_unique()}
         if args.baselines:
             dedupe |= hashing_baseline(engine.read("conversations_truncated", LAST_WEEK))
@@ -214,6 +258,7 @@ def main() -> None:
             "ingest_truncate_dedupe": round(conversations / stages_s),
         },
         "peak_rss_gb_after": peak,
+        "peak_process_tree_gb_during": tree,
     }
     (HERE / args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

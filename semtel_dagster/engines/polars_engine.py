@@ -68,14 +68,14 @@ class PolarsEngine:
         return self.write_stream(target, ordered_map(stage, batches, workers=_CORES), week)
 
     def cluster_exact(self, week: dt.date) -> Written:
-        """Hashes a batch of transcripts at a time; the clusters need only ids and hashes of the whole week."""
+        """Hashes a batch of transcripts per core at once; the clusters need only ids and hashes of the whole week."""
         batches = delta.read_week_batches(
             self.uri("conversations_truncated"),
             tables.CONVERSATIONS_TRUNCATED,
             week,
             columns=["conversation_id", "week_start", "transcript"],
         )
-        hashed = pl.concat([tables.empty(HASHED), *map(hashed_texts, batches)])
+        hashed = pl.concat([tables.empty(HASHED), *ordered_map(hashed_texts, batches, workers=_CORES)])
         return self.write("conversation_clusters", clusters_by_hash(hashed), week)
 
     def cluster_embedding(

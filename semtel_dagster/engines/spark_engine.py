@@ -90,7 +90,7 @@ class SparkEngine:
         """One task per landing file; ids seen in several files are settled by re-reading just those files
         together, in landing order, so "first seen wins" gives the answer a single pass would."""
         root = Path(landing_dir).resolve()
-        read = _without_index(read)
+        read = partial(_without_index(read), parse_workers=1)  # Spark runs a task per core already
         units = [p.relative_to(root).as_posix() for p in _units(root, read)]
         side = _side_files(root, units)
         task = partial(_ingest_units, landing_dir=str(root), side=side, read=read)

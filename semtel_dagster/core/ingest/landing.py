@@ -42,8 +42,8 @@ from semtel_dagster.core.ingest.pieces import (
     frame,
     outside_range,
     parse_pieces,
-    parse_workers,
     records,
+    workers_for,
 )
 from semtel_dagster.core.ingest.records import Adapter, Record, is_gzip, mtime_week, parse_json, scan, week_start_time
 from semtel_dagster.core.lake import tables
@@ -131,12 +131,15 @@ def stream_landing(
     default_week: dt.date | None = None,
     first_week: dt.date | None = None,
     index_uri: str | None = None,
+    parse_workers: int | None = None,
 ) -> LandingStream:
     """Validate every landed record; the conversations of ``week_start`` stream out, its rejects are kept.
 
     ``first_week`` (default: the pipeline's first partition) bounds the weeks records may fall in.
     With ``index_uri`` (the lake's ``_landing_index``) only files that can hold the week are opened
     (:mod:`semtel_dagster.core.ingest.index`); the result is the same as reading every file.
+    ``parse_workers``: processes that parse a big week (default: every core once the week is big enough,
+    :func:`semtel_dagster.core.ingest.pieces.workers_for`; 1 parses here).
     """
     read = partial(
         _week_frames,
@@ -149,6 +152,7 @@ def stream_landing(
         default_week=default_week,
         first_week=first_week,
         index_uri=index_uri,
+        parse_workers=parse_workers,
     )
     return LandingStream(read)
 
@@ -165,6 +169,7 @@ def _week_frames(
     default_week: dt.date | None,
     first_week: dt.date | None,
     index_uri: str | None,
+    parse_workers: int | None,
 ) -> Iterator[pl.DataFrame]:
     """The body of :func:`stream_landing`: yields the week's conversation frames, then ``finish``es.
 
@@ -198,7 +203,7 @@ def _week_frames(
         stat = file_stat(path)
         if not (index and index.can_skip(rel, stat, week_start)):
             to_read.append((path, rel, stat))
-    workers = parse_workers((stat[0] for _, _, stat in to_read if stat), input_format)
+    workers = parse_workers or workers_for((stat[0] for _, _, stat in to_read if stat), input_format)
     pieces = (p for path, rel, stat in to_read for p in file_pieces(path, rel, stat[0] if stat else 0, split=workers > 1))
     stats = {rel: stat for _, rel, stat in to_read}
     first_seen: dict[str, str] = {}

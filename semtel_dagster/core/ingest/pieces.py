@@ -121,7 +121,7 @@ def parse_pieces(pieces: Iterable[Piece], settings: ParseSettings, workers: int)
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def parse_workers(sizes: Iterable[int], input_format: str) -> int:
+def workers_for(sizes: Iterable[int], input_format: str) -> int:
     """Processes for a week of files of these sizes: every core for a big canonical week, else none."""
     return _CORES if input_format == "canonical" and _CORES > 1 and sum(sizes) >= PARALLEL_BYTES else 1
 
