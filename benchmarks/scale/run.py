@@ -9,7 +9,7 @@ one process per core; the last week is measured. Each stage is the product's wit
 (read the week from the lake, compute, replace the week): ingest streamed through the landing index,
 ``Pipeline.truncate`` (PII scrubbed, then head_tail:3000), ``Pipeline.dedupe`` (exact). Baselines (``--no-baselines`` skips them, they dominate at 1M):
 ingest parsing every file against the landing index (built by an earlier week's run, timed
-separately); exact-dedupe hashing row by row (``map_elements(text_hash)``) against the vectorized
+separately), and parsing in this process against parse worker processes (both through the index); exact-dedupe hashing row by row (``map_elements(text_hash)``) against the vectorized
 ``cluster_exact``; truncation one conversation at a time (``truncate_messages``) against the week at
 once, on an even sample of the week. Beside truncate: the tokenizer's own bound, tiktoken alone
 encoding the week's transcripts on every core (MB/s on the same even sample, and the seconds that
@@ -214,6 +214,11 @@ def main() -> None:
             assert (week_digest(engine), indexed[1].rows) == every_file[:2]
             ingest["speedup"] = round(ingest["every_file_s"] / ingest["indexed_s"], 2)
             ingest["files_read"] = {"every_file": every_file[2], "indexed": indexed[2]}
+            here = partial(stream_landing, week_start=LAST_WEEK, index_uri=index, parse_workers=1)
+            serial, ingest["parsed_in_one_process_s"] = timed(lambda: engine.ingest(LAST_WEEK, str(landing), here))
+            assert (week_digest(engine), serial[1].rows) == every_file[:2]
+            ingest["parse_workers_speedup"] = round(ingest["parsed_in_one_process_s"] / ingest["indexed_s"], 2)
+            del serial
         del indexed
         peak = {"ingest": peak_rss_gb()}
         tree = {"ingest": memory.take_gb()}
