@@ -52,7 +52,7 @@ def test_parsing_in_worker_processes_gives_the_same_week(landing, monkeypatch):
 
     monkeypatch.setattr(pieces, "PIECE_BYTES", 60_000)  # a few dozen conversations per piece
     monkeypatch.setattr(pieces, "PARALLEL_BYTES", 0)
-    monkeypatch.setattr(pieces, "_CORES", 3)
+    monkeypatch.setattr(pieces, "_CORES", 2)
     assert pieces.workers_for([1], "canonical") == 2
     main = landing / f"sample-{WEEK}.jsonl"
     assert len(list(pieces.file_pieces(main, main.name, main.stat().st_size, split=True))) > 10
