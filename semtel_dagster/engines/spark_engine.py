@@ -90,7 +90,7 @@ class SparkEngine:
         """One task per landing file; ids seen in several files are settled by re-reading just those files
         together, in landing order, so "first seen wins" gives the answer a single pass would."""
         root = Path(landing_dir).resolve()
-        read = partial(_without_index(read), parse_workers=1)  # Spark runs a task per core already
+        read = _for_tasks(read)
         units = [p.relative_to(root).as_posix() for p in _units(root, read)]
         side = _side_files(root, units)
         task = partial(_ingest_units, landing_dir=str(root), side=side, read=read)
@@ -346,11 +346,13 @@ def _parallelism(spark: SparkSession) -> int:
         return int(spark.conf.get("spark.default.parallelism", "2") or "2")  # the stub drops the default
 
 
-def _without_index(read: Reader) -> Reader:
-    """The reader without the landing index: tasks read exactly the files they are given, and the index
-    (one small Delta table) must not be updated by many tasks at once."""
-    if isinstance(read, partial) and "index_uri" in read.keywords:
-        return partial(read.func, *read.args, **{k: v for k, v in read.keywords.items() if k != "index_uri"})
+def _for_tasks(read: Reader) -> Reader:
+    """The reader as tasks run it: without the landing index (tasks read exactly the files they are given,
+    and the index, one small Delta table, must not be updated by many tasks at once), parsing in the
+    task's own process (Spark runs a task per core already)."""
+    if isinstance(read, partial):
+        options = {k: v for k, v in read.keywords.items() if k != "index_uri"}
+        return partial(read.func, *read.args, **options, parse_workers=1)
     return read
 
 
