@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -17,7 +16,7 @@ from semtel_dagster.core.classify.plan import latest_per_request
 from semtel_dagster.core.classify.prompts import Classifier
 from semtel_dagster.core.insights.aggregate import label_counts, pair_counts
 from semtel_dagster.core.lake import delta, tables
-from semtel_dagster.core.lake.streams import ordered_map
+from semtel_dagster.core.lake.streams import CORES, ordered_map
 from semtel_dagster.core.llm.batch import DeltaLedger
 from semtel_dagster.core.prepare.dedupe import (
     HASHED,
@@ -30,8 +29,6 @@ from semtel_dagster.core.prepare.dedupe import (
 )
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written
-
-_CORES = len(os.sched_getaffinity(0))  # batches a row-local stage works on at once
 
 
 class PolarsEngine:
@@ -65,7 +62,7 @@ class PolarsEngine:
     def map_week(self, source: str, target: str, week: dt.date, stage: Stage) -> Written:
         """A row-local stage over the week a batch at a time (``delta.read_week_batches``), a batch per core at once."""
         batches = delta.read_week_batches(self.uri(source), tables.TABLES[source], week)
-        return self.write_stream(target, ordered_map(stage, batches, workers=_CORES), week)
+        return self.write_stream(target, ordered_map(stage, batches, workers=CORES), week)
 
     def cluster_exact(self, week: dt.date) -> Written:
         """Hashes a batch of transcripts per core at once; the clusters need only ids and hashes of the whole week."""
@@ -75,7 +72,7 @@ class PolarsEngine:
             week,
             columns=["conversation_id", "week_start", "transcript"],
         )
-        hashed = pl.concat([tables.empty(HASHED), *ordered_map(hashed_texts, batches, workers=_CORES)])
+        hashed = pl.concat([tables.empty(HASHED), *ordered_map(hashed_texts, batches, workers=CORES)])
         return self.write("conversation_clusters", clusters_by_hash(hashed), week)
 
     def cluster_embedding(

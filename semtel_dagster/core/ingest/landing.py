@@ -92,8 +92,8 @@ def read_landing(landing_dir: Path, week_start: dt.date, **options) -> IngestRes
 class LandingStream:
     """One week of the landing folder, read as it is consumed.
 
-    Iterating yields the week's conversations as frames (``pieces.FRAME_ROWS`` rows, or a worker's piece) (``tables.CONVERSATIONS``),
-    so a writer can commit a week of any size while holding one frame of it. Once the frames are drained,
+    Iterating yields the week's conversations (``tables.CONVERSATIONS``) as frames of ``pieces.FRAME_ROWS``
+    rows or of one worker's piece, so a writer can commit a week of any size while holding one frame of it. Once the frames are drained,
     ``done`` holds the rejects (few: kept whole) and the counts.
     """
 
@@ -242,7 +242,7 @@ class _FileRead:
 
     rel: str
     pending: list[Record] = field(default_factory=list)
-    repeats: dict[str, str] = field(default_factory=dict)  # ref -> first seen ref, of this piece's rows
+    repeats: dict[str, str] = field(default_factory=dict)  # ref -> first seen ref, of the current piece's rows
     weeks: Counter[dt.date] = field(default_factory=Counter)
     learned: FileWeeks = field(default_factory=FileWeeks)
     ended: bool = False

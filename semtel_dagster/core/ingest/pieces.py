@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-import os
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -24,14 +23,16 @@ from semtel_dagster.core.ingest.conversation import Conversation
 from semtel_dagster.core.ingest.index import FileWeeks
 from semtel_dagster.core.ingest.records import Adapter, Record, is_gzip, scan, scan_table
 from semtel_dagster.core.lake import tables
+from semtel_dagster.core.lake.streams import CORES
 from semtel_dagster.core.lake.weeks import week_start_of
 
 PIECE_BYTES = 32 << 20  # a worker's piece: about 12,000 conversations of a few KB
 PARALLEL_BYTES = 128 << 20  # below this, the week is parsed here: starting workers costs more than it saves
 FRAME_ROWS = 20_000  # conversations held as Python objects at once (a frame holds them in a fraction)
 REF, ORDER = "_ref", "_order"  # columns a piece's rows carry for the reader's duplicate check
+ROWS = pl.Schema([*tables.CONVERSATIONS.items(), (REF, pl.String()), (ORDER, pl.Int64())])
 _SCAN_BLOCK = 8 << 20
-_CORES = len(os.sched_getaffinity(0))
+_CORES = CORES  # read through this module, so tests can pretend to more
 
 
 @dataclass(frozen=True)
@@ -212,9 +213,6 @@ def _parsed(piece: Piece, settings: ParseSettings) -> list[PieceRows | PieceEnd]
     events = list(piece_events(piece, settings))
     parts = [event.frame for event in events if isinstance(event, PieceRows)]
     return [PieceRows(piece, pl.concat(parts)), events[-1]] if parts else events
-
-
-ROWS = pl.Schema([*tables.CONVERSATIONS.items(), (REF, pl.String()), (ORDER, pl.Int64())])
 
 
 def _row(conv: Conversation, week: dt.date, source: str) -> dict:

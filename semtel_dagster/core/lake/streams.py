@@ -4,6 +4,7 @@ tiktoken, delta-rs, all releasing the GIL) on the last, while memory stays a few
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections import deque
@@ -13,6 +14,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+CORES = len(os.sched_getaffinity(0))  # the cores this process may run on: batches, threads, parse workers
 _PREFETCH = 2  # items a producer thread may run ahead of its consumer
 
 

@@ -12,7 +12,6 @@ whitespace, assistant boilerplate, the middle of long code blocks and lines repe
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from semtel_dagster.core.lake import tables
+from semtel_dagster.core.lake.streams import CORES
 from semtel_dagster.core.prepare.tokens import TOKENIZER, Tokens, count_spliced, count_tokens, encoding
 
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
@@ -319,6 +319,6 @@ def truncate_conversations(conversations: pl.DataFrame, config: TruncationConfig
     if not conversations.height:
         return tables.empty(tables.TRUNCATED_TRANSCRIPTS)
     frame = conversations.select("conversation_id", "week_start", "messages")
-    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+    with ThreadPoolExecutor(max_workers=CORES) as pool:
         parts = [_truncate_chunk(chunk, config, pool) for chunk in frame.iter_slices(_CHUNK_ROWS)]
     return tables.conform(pl.concat(parts), tables.TRUNCATED_TRANSCRIPTS)
