@@ -13,7 +13,8 @@ separately), and parsing in this process against parse worker processes (both th
 ``cluster_exact``; truncation one conversation at a time (``truncate_messages``) against the week at
 once, on an even sample of the week. Beside truncate: the tokenizer's own bound, tiktoken alone
 encoding the week's transcripts on every core (MB/s on the same even sample, and the seconds that
-rate implies for the whole week's text). Peak RSS is this process's, read after each stage, and the
+rate implies for the whole week's text), and the same for the counter the stage uses (the bpe crate,
+a process per core). Peak RSS is this process's, read after each stage, and the
 process tree's (with ingest's parse workers) sampled during each stage; the bound and the baselines
 run after the stages' figures are taken.
 """
@@ -38,9 +39,10 @@ import polars as pl
 from semtel_dagster.core.ingest.index import INDEX_TABLE
 from semtel_dagster.core.ingest.landing import stream_landing
 from semtel_dagster.core.lake import delta
+from semtel_dagster.core.lake.streams import CORES, process_pool
 from semtel_dagster.core.prepare.dedupe import cluster_exact, clusters_by_hash, text_hash
 from semtel_dagster.core.prepare.scrub import scrub_messages
-from semtel_dagster.core.prepare.tokens import encoding
+from semtel_dagster.core.prepare.tokens import count_tokens, encoding
 from semtel_dagster.core.prepare.truncate import TruncationConfig, render_transcripts, truncate_conversations, truncate_messages
 from semtel_dagster.engines.pipeline import Pipeline
 from semtel_dagster.engines.polars_engine import PolarsEngine
@@ -50,7 +52,6 @@ from semtel_dagster.sim.sample import write_week
 HERE = Path(__file__).parent
 LAST_WEEK = dt.date(2026, 11, 16)
 SAMPLE_ROWS = 20_000  # conversations of the even sample the tokenizer bound and the truncate baseline read
-CORES = len(os.sched_getaffinity(0))
 
 
 def row_by_row_clusters(truncated: pl.DataFrame) -> pl.DataFrame:
@@ -166,6 +167,28 @@ def tokenizer_bound(sample: pl.DataFrame, week_mb: float) -> dict:
     }
 
 
+def _counted(texts: list[str]) -> int:
+    return sum(count_tokens(text) for text in texts)
+
+
+def counter_bound(sample: pl.DataFrame, week_mb: float) -> dict:
+    """The stage's own counter (the bpe crate, ``count_tokens``) alone on the sample's transcripts, in a
+    process per core as the stage runs it (started before the clock): MB/s and the seconds implied."""
+    texts = render_transcripts(sample.get_column("messages")).to_list()
+    blocks = [texts[start : start + 64] for start in range(0, len(texts), 64)]
+    with process_pool(CORES) as pool:
+        list(pool.map(_counted, [["warm up"]] * CORES))
+        tokens, seconds = timed(lambda: sum(pool.map(_counted, blocks)))
+    sample_mb = sum(len(text.encode()) for text in texts) / 1e6
+    mb_per_s = sample_mb / seconds
+    return {
+        "processes": CORES,
+        "sample_tokens": tokens,
+        "mb_per_s": round(mb_per_s, 2),
+        "implied_s": round(week_mb / mb_per_s, 2),
+    }
+
+
 def truncate_baseline(sample: pl.DataFrame, config: TruncationConfig) -> dict:
     """The sample scrubbed (the stage's first step), then truncated one conversation at a time (the
     previous implementation) and all at once."""
@@ -234,7 +257,8 @@ def main() -> None:
         del truncated, clusters
         week = engine.read("conversations", LAST_WEEK)
         sample = even_sample(week)
-        bound = tokenizer_bound(sample, week_text_mb(week))
+        week_mb = week_text_mb(week)
+        bound, counter = tokenizer_bound(sample, week_mb), counter_bound(sample, week_mb)
         baseline = truncate_baseline(sample, config) if args.baselines else None
     stages_s = round(ingest["indexed_s"] + truncate_s + dedupe_s, 1)
     report = {
@@ -252,6 +276,8 @@ def main() -> None:
             "conversations_per_s": round(conversations / truncate_s),
             "tokenizer_bound": bound,
             "ratio_to_tokenizer_bound": round(truncate_s / bound["implied_s"], 2),
+            "counter_bound": counter,
+            "ratio_to_counter_bound": round(truncate_s / counter["implied_s"], 2),
             "one_at_a_time_vs_week_at_once": baseline,
         },
         "dedupe": dedupe,

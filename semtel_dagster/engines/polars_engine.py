@@ -30,6 +30,8 @@ from semtel_dagster.core.prepare.dedupe import (
 from semtel_dagster.core.prepare.embeddings import Embedder
 from semtel_dagster.engines import Classified, Parser, Reader, Stage, Written
 
+PROCESS_ROWS = 50_000  # conversations in a week from which map_week runs its batches in processes
+
 
 class PolarsEngine:
     name = "polars"
@@ -60,9 +62,12 @@ class PolarsEngine:
         return conversations, self.write("ingest_rejects", result.rejects, week), result.files_read
 
     def map_week(self, source: str, target: str, week: dt.date, stage: Stage) -> Written:
-        """A row-local stage over the week a batch at a time (``delta.read_week_batches``), a batch per core at once."""
+        """A row-local stage over the week a batch at a time (``delta.read_week_batches``), a batch per core at
+        once: on threads, or for a week of ``PROCESS_ROWS`` or more in processes, whose start (about 2 s)
+        is then small beside what they save (the token counter holds the GIL)."""
         batches = delta.read_week_batches(self.uri(source), tables.TABLES[source], week)
-        return self.write_stream(target, ordered_map(stage, batches, workers=CORES), week)
+        processes = delta.week_rows(self.uri(source), week) >= PROCESS_ROWS
+        return self.write_stream(target, ordered_map(stage, batches, workers=CORES, processes=processes), week)
 
     def cluster_exact(self, week: dt.date) -> Written:
         """Hashes a batch of transcripts per core at once; the clusters need only ids and hashes of the whole week."""

@@ -1,5 +1,6 @@
 """Batches run ahead on threads (semtel_dagster.core.lake.streams)."""
 
+import os
 import threading
 import time
 
@@ -70,3 +71,15 @@ def test_prefetched_raises_where_read_and_stops_its_producer_when_the_consumer_d
     stream.close()  # the consumer stops: the producer thread ends, a few items ahead at most
     assert not any(t.name == "semtel-prefetch" for t in threading.enumerate())
     assert len(produced) <= 3 + 2 + 2
+
+
+def _pid_and_square(i: int) -> tuple[int, int]:
+    time.sleep(0.05 if i % 3 else 0.2)  # later items finish first
+    return os.getpid(), i * i
+
+
+def test_ordered_map_in_processes_keeps_input_order_and_runs_outside_this_process():
+    results = list(ordered_map(_pid_and_square, range(8), workers=2, processes=True))
+    assert [square for _, square in results] == [i * i for i in range(8)]
+    pids = {pid for pid, _ in results}
+    assert os.getpid() not in pids and len(pids) == 2

@@ -73,9 +73,8 @@ def conversations() -> pl.DataFrame:
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Several chunks and tokenizer blocks per call, so their seams are exercised too."""
+    """Several chunks per call, so their seams are exercised too."""
     monkeypatch.setattr(truncate, "_CHUNK_ROWS", 37)
-    monkeypatch.setattr(truncate, "_BLOCK_ROWS", 5)
 
 
 def test_transcripts_equal_render_transcript(conversations):

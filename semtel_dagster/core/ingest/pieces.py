@@ -10,10 +10,9 @@ files one record at a time makes. Small weeks, other formats and big gzip files 
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from semtel_dagster.core.ingest.conversation import Conversation
 from semtel_dagster.core.ingest.index import FileWeeks
 from semtel_dagster.core.ingest.records import Adapter, Record, is_gzip, scan, scan_table
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.lake.streams import CORES
+from semtel_dagster.core.lake.streams import CORES, process_pool
 from semtel_dagster.core.lake.weeks import week_start_of
 
 PIECE_BYTES = 32 << 20  # a worker's piece: about 12,000 conversations of a few KB
@@ -103,8 +102,7 @@ def parse_pieces(pieces: Iterable[Piece], settings: ParseSettings, workers: int)
         for piece in pieces:
             yield from piece_events(piece, settings)
         return
-    # spawn: the caller may run threads (Polars', Dagster's), which a forked child would inherit stopped
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = process_pool(workers)
     ahead: deque[Future[list[PieceRows | PieceEnd]]] = deque()
     try:
         for piece in pieces:

@@ -221,6 +221,14 @@ def scan_week(
     return frame.with_columns(added).select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
 
+def week_rows(uri: str, week: dt.date, storage_options: dict | None = None) -> int:
+    """Rows of the committed week, from the Parquet footers (no column is read)."""
+    if not table_exists(uri, storage_options):
+        return 0
+    frame = pl.scan_delta(uri, storage_options=storage_options).filter(pl.col(PARTITION_COLUMN) == week)
+    return frame.select(pl.len()).collect().item()
+
+
 def read_week_batches(
     uri: str, schema: pl.Schema, week: dt.date, columns: list[str] | None = None, storage_options: dict | None = None
 ) -> Iterator[pl.DataFrame]:

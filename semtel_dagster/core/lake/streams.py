@@ -1,15 +1,16 @@
-"""Iterators of batches run ahead on threads: Python work on the next batch overlaps Rust work (Polars,
-tiktoken, delta-rs, all releasing the GIL) on the last, while memory stays a few batches deep."""
+"""Iterators of batches run ahead on threads or processes: Python work on the next batch overlaps Rust
+work (Polars, delta-rs, releasing the GIL) on the last, while memory stays a few batches deep."""
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -56,13 +57,23 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
         thread.join()
 
 
-def ordered_map(work: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(work, items)`` with ``workers`` items in work at once, results in input order: a stage whose
-    Python parts hold the GIL keeps every core busy by running its Rust parts on the other batches."""
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """Spawned, not forked: the caller runs threads (Polars', Dagster's), which a forked child would inherit stopped."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def ordered_map(work: Callable[[T], R], items: Iterable[T], workers: int, processes: bool = False) -> Iterator[R]:
+    """``map(work, items)`` with ``workers`` items in work at once, results in input order.
+
+    On threads, a stage whose Python parts hold the GIL keeps every core busy by running its Rust parts
+    on the other batches. ``processes`` runs a stage that holds the GIL most of the time (the token
+    counter) in that many spawned processes (``work`` and the items are pickled; starting takes seconds).
+    """
     if workers <= 1:
         yield from map(work, items)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semtel-map") as pool:
+    pool: Executor = process_pool(workers) if processes else ThreadPoolExecutor(workers, thread_name_prefix="semtel-map")
+    with pool:
         pending: deque[Future[R]] = deque()
         try:
             for item in items:

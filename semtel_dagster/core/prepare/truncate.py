@@ -13,18 +13,15 @@ whitespace, assistant boilerplate, the middle of long code blocks and lines repe
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Literal, cast, get_args
 
 import numpy as np
 import polars as pl
 
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.lake.streams import CORES
-from semtel_dagster.core.prepare.tokens import TOKENIZER, Tokens, count_spliced, count_tokens, encoding
+from semtel_dagster.core.prepare.tokens import TOKENIZER, Tokens, count_or_tokens, count_spliced, count_tokens, encoding
 
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
@@ -222,7 +219,6 @@ _STRIP = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\
 # match go through the Python pattern, whose Unicode case folding Polars' does not share.
 _MAYBE_ROLE_MARKER = r"(?m)^[ \t]*#?[ \t]*\w+[ \t]*(?:\[[^\]\n]*\])?[ \t]*:[ \t]*$"
 _CHUNK_ROWS = 16_384  # conversations in memory as Python objects at once
-_BLOCK_ROWS = 256  # transcripts per tokenizer task: amortizes the thread pool's cost per task
 
 
 def render_transcripts(messages: pl.Series) -> pl.Series:
@@ -252,27 +248,12 @@ def render_transcripts(messages: pl.Series) -> pl.Series:
     return joined
 
 
-def _count_block(texts: list[str], max_tokens: int) -> list[int | np.ndarray]:
-    """Each text's token count, or its tokens when it is over ``max_tokens`` (it will be cut)."""
-    enc = encoding()
-    out: list[int | np.ndarray] = []
-    for text in texts:
-        tokens = enc.encode_to_numpy(text, disallowed_special=())  # = encode_ordinary, without a list of ints
-        out.append(tokens if tokens.size > max_tokens else tokens.size)
-    return out
-
-
-def _fit_block(rows: list[tuple[str, np.ndarray, list[dict]]], config: TruncationConfig) -> list[tuple[str, int, str]]:
+def _fit_rows(rows: Sequence[tuple[str, Tokens, list[dict]]], config: TruncationConfig) -> list[tuple[str, int, str]]:
     return [_fit(transcript, tokens, messages, config) for transcript, tokens, messages in rows]
 
 
-def _in_blocks(pool: ThreadPoolExecutor, work: Callable[[list], list], items: list) -> list:
-    blocks = [items[start : start + _BLOCK_ROWS] for start in range(0, len(items), _BLOCK_ROWS)]
-    return [result for block in pool.map(work, blocks) for result in block]
-
-
-def _truncate_chunk(chunk: pl.DataFrame, config: TruncationConfig, pool: ThreadPoolExecutor) -> pl.DataFrame:
-    """Transcripts by Polars, tokens by tiktoken on every core; Python per conversation only where a cut is needed."""
+def _truncate_chunk(chunk: pl.DataFrame, config: TruncationConfig) -> pl.DataFrame:
+    """Transcripts by Polars, token counts by the ``bpe`` crate; Python per conversation only where a cut is needed."""
     messages = chunk.get_column("messages")
     originals = render_transcripts(messages)
     compression = COMPRESSION_NONE
@@ -282,21 +263,20 @@ def _truncate_chunk(chunk: pl.DataFrame, config: TruncationConfig, pool: ThreadP
         transcripts = render_transcripts(messages)
     else:
         transcripts = originals
-    counted = _in_blocks(pool, partial(_count_block, max_tokens=config.max_tokens), transcripts.to_list())
+    counted = [count_or_tokens(text, config.max_tokens) for text in transcripts.to_list()]
     over = [i for i, counts in enumerate(counted) if not isinstance(counts, int)]
     tokens_compressed = [counts if isinstance(counts, int) else counts.size for counts in counted]
     if config.compress:
-        before = [
-            n if isinstance(n, int) else n.size
-            for n in _in_blocks(pool, partial(_count_block, max_tokens=1 << 62), originals.to_list())
-        ]
+        before = [count_tokens(text) for text in originals.to_list()]
     else:
         before = tokens_compressed
-    after, strategy, text = list(tokens_compressed), [STRATEGY_NONE] * len(counted), [None] * len(counted)
+    after, strategy = list(tokens_compressed), [STRATEGY_NONE] * len(counted)
+    text: list[str | None] = [None] * len(counted)
     if over:
         cut_messages = messages.gather(over).to_list() if config.strategy == "turns" else [[]] * len(over)
-        rows = list(zip(transcripts.gather(over).to_list(), [counted[i] for i in over], cut_messages))
-        for i, (cut, tokens, used) in zip(over, _in_blocks(pool, partial(_fit_block, config=config), rows)):
+        cut_tokens = [counts for counts in counted if not isinstance(counts, int)]
+        rows = list(zip(transcripts.gather(over).to_list(), cut_tokens, cut_messages))
+        for i, (cut, tokens, used) in zip(over, _fit_rows(rows, config)):
             text[i], after[i], strategy[i] = cut, tokens, used
     return pl.DataFrame(
         {
@@ -319,6 +299,5 @@ def truncate_conversations(conversations: pl.DataFrame, config: TruncationConfig
     if not conversations.height:
         return tables.empty(tables.TRUNCATED_TRANSCRIPTS)
     frame = conversations.select("conversation_id", "week_start", "messages")
-    with ThreadPoolExecutor(max_workers=CORES) as pool:
-        parts = [_truncate_chunk(chunk, config, pool) for chunk in frame.iter_slices(_CHUNK_ROWS)]
+    parts = [_truncate_chunk(chunk, config) for chunk in frame.iter_slices(_CHUNK_ROWS)]
     return tables.conform(pl.concat(parts), tables.TRUNCATED_TRANSCRIPTS)
