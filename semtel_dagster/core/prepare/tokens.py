@@ -62,7 +62,8 @@ def count_tokens(text: str) -> int:
 
 def count_or_tokens(text: str, limit: int) -> int | np.ndarray:
     """The token count of ``text`` when it is at most ``limit``, else its tokens (it will be cut). Counting
-    stops at ``limit``; a text far longer than ``limit`` tokens usually are is encoded at once."""
+    stops at ``limit``; a text of over ``_CHARS_SURELY_OVER`` characters per allowed token is encoded at
+    once instead of counted first (the result is the same, only faster)."""
     counter = _counter()
     count = None if len(text) > _CHARS_SURELY_OVER * limit else counter.count_till_limit(text, limit)
     if count is not None:

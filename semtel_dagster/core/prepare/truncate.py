@@ -13,7 +13,6 @@ whitespace, assistant boilerplate, the middle of long code blocks and lines repe
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, cast, get_args
 
@@ -248,10 +247,6 @@ def render_transcripts(messages: pl.Series) -> pl.Series:
     return joined
 
 
-def _fit_rows(rows: Sequence[tuple[str, Tokens, list[dict]]], config: TruncationConfig) -> list[tuple[str, int, str]]:
-    return [_fit(transcript, tokens, messages, config) for transcript, tokens, messages in rows]
-
-
 def _truncate_chunk(chunk: pl.DataFrame, config: TruncationConfig) -> pl.DataFrame:
     """Transcripts by Polars, token counts by the ``bpe`` crate; Python per conversation only where a cut is needed."""
     messages = chunk.get_column("messages")
@@ -275,9 +270,9 @@ def _truncate_chunk(chunk: pl.DataFrame, config: TruncationConfig) -> pl.DataFra
     if over:
         cut_messages = messages.gather(over).to_list() if config.strategy == "turns" else [[]] * len(over)
         cut_tokens = [counts for counts in counted if not isinstance(counts, int)]
-        rows = list(zip(transcripts.gather(over).to_list(), cut_tokens, cut_messages))
-        for i, (cut, tokens, used) in zip(over, _fit_rows(rows, config)):
-            text[i], after[i], strategy[i] = cut, tokens, used
+        rows = zip(over, transcripts.gather(over).to_list(), cut_tokens, cut_messages)
+        for i, transcript, tokens, cut_from in rows:
+            text[i], after[i], strategy[i] = _fit(transcript, tokens, cut_from, config)
     return pl.DataFrame(
         {
             "conversation_id": chunk.get_column("conversation_id"),
