@@ -40,9 +40,10 @@ lint: setup-dev
 test: lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# The unit tests only (pure logic and single components over loopback HTTP).
+# The unit tests only (pure logic and single components over loopback HTTP, no model loaded), a worker
+# per core: most of their time is spent waiting on timeouts, hedges and quota windows over loopback.
 test-fast: setup-dev
-	$(BIN)/python -m pytest -q -m unit $(ARGS)
+	$(BIN)/python -m pytest -q -n auto -m unit tests/unit $(ARGS)
 
 # The UI on the demo's instance (run monitoring on); runs from the UI use SEMTEL_ENDPOINTS, else the simulator.
 dev: setup

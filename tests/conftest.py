@@ -50,10 +50,15 @@ def clean_and_messy_sim():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Markers by what a test needs: `spark` for anything that uses the Spark session, `unit` for the
-    quick tests of tests/unit that start no Dagster run (`make test-fast` runs those)."""
+    """Markers by what a test needs: `spark` for anything that uses the Spark session, `embedding_model`
+    for anything that uses the real embedding model, `unit` for the quick tests of tests/unit that start
+    no Dagster run and load no model (`make test-fast` runs those)."""
     for item in items:
-        if "spark" in getattr(item, "fixturenames", ()) or item.path.name.startswith("test_spark"):
+        fixtures = getattr(item, "fixturenames", ())
+        if "spark" in fixtures or item.path.name.startswith("test_spark"):
             item.add_marker(pytest.mark.spark)
-        if item.path.parent.name == "unit" and not any(item.iter_markers("integration")):
+        if "local_embedder" in fixtures:
+            item.add_marker(pytest.mark.embedding_model)
+        quick = not any(item.iter_markers("integration")) and not any(item.iter_markers("embedding_model"))
+        if item.path.parent.name == "unit" and quick:
             item.add_marker(pytest.mark.unit)
