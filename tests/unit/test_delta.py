@@ -186,3 +186,16 @@ def test_a_stream_with_a_row_outside_the_week_commits_nothing(tmp_path):
         overwrite_weeks(uri, parts, SCHEMA, [W1])
     assert DeltaTable(uri).version() == version
     assert _all(uri).get_column("conversation_id").to_list() == ["a"]
+
+
+def test_batches_of_a_week_written_before_a_column_was_added_read_it_as_null(tmp_path):
+    import semtel_dagster.core.lake.delta as delta
+
+    uri = str(tmp_path / "t")
+    older = SCHEMA.to_frame().drop("tokenizer").schema  # the contract before it gained a column
+    overwrite_weeks(uri, _frame([("a", W1, "x")]).drop("tokenizer"), older, [W1])
+    overwrite_weeks(uri, _frame([("b", W2, "y")]), SCHEMA, [W2])  # the new contract, merged into the table
+    (batch,) = delta.read_week_batches(uri, SCHEMA, W1)
+    assert batch.schema == SCHEMA
+    assert batch.select("conversation_id", "tokenizer").rows() == [("a", None)]
+    assert pl.concat(delta.read_week_batches(uri, SCHEMA, W2)).equals(_frame([("b", W2, "y")]))

@@ -256,5 +256,6 @@ def read_week_batches(
     for fragment in dataset.get_fragments():
         with dataset.filesystem.open_input_file(fragment.path) as source:
             for batch in pq.ParquetFile(source).iter_batches(batch_size=_BATCH_ROWS, columns=stored):
-                frame = cast(pl.DataFrame, pl.from_arrow(batch))
-                yield _as_contract(frame.with_columns(pl.lit(week).alias(PARTITION_COLUMN)), [*stored, PARTITION_COLUMN], wanted)
+                # a file written before a column joined the table lacks it: the batch holds what the file has
+                frame = cast(pl.DataFrame, pl.from_arrow(batch)).with_columns(pl.lit(week).alias(PARTITION_COLUMN))
+                yield _as_contract(frame, frame.columns, wanted)
