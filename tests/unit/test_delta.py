@@ -9,7 +9,15 @@ import pytest
 from deltalake import DeltaTable
 
 from semtel_dagster.core.lake import tables
-from semtel_dagster.core.lake.delta import append, overwrite_weeks, read_weeks, table_exists, table_uri, week_predicate
+from semtel_dagster.core.lake.delta import (
+    append,
+    overwrite_weeks,
+    read_week_batches,
+    read_weeks,
+    table_exists,
+    table_uri,
+    week_predicate,
+)
 
 W1 = dt.date(2024, 1, 1)
 W2 = dt.date(2024, 1, 8)
@@ -189,13 +197,11 @@ def test_a_stream_with_a_row_outside_the_week_commits_nothing(tmp_path):
 
 
 def test_batches_of_a_week_written_before_a_column_was_added_read_it_as_null(tmp_path):
-    import semtel_dagster.core.lake.delta as delta
-
     uri = str(tmp_path / "t")
     older = SCHEMA.to_frame().drop("tokenizer").schema  # the contract before it gained a column
     overwrite_weeks(uri, _frame([("a", W1, "x")]).drop("tokenizer"), older, [W1])
     overwrite_weeks(uri, _frame([("b", W2, "y")]), SCHEMA, [W2])  # the new contract, merged into the table
-    (batch,) = delta.read_week_batches(uri, SCHEMA, W1)
+    (batch,) = read_week_batches(uri, SCHEMA, W1)
     assert batch.schema == SCHEMA
     assert batch.select("conversation_id", "tokenizer").rows() == [("a", None)]
-    assert pl.concat(delta.read_week_batches(uri, SCHEMA, W2)).equals(_frame([("b", W2, "y")]))
+    assert pl.concat(read_week_batches(uri, SCHEMA, W2)).equals(_frame([("b", W2, "y")]))
